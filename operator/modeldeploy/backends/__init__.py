@@ -1,0 +1,128 @@
+"""Backend plugins: what each backend accepts and how its stages are planned and placed.
+
+A backend is declared once, as a `Backend` value, and registered under the
+`modeldeploy.backends` entry-point group (the built-in ones are registered the same way
+in pyproject.toml). The control plane only needs these declarations; the code that
+calibrates, compiles and evaluates lives in `modeldeploy_jobs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.metadata import entry_points
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.alias_generators import to_camel
+
+from modeldeploy.spec import ModelDeploymentSpec, Target
+
+ENTRY_POINT_GROUP = "modeldeploy.backends"
+
+# What a target's evaluation data must look like on disk.
+TENSORS = "tensors"  # preprocessed float tensors, sharded .npy
+SAMPLE_BINS = "sample-bins"  # the same values as one raw .bin file per sample (the ais_bench input layout)
+RAW_UINT8_BINS = "raw-uint8-bins"  # resized and cropped uint8 NHWC, one .bin per sample; the device normalises
+
+FieldErrors = list[tuple[str, str]]  # (path below the target, message)
+
+
+class Options(BaseModel):
+    """Base for backend option models: camelCase names, unknown options rejected."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class NoOptions(Options):
+    pass
+
+
+@dataclass(frozen=True)
+class Device:
+    """An accelerator a backend can target, and how Kubernetes exposes it."""
+
+    name: str
+    resource: str  # extended resource requested in limits, e.g. huawei.com/Ascend310P
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, str], ...] = ()
+    precisions: frozenset[str] | None = None  # narrower than the backend's, when the chip lacks some
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    precisions: frozenset[str]
+    toolchain: str  # enters every task key of this backend: a new toolchain never reuses old results
+    image: str
+    calibration_methods: frozenset[str] = frozenset({"auto"})
+    options: type[Options] = NoOptions
+    devices: Mapping[str, Device] = field(default_factory=dict)  # empty: runs on any CPU node, no device field
+    calibrates_in_compile: bool = False  # the tool calibrates while it builds (MagicMind)
+    device_stages: frozenset[str] = frozenset({"evaluate"})
+    data_variant: Callable[[Target], str] = lambda target: TENSORS
+    check: Callable[[Target, ModelDeploymentSpec], FieldErrors] = lambda target, spec: []
+
+    def needs_device(self, stage: str) -> bool:
+        return bool(self.devices) and stage in self.device_stages
+
+    def parse_options(self, target: Target) -> Options:
+        return self.options.model_validate(target.options)
+
+    def precisions_for(self, device: str | None) -> frozenset[str]:
+        known = self.devices.get(device or "")
+        return known.precisions if known and known.precisions is not None else self.precisions
+
+    def target_errors(self, target: Target, spec: ModelDeploymentSpec | None) -> FieldErrors:
+        """Everything about the target this backend rejects, as (path, message) pairs.
+
+        Without a valid spec around it, only the checks on the target alone run.
+        """
+        errors: FieldErrors = []
+        if self.devices:
+            if target.device is None:
+                errors.append(("device", f"backend {self.name} needs a device, one of: {', '.join(self.devices)}"))
+            elif target.device not in self.devices:
+                errors.append(
+                    ("device", f"unknown {self.name} device {target.device!r}; known: {', '.join(self.devices)}")
+                )
+        elif target.device is not None:
+            errors.append(("device", f"backend {self.name} runs on CPU nodes and takes no device"))
+        # Precisions the backend rejects outright are the CRD's CEL rule; this adds what the chip lacks.
+        accepted = self.precisions_for(target.device)
+        for index, precision in enumerate(target.precisions):
+            if precision in self.precisions and precision not in accepted:
+                errors.append(
+                    (
+                        f"precisions[{index}]",
+                        f"{target.device} does not support {precision} (supported: {', '.join(sorted(accepted))})",
+                    )
+                )
+        try:
+            self.parse_options(target)
+        except ValidationError:
+            return errors  # reported by the caller with the options' own field paths
+        return errors + (self.check(target, spec) if spec is not None else [])
+
+
+class UnknownBackend(KeyError):
+    pass
+
+
+@cache
+def registry() -> Mapping[str, Backend]:
+    """All installed backends by name, loaded from the entry-point group."""
+    backends: dict[str, Backend] = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        backend = entry.load()
+        if not isinstance(backend, Backend) or backend.name != entry.name:
+            raise TypeError(f"entry point {entry.value} must be a Backend named {entry.name!r}")
+        backends[backend.name] = backend
+    return dict(sorted(backends.items()))
+
+
+def get(name: str) -> Backend:
+    try:
+        return registry()[name]
+    except KeyError:
+        raise UnknownBackend(name) from None

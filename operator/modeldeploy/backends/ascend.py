@@ -1,0 +1,79 @@
+"""Huawei Ascend: AMCT calibration, ATC compile, ais_bench evaluation (research/ascend.md)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from modeldeploy.backends import RAW_UINT8_BINS, SAMPLE_BINS, Backend, Device, FieldErrors, Options
+from modeldeploy.spec import ModelDeploymentSpec, Target
+
+CANN_VERSION = "8.2.rc1"
+
+
+class AscendOptions(Options):
+    aipp: bool = Field(
+        default=False, description="Fold resize/crop output normalisation into the model (uint8 NHWC input)."
+    )
+    enable_small_channel: bool = False
+    op_select_implmode: Literal[
+        "high_performance", "high_precision", "high_performance_for_all", "high_precision_for_all"
+    ] | None = None
+    output_type: Literal["FP32", "FP16", "UINT8", "INT8"] | None = None
+    activation_offset: bool = Field(default=True, description="AMCT asymmetric activation quantization.")
+    skip_layers: list[str] = Field(default_factory=list, description="Layers AMCT leaves unquantized.")
+
+
+def _device(soc: str, resource: str, precisions: set[str] | None = None) -> Device:
+    family = resource.rsplit("/", 1)[1]
+    return Device(
+        name=soc,
+        resource=resource,
+        # Applied by the Ascend device plugin itself, with the npu-smi chip name.
+        node_selector={"node.kubernetes.io/npu.chip.name": soc.removeprefix("Ascend")},
+        tolerations=({"key": f"huawei.com/{family}", "operator": "Exists", "effect": "NoSchedule"},),
+        precisions=frozenset(precisions) if precisions is not None else None,
+    )
+
+
+WITHOUT_BF16 = {"fp32", "fp16", "mixed", "int8"}
+
+DEVICES = {
+    device.name: device
+    for device in [
+        _device("Ascend310", "huawei.com/Ascend310", WITHOUT_BF16),
+        *(_device(f"Ascend310P{n}", "huawei.com/Ascend310P", WITHOUT_BF16) for n in (1, 2, 3, 4, 5, 7)),
+        *(_device(soc, "huawei.com/Ascend910", WITHOUT_BF16)
+          for soc in ("Ascend910A", "Ascend910ProA", "Ascend910ProB", "Ascend910PremiumA")),
+        *(_device(f"Ascend910B{n}", "huawei.com/Ascend910") for n in ("1", "2", "2C", "3", "4", "4_1")),
+    ]
+}
+
+
+def check(target: Target, spec: ModelDeploymentSpec) -> FieldErrors:
+    options = AscendOptions.model_validate(target.options)
+    errors: FieldErrors = []
+    if options.enable_small_channel and not options.aipp:
+        errors.append(("options.enableSmallChannel", "enableSmallChannel works only with static AIPP (aipp: true)"))
+    if options.aipp:
+        preprocess = spec.dataset.preprocess if spec.dataset else None
+        if preprocess is None:
+            errors.append(("options.aipp", "aipp folds the dataset's preprocessing into the model: add dataset.preprocess"))
+        elif len(preprocess.mean) != 3:
+            errors.append(("options.aipp", "aipp needs 3-channel mean and std in dataset.preprocess"))
+        if any(inp.layout not in ("NCHW", "NHWC") for inp in spec.source.inputs):
+            errors.append(("options.aipp", "aipp needs NCHW or NHWC model inputs"))
+    return errors
+
+
+ASCEND = Backend(
+    name="ascend",
+    precisions=frozenset({"fp32", "fp16", "bf16", "mixed", "int8"}),
+    toolchain=f"cann-{CANN_VERSION}",
+    image=f"ghcr.io/modeldeploy/modeldeploy-jobs-ascend:0.1.0-cann{CANN_VERSION}",
+    options=AscendOptions,
+    devices=DEVICES,
+    data_variant=lambda target: RAW_UINT8_BINS if AscendOptions.model_validate(target.options).aipp else SAMPLE_BINS,
+    check=check,
+)

@@ -1,0 +1,64 @@
+"""Cambricon MLU: MagicMind build with calibration, mm_run and runtime evaluation (research/magicmind.md)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from modeldeploy.backends import RAW_UINT8_BINS, TENSORS, Backend, Device, FieldErrors, Options
+from modeldeploy.spec import ModelDeploymentSpec, Target
+
+MAGICMIND_VERSION = "1.7.0"
+
+
+class MagicMindOptions(Options):
+    computation_preference: Literal["auto", "fast", "high_precision"] = "auto"
+    cluster_num: list[int] | None = Field(default=None, min_length=1, max_length=8)
+    quantized_mixed: Literal["float16", "float32"] = Field(
+        default="float16", description="Precision of the layers left unquantized: qint8_mixed_<this>."
+    )
+    weight_quant_granularity: Literal["per_tensor", "per_axis"] = "per_tensor"
+    activation_quant_algo: Literal["symmetric", "asymmetric"] = "symmetric"
+    calibration_algorithm: Literal["linear", "eqnm"] = "linear"
+    insert_bn: bool = Field(default=False, description="Fold mean/std into the model; the input becomes uint8 NHWC.")
+
+
+def _mlu370(card: str) -> Device:
+    return Device(
+        name=card,
+        # The device plugin's default --enable-device-type names the resource after the chip.
+        resource="cambricon.com/mlu370",
+        tolerations=({"key": "cambricon.com/mlu", "operator": "Exists", "effect": "NoSchedule"},),
+    )
+
+
+DEVICES = {card: _mlu370(card) for card in ("MLU370-S4", "MLU370-X4", "MLU370-X8")}
+ARCHS = {"MLU370-S4": "mtp_372", "MLU370-X4": "mtp_372", "MLU370-X8": "mtp_372"}
+
+
+def check(target: Target, spec: ModelDeploymentSpec) -> FieldErrors:
+    options = MagicMindOptions.model_validate(target.options)
+    errors: FieldErrors = []
+    if options.insert_bn:
+        preprocess = spec.dataset.preprocess if spec.dataset else None
+        if preprocess is None or len(preprocess.mean) != 3:
+            errors.append(("options.insertBn", "insertBn folds 3-channel mean/std from dataset.preprocess"))
+    if options.activation_quant_algo == "asymmetric" and options.calibration_algorithm == "eqnm":
+        errors.append(("options.calibrationAlgorithm", "eqnm works only with symmetric activation quantization"))
+    return errors
+
+
+MAGICMIND = Backend(
+    name="magicmind",
+    precisions=frozenset({"fp32", "fp16", "int8", "int16"}),
+    toolchain=f"magicmind-{MAGICMIND_VERSION}",
+    image=f"ghcr.io/modeldeploy/modeldeploy-jobs-magicmind:0.1.0-mm{MAGICMIND_VERSION}",
+    options=MagicMindOptions,
+    devices=DEVICES,
+    # MagicMind calibrates on the MLU while it builds the model.
+    calibrates_in_compile=True,
+    device_stages=frozenset({"compile", "evaluate"}),
+    data_variant=lambda target: RAW_UINT8_BINS if MagicMindOptions.model_validate(target.options).insert_bn else TENSORS,
+    check=check,
+)

@@ -1,0 +1,158 @@
+"""The `modeldeploy` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from modeldeploy import __version__
+from modeldeploy.crd import crd_yaml
+from modeldeploy.planner import STAGES, Plan, Task, plan
+from modeldeploy.spec import ModelDeployment
+from modeldeploy.validation import SpecError, load_documents, load_resource
+
+EXIT_INVALID = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.command(args)
+    except SpecError as error:
+        _print_errors(error)
+        return EXIT_INVALID
+    except BrokenPipeError:  # output piped into head, less, ...
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modeldeploy",
+        description="Convert, calibrate, compile and measure models for Ascend, Cambricon MLU and CPU targets.",
+    )
+    parser.add_argument("--version", action="version", version=f"modeldeploy {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    validate = commands.add_parser(
+        "validate",
+        help="check ModelDeployment files and report every error",
+        description="Check ModelDeployment files: the same schema and CEL rules the API server applies, plus the "
+        "backends' own checks. Every error is printed as 'FILE: field.path: message'; exit status 2 if any.",
+    )
+    validate.add_argument("files", nargs="+", type=Path, metavar="FILE", help="YAML file(s), one or more documents")
+    validate.set_defaults(command=_validate)
+
+    plan_command = commands.add_parser(
+        "plan",
+        help="show the stage tasks a ModelDeployment runs, with their keys",
+        description="Show the DAG of stage tasks (convert, prepare, calibrate, compile, evaluate, report) with their "
+        "content-addressed keys. Tasks shared by several cells appear once.",
+    )
+    plan_command.add_argument("file", type=Path, metavar="FILE", help="a ModelDeployment YAML file")
+    plan_command.add_argument(
+        "--output", "-o", choices=("table", "json"), default="table", help="table (default) or json"
+    )
+    plan_command.set_defaults(command=_plan)
+
+    crd = commands.add_parser(
+        "crd",
+        help="print the CustomResourceDefinition",
+        description="Print the ModelDeployment CustomResourceDefinition generated from the typed spec and the "
+        "installed backends; apply it with: modeldeploy crd | kubectl apply -f -",
+    )
+    crd.set_defaults(command=_crd)
+    return parser
+
+
+def _print_errors(error: SpecError) -> None:
+    for item in error.errors:
+        print(f"{error.source}: {item}" if error.source else str(item), file=sys.stderr)
+
+
+def _resources(path: Path) -> list[ModelDeployment]:
+    """Every document of a file as a typed resource; errors of all documents are reported together."""
+    resources, errors = [], []
+    documents = load_documents(path)
+    for index, document in enumerate(documents):
+        try:
+            resources.append(load_resource(document))
+        except SpecError as error:
+            prefix = f"document {index + 1}: " if len(documents) > 1 else ""
+            errors.extend(type(item)(f"{prefix}{item.path}", item.message) for item in error.errors)
+    if errors:
+        raise SpecError(errors, source=str(path))
+    return resources
+
+
+def _validate(args: argparse.Namespace) -> int:
+    failed = False
+    for path in args.files:
+        try:
+            resources = _resources(path)
+        except SpecError as error:
+            failed = True
+            _print_errors(error)
+            continue
+        for resource in resources:
+            result = plan(resource.spec)
+            print(f"{path}: ModelDeployment {resource.metadata.name} is valid "
+                  f"({len(resource.spec.targets)} target(s), {len(result.cells)} cell(s), {len(result.tasks)} task(s))")
+    return EXIT_INVALID if failed else 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    resources = _resources(args.file)
+    plans = [(resource, plan(resource.spec)) for resource in resources]
+    if args.output == "json":
+        documents = [{"name": resource.metadata.name, **result.to_json()} for resource, result in plans]
+        print(json.dumps(documents[0] if len(documents) == 1 else documents, indent=2))
+        return 0
+    for number, (resource, result) in enumerate(plans):
+        if number:
+            print()
+        print(render_plan(resource, result))
+    return 0
+
+
+def _crd(args: argparse.Namespace) -> int:
+    sys.stdout.write(crd_yaml())
+    return 0
+
+
+def render_plan(resource: ModelDeployment, result: Plan) -> str:
+    spec = resource.spec
+    devices = {target.name: target.device for target in spec.targets}
+    lines = [
+        f"ModelDeployment {resource.metadata.name}: {len(spec.targets)} target(s), "
+        f"{len(result.cells)} cell(s), {len(result.tasks)} task(s)",
+        "",
+    ]
+    order = {kind: index for index, kind in enumerate(STAGES)}
+    tasks = sorted(result.tasks, key=lambda task: order[task.kind])
+    rows = [("STAGE", "TASK", "KEY", "DEVICE", "INPUTS")]
+    for task in tasks:
+        device = (devices.get(task.target or "") or "-") if task.needs_device else "-"
+        rows.append((task.kind, task.name, task.short_key, device, _describe_inputs(task, result)))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [value.ljust(width) for value, width in zip(row, widths, strict=False)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)
+
+
+def _describe_inputs(task: Task, result: Plan) -> str:
+    if not task.inputs:
+        return "-"
+    cells = [role for role in task.inputs if role.startswith("cell:")]
+    named = [f"{role}={result.task(key).name}" for role, key in task.inputs.items() if not role.startswith("cell:")]
+    if cells:
+        named.insert(0, f"{len(cells)} cell evaluation(s)")
+    return ", ".join(named)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Stage results in the store: outputs first, then the manifest, the commit marker.
+
+    tasks/<key>/outputs/<name>   immutable outputs of the task
+    tasks/<key>/manifest.json    written last, once: the task is done
+    tasks/<key>/failure.json     the latest failed attempt (replaced by a retry; never a manifest)
+
+A task whose manifest exists is done, and its outputs are exactly the files the manifest
+lists, with their sha256. A writer that dies before the manifest leaves nothing a reader
+takes for a result.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from modeldeploy.store import AlreadyExists, NotFound, Progress, Store
+
+
+class _Document(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+class Output(_Document):
+    sha256: str
+    size: int
+
+
+class Manifest(_Document):
+    api_version: Literal["modeldeploy.io/v1alpha1"] = Field(default="modeldeploy.io/v1alpha1", alias="apiVersion")
+    kind: Literal["StageResult"] = "StageResult"
+    key: str
+    stage: str
+    outputs: dict[str, Output]
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    toolchain: dict[str, str] = Field(default_factory=dict)
+    started_at: datetime
+    finished_at: datetime
+
+
+class Failure(_Document):
+    api_version: Literal["modeldeploy.io/v1alpha1"] = Field(default="modeldeploy.io/v1alpha1", alias="apiVersion")
+    kind: Literal["StageFailure"] = "StageFailure"
+    key: str
+    stage: str
+    reason: str
+    message: str
+    failed_at: datetime
+
+
+def task_prefix(key: str) -> str:
+    return f"tasks/{key}"
+
+
+def output_name(key: str, name: str) -> str:
+    return f"{task_prefix(key)}/outputs/{name}"
+
+
+def manifest_name(key: str) -> str:
+    return f"{task_prefix(key)}/manifest.json"
+
+
+def failure_name(key: str) -> str:
+    return f"{task_prefix(key)}/failure.json"
+
+
+def _serialize(document: BaseModel) -> bytes:
+    return json.dumps(document.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True).encode() + b"\n"
+
+
+def commit(
+    store: Store,
+    key: str,
+    stage: str,
+    outputs: Mapping[str, Path],
+    started_at: datetime,
+    metrics: Mapping[str, Any] | None = None,
+    toolchain: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> Manifest:
+    """Upload every output, then write the manifest. Raises AlreadyExists if the task was committed."""
+    if store.exists(manifest_name(key)):
+        raise AlreadyExists(f"{store.uri_of(manifest_name(key))} already exists")
+    uploaded = {}
+    for name, path in sorted(outputs.items()):
+        digest = store.put_file(output_name(key, name), path, progress)
+        uploaded[name] = Output(sha256=digest, size=path.stat().st_size)
+    manifest = Manifest(
+        key=key,
+        stage=stage,
+        outputs=uploaded,
+        metrics=dict(metrics or {}),
+        toolchain=dict(toolchain or {}),
+        started_at=started_at,
+        finished_at=datetime.now(UTC),
+    )
+    store.create(manifest_name(key), _serialize(manifest))
+    return manifest
+
+
+def read_manifest(store: Store, key: str) -> Manifest | None:
+    """The committed result of a task, or None while it is not done."""
+    try:
+        return Manifest.model_validate_json(store.get_bytes(manifest_name(key)))
+    except NotFound:
+        return None
+
+
+def fetch(store: Store, manifest: Manifest, name: str, destination: Path) -> Path:
+    """Download one output of a committed task; the file appears only if its sha256 matches."""
+    try:
+        expected = manifest.outputs[name]
+    except KeyError:
+        raise KeyError(f"task {manifest.key} has no output {name!r} (it has: {', '.join(manifest.outputs)})") from None
+    store.get_file(output_name(manifest.key, name), destination, sha256=expected.sha256)
+    return destination
+
+
+def record_failure(store: Store, key: str, stage: str, reason: str, message: str) -> Failure:
+    failure = Failure(key=key, stage=stage, reason=reason, message=message, failed_at=datetime.now(UTC))
+    store.put_bytes(failure_name(key), _serialize(failure))
+    return failure
+
+
+def read_failure(store: Store, key: str) -> Failure | None:
+    try:
+        return Failure.model_validate_json(store.get_bytes(failure_name(key)))
+    except NotFound:
+        return None

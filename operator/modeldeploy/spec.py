@@ -1,0 +1,553 @@
+"""The typed `ModelDeployment` resource: the single source of truth for the CRD, the CLI and the planner.
+
+Field names are the camelCase names users write in YAML. Cross-field rules live in
+`x-kubernetes-validations` (CEL) next to the fields they check, so the API server and
+`modeldeploy validate` enforce exactly the same rules (see `modeldeploy.validation`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "modeldeploy.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ModelDeployment"
+PLURAL = "modeldeployments"
+SINGULAR = "modeldeployment"
+SHORT_NAME = "mdep"
+
+DEFAULT_ITERATIONS = 100
+
+# Job names are "<deployment>-<stage>-<hash>" and must stay within 63 characters.
+MAX_NAME_LENGTH = 40
+
+Precision = Literal["fp32", "fp16", "bf16", "mixed", "int8", "int16"]
+QUANTIZED_PRECISIONS: frozenset[str] = frozenset({"int8", "int16"})
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+ARCHITECTURE = r"^((timm|torchvision):[A-Za-z0-9_.]+|python:[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*)$"
+SHA256 = r"^[0-9a-f]{64}$"
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
+STORE_URI = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.*)$"
+
+Uri = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=2048,
+        pattern=r"^((s3|file|https?)://.+|[^:]+)$",
+        description="s3://bucket/key, file:///path, http(s)://..., or a path relative to the spec file (local runs only).",
+    ),
+]
+Cel = list[dict[str, str]]
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One `x-kubernetes-validations` entry; `field_path` points the error at a child field."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+# ---------------------------------------------------------------- source
+
+
+class TensorSpec(Model):
+    """A model input: its graph name, shape (-1 marks the batch axis), dtype and layout."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.shape.all(d, d == -1 || d >= 1)",
+                    "shape dimensions must be positive, or -1 for the batch axis",
+                    ".shape",
+                ),
+                cel(
+                    "self.shape.filter(d, d == -1).size() == 0 || self.shape[0] == -1",
+                    "only the first (batch) dimension may be -1",
+                    ".shape",
+                ),
+            ]
+        }
+    )
+
+    name: str = Field(min_length=1, max_length=128, description="Input name in the exported graph.")
+    shape: list[Annotated[int, Field(ge=-1)]] = Field(min_length=1, max_length=8)
+    dtype: Literal["float32", "float16", "uint8", "int8", "int32", "int64"] = "float32"
+    layout: Literal["NCHW", "NHWC", "ND"] = "NCHW"
+
+
+class Parity(Model):
+    """How close the converted ONNX model must stay to the source model on the same inputs."""
+
+    max_abs_diff: float = Field(default=1e-3, gt=0)
+    min_cosine: float = Field(default=0.9999, ge=0, le=1)
+
+
+class Source(Model):
+    """Where the model comes from and how it is exported to ONNX."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.format != 'pytorch' || has(self.architecture)",
+                    "a pytorch source needs an architecture", ".architecture"),
+                cel("self.format != 'pytorch' || has(self.weights) || self.randomWeights",
+                    "a pytorch source needs weights (a state_dict), or randomWeights: true for speed-only runs",
+                    ".weights"),
+                cel("!(has(self.weights) && self.randomWeights)",
+                    "randomWeights excludes weights", ".randomWeights"),
+                cel("self.format == 'pytorch' || !self.randomWeights",
+                    "randomWeights applies only to a pytorch source", ".randomWeights"),
+                cel("!has(self.code) || (has(self.architecture) && self.architecture.startsWith('python:'))",
+                    "code applies only to a python:<module>:<callable> architecture", ".code"),
+                cel("self.format == 'pytorch' || has(self.uri)",
+                    "a torchscript or onnx source needs uri (the model file)", ".uri"),
+                cel("self.format == 'pytorch' || !has(self.architecture)",
+                    "architecture applies only to a pytorch source", ".architecture"),
+                cel("self.format == 'pytorch' || !has(self.weights)",
+                    "weights apply only to a pytorch source; use uri for the model file", ".weights"),
+                cel("self.format != 'pytorch' || !has(self.uri)",
+                    "a pytorch source takes weights, not uri", ".uri"),
+            ]
+        }
+    )
+
+    format: Literal["pytorch", "torchscript", "onnx"]
+    architecture: str | None = Field(
+        default=None,
+        max_length=256,
+        pattern=ARCHITECTURE,
+        description="timm:<name>, torchvision:<name> or python:<module>:<callable>.",
+    )
+    architecture_args: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments for the architecture constructor."
+    )
+    num_classes: int | None = Field(default=None, ge=1, description="Passed to the constructor as num_classes.")
+    code: Uri | None = Field(
+        default=None, description="A .py file or .zip archive put on the import path for a python: architecture."
+    )
+    weights: Uri | None = Field(default=None, description="state_dict file, loaded with weights_only=True.")
+    random_weights: bool = Field(
+        default=False, description="No weights: random initialisation, for speed measurements only."
+    )
+    weights_key: str | None = Field(
+        default=None, max_length=128, description="Key of the state_dict inside a checkpoint dict, e.g. state_dict."
+    )
+    weights_prefix_map: dict[str, str] = Field(
+        default_factory=dict,
+        description='Rename state_dict key prefixes, e.g. {"backbone.": "", "head.fc.": "fc."}.',
+    )
+    uri: Uri | None = Field(default=None, description="TorchScript or ONNX model file.")
+    sha256: str | None = Field(
+        default=None, pattern=SHA256, description="Expected sha256 of weights or uri; checked on download."
+    )
+    inputs: list[TensorSpec] = Field(
+        min_length=1,
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    outputs: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
+        default=None, max_length=16, description="Output names for the exported graph."
+    )
+    opset: int = Field(default=17, ge=7, le=23)
+    simplify: bool = False
+    parity: Parity = Field(default_factory=Parity)
+
+
+# ---------------------------------------------------------------- dataset
+
+
+class Preprocess(Model):
+    """Image preprocessing: resize, center crop, x*scale, (x-mean)/std, channel order, layout, dtype."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.mean.size() == self.std.size()", "mean and std need the same number of channels", ".std"),
+                cel("!has(self.crop) || !has(self.resize) || self.crop <= self.resize",
+                    "crop must not be larger than resize", ".crop"),
+            ]
+        }
+    )
+
+    resize: int | None = Field(default=None, ge=1, le=8192)
+    resize_mode: Literal["shorter", "exact"] = Field(
+        default="shorter", description="shorter: resize the shorter side; exact: resize to resize x resize."
+    )
+    crop: int | None = Field(default=None, ge=1, le=8192, description="Center crop to crop x crop.")
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+    scale: float = Field(default=1 / 255, gt=0, description="Pixel values are multiplied by scale first.")
+    mean: list[float] = Field(default=[0.0, 0.0, 0.0], min_length=1, max_length=4)
+    std: list[Annotated[float, Field(gt=0)]] = Field(default=[1.0, 1.0, 1.0], min_length=1, max_length=4)
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    dtype: Literal["float32", "float16", "uint8"] = "float32"
+
+
+class Dataset(Model):
+    """The evaluation data; int8 calibration draws its samples from it too."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.kind in ['digits', 'synthetic'] || has(self.uri)",
+                    "this dataset kind needs uri", ".uri"),
+                cel("!(self.kind in ['digits', 'synthetic']) || !has(self.uri)",
+                    "digits and synthetic datasets take no uri", ".uri"),
+                cel("self.kind != 'imagenet' || has(self.labels)",
+                    "an imagenet dataset needs labels (the val_label.txt file)", ".labels"),
+                cel("!(self.kind in ['tensors', 'synthetic']) || !has(self.preprocess)",
+                    "tensors and synthetic datasets are already preprocessed", ".preprocess"),
+            ]
+        }
+    )
+
+    kind: Literal["imagenet", "cifar100", "digits", "tensors", "synthetic"]
+    uri: Uri | None = Field(
+        default=None, description="imagenet: image folder; cifar100: the python 'test' pickle; tensors: directory."
+    )
+    labels: Uri | None = Field(default=None, description="Label file of 'file label' lines.")
+    preprocess: Preprocess | None = None
+    limit: int | None = Field(default=None, ge=1, description="Use at most this many samples.")
+    label_offset: int = Field(
+        default=0, ge=-1, le=1, description="Added to every label: 1 for 1001-class models with a background class."
+    )
+    seed: int = Field(default=0, ge=0, description="Seed for synthetic data.")
+
+
+class Calibration(Model):
+    """Post-training quantization settings for the int8/int16 precisions."""
+
+    samples: int = Field(default=256, ge=1, le=100_000)
+    method: Literal["auto", "minmax", "entropy", "percentile"] = Field(
+        default="auto", description="auto picks each backend's recommended method."
+    )
+
+
+# ---------------------------------------------------------------- targets
+
+
+class Toleration(Model):
+    key: str | None = Field(default=None, max_length=317)
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = Field(default=None, max_length=253)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+Quantity = int | Annotated[str, Field(pattern=QUANTITY)]
+
+
+class Resources(Model):
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+
+
+class Placement(Model):
+    """Where this target's Jobs run; merged over the backend's and the installation's defaults."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    affinity: dict[str, Any] = Field(default_factory=dict, description="A core/v1 Affinity.")
+    resources: Resources | None = None
+
+
+class DynamicBatch(Model):
+    """Compile one artifact for a range of batch sizes, and evaluate it at `evaluate`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.min <= self.max", "min must not exceed max", ".min"),
+                cel("!has(self.evaluate) || self.evaluate.all(b, b >= self.min && b <= self.max)",
+                    "evaluated batch sizes must lie within [min, max]", ".evaluate"),
+            ]
+        }
+    )
+
+    min: int = Field(ge=1, le=4096)
+    max: int = Field(ge=1, le=4096)
+    evaluate: list[Annotated[int, Field(ge=1, le=4096)]] | None = Field(
+        default=None,
+        max_length=64,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Batch sizes to measure; defaults to min, the powers of two between, and max.",
+    )
+
+    def evaluated(self) -> list[int]:
+        if self.evaluate is not None:
+            return sorted(self.evaluate)
+        sizes = {self.min, self.max}
+        power = 1
+        while power < self.max:
+            if power > self.min:
+                sizes.add(power)
+            power *= 2
+        return sorted(sizes)
+
+
+def _installed_backend(name: str) -> str:
+    from modeldeploy.backends import registry  # the registry's declarations import this module
+
+    if name not in registry():
+        raise ValueError(f"unknown backend {name!r}; installed: {', '.join(registry())}")
+    return name
+
+
+class Target(Model):
+    """One device to compile for and measure on."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("has(self.batchSizes) != has(self.dynamicBatch)",
+                    "set exactly one of batchSizes or dynamicBatch", ".batchSizes"),
+            ]
+        }
+    )
+
+    name: str = Field(min_length=1, max_length=24, pattern=DNS_LABEL)
+    backend: Annotated[str, AfterValidator(_installed_backend)] = Field(min_length=1, max_length=63)
+    device: str | None = Field(default=None, max_length=63, description="Chip, e.g. Ascend310P3 or MLU370-X4.")
+    precisions: list[Precision] = Field(
+        min_length=1, max_length=6, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    batch_sizes: list[Annotated[int, Field(ge=1, le=4096)]] | None = Field(
+        default=None, min_length=1, max_length=64, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    dynamic_batch: DynamicBatch | None = None
+    options: dict[str, Any] = Field(default_factory=dict, description="Backend options, checked by the backend.")
+    image: str | None = Field(default=None, max_length=512, description="Overrides the backend's job image.")
+    placement: Placement | None = None
+
+    def evaluated_batch_sizes(self) -> list[int]:
+        if self.dynamic_batch is not None:
+            return self.dynamic_batch.evaluated()
+        return sorted(self.batch_sizes or [])
+
+
+# ---------------------------------------------------------------- accuracy, artifacts, performance
+
+
+class DeclaredAccuracy(Model):
+    """Published accuracy as fractions (78.55% is 0.7855)."""
+
+    top1: float | None = Field(default=None, ge=0, le=1)
+    top5: float | None = Field(default=None, ge=0, le=1)
+
+
+class Accuracy(Model):
+    """The accuracy gate every cell must pass."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.reference != 'declared' || has(self.declared)",
+                    "reference: declared needs the declared numbers", ".declared"),
+                cel("self.reference == 'declared' || !has(self.declared)",
+                    "declared numbers are used only with reference: declared", ".declared"),
+                cel("!has(self.declared) || (self.metric == 'top1' ? has(self.declared.top1) : has(self.declared.top5))",
+                    "the declared numbers must include the gate's metric", ".declared"),
+                cel("self.dropMode != 'relative' || self.maxDrop <= 1.0",
+                    "a relative maxDrop is a fraction of the reference and must not exceed 1", ".maxDrop"),
+            ]
+        }
+    )
+
+    reference: Literal["source", "declared"] = Field(
+        default="source", description="source: the source model in fp32 on the same data; declared: the numbers below."
+    )
+    declared: DeclaredAccuracy | None = None
+    metric: Literal["top1", "top5"] = "top1"
+    max_drop: float = Field(default=0.01, ge=0, description="Largest allowed drop below the reference.")
+    drop_mode: Literal["absolute", "relative"] = "absolute"
+
+
+class SecretReference(Model):
+    name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+class Artifacts(Model):
+    """Object storage for every artifact; credentials come from the Secret, never from the spec."""
+
+    uri: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=STORE_URI,
+        description="s3://bucket/prefix or file:///path.",
+    )
+    secret_ref: SecretReference | None = Field(
+        default=None, description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (optional AWS_SESSION_TOKEN)."
+    )
+    endpoint: str | None = Field(
+        default=None, max_length=512, pattern=r"^https?://[^\s]+$", description="S3 endpoint for MinIO, Ceph RGW, OBS."
+    )
+    region: str | None = Field(default=None, max_length=64)
+    on_delete: Literal["Retain", "Delete"] = Field(
+        default="Retain", description="What happens to the artifacts when the ModelDeployment is deleted."
+    )
+
+
+class Performance(Model):
+    """How speed is measured, per batch size: warm-up, then iterations or a time budget."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("!(has(self.iterations) && has(self.durationSeconds))",
+                    "set iterations or durationSeconds, not both", ".durationSeconds"),
+            ]
+        }
+    )
+
+    warmup: int = Field(default=10, ge=0, le=100_000, description="Warm-up iterations, not measured.")
+    iterations: int | None = Field(default=None, ge=1, le=1_000_000, description="Defaults to 100.")
+    duration_seconds: float | None = Field(default=None, gt=0, le=86_400)
+
+    def budget(self) -> dict[str, float | int]:
+        """The measurement budget with its default filled in: iterations, or a duration."""
+        if self.duration_seconds is not None:
+            return {"warmup": self.warmup, "durationSeconds": self.duration_seconds}
+        return {"warmup": self.warmup, "iterations": self.iterations or DEFAULT_ITERATIONS}
+
+
+# ---------------------------------------------------------------- the resource
+
+
+class ModelDeploymentSpec(Model):
+    """What to convert, on which data, for which targets, and how to judge the result."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("!has(self.calibration) || has(self.dataset)",
+                    "calibration needs a dataset to draw samples from", ".calibration"),
+                cel("has(self.dataset) || !self.targets.exists(t, t.precisions.exists(p, p in ['int8', 'int16']))",
+                    "int8/int16 precisions are calibrated on real data: add a dataset", ".dataset"),
+                cel("!has(self.accuracy) || (has(self.dataset) && self.dataset.kind != 'synthetic')",
+                    "an accuracy gate needs a labelled dataset (not synthetic)", ".accuracy"),
+                cel("!has(self.accuracy) || !self.source.randomWeights",
+                    "a randomly initialised model has no accuracy to gate", ".accuracy"),
+                cel("!has(self.calibration) || !has(self.dataset) || !has(self.dataset.limit)"
+                    " || self.calibration.samples <= self.dataset.limit",
+                    "calibration.samples must not exceed dataset.limit", ".calibration.samples"),
+            ]
+        }
+    )
+
+    source: Source
+    dataset: Dataset | None = None
+    calibration: Calibration | None = None
+    targets: list[Target] = Field(
+        min_length=1,
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    accuracy: Accuracy | None = None
+    artifacts: Artifacts | None = Field(
+        default=None, description="Defaults to the operator's store (or --store for local runs)."
+    )
+    performance: Performance = Field(default_factory=Performance)
+
+
+class Condition(Model):
+    type: str = Field(max_length=316)
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(max_length=1024)
+    message: str = Field(default="", max_length=32768)
+    last_transition_time: datetime
+    observed_generation: int | None = None
+
+
+StagePhase = Literal["Pending", "Running", "Succeeded", "Failed", "Skipped"]
+
+
+class StageStatus(Model):
+    name: str
+    kind: str
+    key: str
+    phase: StagePhase
+    job: str | None = None
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    message: str | None = None
+
+
+class Latency(Model):
+    mean: float | None = None
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+
+
+class CellResult(Model):
+    target: str
+    precision: Precision
+    batch_size: int
+    top1: float | None = None
+    top5: float | None = None
+    throughput: float | None = Field(default=None, description="Samples per second.")
+    latency_ms: Latency | None = None
+    artifact: str | None = None
+    sha256: str | None = None
+    gate: Literal["Passed", "Failed", "NotEvaluated"] = "NotEvaluated"
+
+
+class BestCell(Model):
+    target: str
+    precision: Precision
+    batch_size: int
+    throughput: float
+    top1: float | None = None
+
+
+class ModelDeploymentStatus(Model):
+    observed_generation: int | None = None
+    phase: Literal["Pending", "Running", "Succeeded", "Failed"] | None = None
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    stages: list[StageStatus] = Field(default_factory=list)
+    results: list[CellResult] = Field(default_factory=list)
+    best: list[BestCell] = Field(default_factory=list)
+    report_uri: str | None = None
+    targets: str | None = Field(default=None, description="Targets with every cell finished, e.g. 1/2.")
+    best_summary: str | None = Field(default=None, description="The fastest passing cell, for kubectl get.")
+
+
+class ObjectMeta(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(min_length=1, description="Checked by the resource's CEL rule, as the API server does.")
+    namespace: str | None = None
+    generation: int | None = None
+
+
+class ModelDeployment(BaseModel):
+    """A model conversion pipeline: convert, calibrate, compile and measure every target x precision x batch size."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    api_version: Literal["modeldeploy.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["ModelDeployment"]
+    metadata: ObjectMeta
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus | None = None

@@ -1,0 +1,354 @@
+"""Validation of ModelDeployment documents, reporting every error at once as (field path, message).
+
+Three layers, run together so one pass shows everything:
+1. the typed model (types, ranges, patterns, unknown fields);
+2. the CRD's own schema walk, as the API server does it: schema defaults, list-map and set
+   uniqueness, then every CEL rule (`x-kubernetes-validations`) evaluated with cel-python;
+3. checks that need Python: each backend's verdict on its targets, and preprocessing that
+   does not fit the model's input.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import celpy
+from celpy import celtypes
+import yaml
+from pydantic import ValidationError
+
+from modeldeploy import backends
+from modeldeploy.crd import Schema, resource_schema
+from modeldeploy.spec import ARCHITECTURE, DNS_LABEL, QUANTITY, SHA256, STORE_URI, ModelDeployment, ModelDeploymentSpec, Target
+
+
+@dataclass(frozen=True, order=True)
+class FieldError:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class SpecError(ValueError):
+    """A document that is not a valid ModelDeployment; carries every error found."""
+
+    def __init__(self, errors: list[FieldError], source: str | None = None):
+        self.errors = errors
+        self.source = source
+        super().__init__("\n".join(str(error) for error in errors))
+
+
+def load_documents(path: Path) -> list[Any]:
+    """The YAML documents of a file; a syntax error names the file, line and column."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise SpecError([FieldError(str(path), f"cannot read: {error.strerror}")]) from None
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(error, "problem", None) or str(error)
+        raise SpecError([FieldError(where, f"invalid YAML: {problem}")]) from None
+    if not documents:
+        raise SpecError([FieldError(str(path), "no YAML document in the file")])
+    return documents
+
+
+def load_resource(document: Any) -> ModelDeployment:
+    """The typed resource, or a SpecError listing every problem with the document."""
+    if not isinstance(document, dict):
+        raise SpecError([FieldError("(document)", "a ModelDeployment must be a mapping")])
+    errors: list[FieldError] = []
+    resource: ModelDeployment | None = None
+    try:
+        resource = ModelDeployment.model_validate(document)
+    except ValidationError as error:
+        errors.extend(_model_errors(error, document))
+    errors.extend(schema_errors(document, failed=[e.path for e in errors]))
+    if resource is not None:
+        errors.extend(semantic_errors(resource.spec))
+    else:
+        errors.extend(_target_errors_alone(document))
+    if errors:
+        raise SpecError(sorted(set(errors), key=_error_order))
+    assert resource is not None
+    return resource
+
+
+def _error_order(error: FieldError) -> tuple[Any, ...]:
+    return tuple((0, part) if isinstance(part, int) else (1, part) for part in _split_path(error.path)), error.message
+
+
+def _split_path(path: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for piece in path.replace("[", ".[").split("."):
+        if piece.startswith("[") and piece.endswith("]") and piece[1:-1].isdigit():
+            parts.append(int(piece[1:-1]))
+        elif piece:
+            parts.append(piece)
+    return parts
+
+
+def format_path(parts: list[str | int]) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(document)"
+
+
+# ---------------------------------------------------------------- layer 1: the typed model
+
+PATTERN_HINTS = {
+    DNS_LABEL: "must be a lowercase DNS label (a-z, 0-9 and '-', starting and ending alphanumeric)",
+    ARCHITECTURE: "must be timm:<name>, torchvision:<name> or python:<module>:<callable>",
+    SHA256: "must be 64 lowercase hex digits",
+    QUANTITY: "must be a Kubernetes quantity such as 500m, 2 or 4Gi",
+    STORE_URI: "must be s3://bucket/prefix or file:///path",
+}
+
+
+def _model_errors(error: ValidationError, document: Any, prefix: list[str | int] = ()) -> list[FieldError]:
+    by_path: dict[str, FieldError] = {}
+    for item in error.errors():
+        parts = _document_path(item["loc"], document, missing=item["type"] == "missing")
+        path = format_path([*prefix, *parts])
+        # Several branches of one union fail on the same value: the last (most specific) explains it best.
+        by_path[path] = FieldError(path, _message(item, [*prefix, *parts]))
+    return list(by_path.values())
+
+
+def _document_path(loc: tuple[Any, ...], document: Any, missing: bool) -> list[str | int]:
+    """The error location as a path through the document, without pydantic's union-branch tags."""
+    parts: list[str | int] = []
+    node = document
+    for index, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        elif missing and index == len(loc) - 1:
+            pass
+        else:
+            break
+        parts.append(part)
+    return parts
+
+
+def _message(item: Any, parts: list[str | int]) -> str:
+    kind, given, ctx = item["type"], item.get("input"), item.get("ctx") or {}
+    got = f" (got {given!r})" if not isinstance(given, (dict, list)) else ""
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return _unknown_field(parts)
+    if kind == "literal_error":
+        return f"must be one of {ctx['expected']}{got}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"must be an integer{got}"
+    if kind in ("float_parsing", "float_type"):
+        return f"must be a number{got}"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"must be true or false{got}"
+    if kind in ("string_type",):
+        return f"must be a string{got}"
+    if kind in ("list_type",):
+        return f"must be a list{got}"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"must be a mapping{got}"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx['ge']}{got}"
+    if kind == "greater_than":
+        return f"must be greater than {ctx['gt']}{got}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx['le']}{got}"
+    if kind == "string_pattern_mismatch":
+        return PATTERN_HINTS.get(ctx["pattern"], f"must match {ctx['pattern']}") + got
+    if kind == "too_short":
+        return f"needs at least {ctx['min_length']} item(s)" if isinstance(given, list) else "must not be empty"
+    if kind == "too_long":
+        return f"allows at most {ctx['max_length']} item(s)"
+    if kind in ("string_too_short",):
+        return "must not be empty"
+    if kind in ("string_too_long",):
+        return f"must be at most {ctx['max_length']} characters"
+    return str(item["msg"]).removeprefix("Value error, ")
+
+
+def _unknown_field(parts: list[str | int]) -> str:
+    field = parts[-1]
+    known = _known_fields(parts[:-1])
+    close = difflib.get_close_matches(str(field), known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown field{hint}"
+
+
+def _known_fields(parts: list[str | int]) -> list[str]:
+    node: Schema = resource_schema()
+    for part in parts:
+        if isinstance(part, int):
+            node = node.get("items", {})
+        else:
+            node = node.get("properties", {}).get(part, {})
+    return list(node.get("properties", {}))
+
+
+# ---------------------------------------------------------------- layer 2: the CRD schema walk
+
+
+@cache
+def _program(rule: str) -> celpy.Runner:
+    environment = celpy.Environment()
+    return environment.program(environment.compile(rule))
+
+
+def schema_errors(document: dict[str, Any], failed: list[str] = ()) -> list[FieldError]:
+    """What the API server would reject beyond types: list uniqueness and CEL rules.
+
+    `failed` lists paths that already have type errors; a rule over such a node that cannot
+    be evaluated is not reported again.
+    """
+    schema = resource_schema()
+    defaulted = with_defaults(document, schema)
+    return list(_walk(defaulted, schema, [], tuple(failed)))
+
+
+def with_defaults(value: Any, schema: Schema) -> Any:
+    """A copy of value with the schema's defaults filled in, as the API server does on admission."""
+    if isinstance(value, dict) and "properties" in schema:
+        result = dict(value)
+        for name, child in schema["properties"].items():
+            if name not in result and "default" in child:
+                result[name] = child["default"]
+            if name in result:
+                result[name] = with_defaults(result[name], child)
+        return result
+    if isinstance(value, list) and "items" in schema:
+        return [with_defaults(item, schema["items"]) for item in value]
+    return value
+
+
+def _walk(value: Any, schema: Schema, parts: list[str | int], failed: tuple[str, ...]) -> Iterator[FieldError]:
+    path = format_path(parts)
+    broken_below = any(_within(path, bad) for bad in failed)
+    if isinstance(value, list):
+        yield from _duplicates(value, schema, parts)
+    for rule in schema.get("x-kubernetes-validations", []):
+        target = format_path(parts + _split_path(rule.get("fieldPath", "")))
+        try:
+            result = _program(rule["rule"]).evaluate({"self": celpy.json_to_cel(value)})
+        except celpy.CELEvalError:
+            result = None
+        if isinstance(result, celtypes.BoolType):
+            if not result:
+                yield FieldError(target, rule["message"])
+        elif not broken_below:  # not evaluable on well-typed data: the rule is not met
+            yield FieldError(target, rule["message"])
+    if isinstance(value, dict):
+        for name, child in schema.get("properties", {}).items():
+            if name in value:
+                yield from _walk(value[name], child, [*parts, name], failed)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            yield from _walk(item, schema["items"], [*parts, index], failed)
+
+
+def _within(path: str, inner: str) -> bool:
+    return not path or path == "(document)" or inner == path or inner.startswith((path + ".", path + "["))
+
+
+def _duplicates(items: list[Any], schema: Schema, parts: list[str | int]) -> Iterator[FieldError]:
+    list_type = schema.get("x-kubernetes-list-type")
+    if list_type == "set":
+        keys = [repr(item) for item in items]
+        describe = [repr(item) for item in items]
+    elif list_type == "map":
+        names = schema.get("x-kubernetes-list-map-keys", [])
+        keys = [repr([item.get(name) for name in names]) if isinstance(item, dict) else None for item in items]
+        describe = [
+            ", ".join(f"{name}={item.get(name)!r}" for name in names) if isinstance(item, dict) else ""
+            for item in items
+        ]
+    else:
+        return
+    seen: set[str] = set()
+    for index, key in enumerate(keys):
+        if key is None:
+            continue
+        if key in seen:
+            yield FieldError(format_path([*parts, index]), f"duplicate entry ({describe[index]})")
+        seen.add(key)
+
+
+# ---------------------------------------------------------------- layer 3: checks that need Python
+
+
+def semantic_errors(spec: ModelDeploymentSpec) -> list[FieldError]:
+    errors: list[FieldError] = []
+    for index, target in enumerate(spec.targets):
+        errors.extend(_backend_errors(index, target, spec))
+    errors.extend(_preprocess_fits_input(spec))
+    return errors
+
+
+def _backend_errors(index: int, target: Target, spec: ModelDeploymentSpec | None) -> list[FieldError]:
+    backend = backends.get(target.backend)
+    errors = [FieldError(f"spec.targets[{index}].{where}", message)
+              for where, message in backend.target_errors(target, spec)]
+    try:
+        backend.parse_options(target)
+    except ValidationError as error:
+        errors.extend(_model_errors(error, target.options, ["spec", "targets", index, "options"]))
+    return errors
+
+
+def _target_errors_alone(document: dict[str, Any]) -> list[FieldError]:
+    """Backend checks for the targets that are well-formed even though the document as a whole is not."""
+    spec = document.get("spec")
+    targets = spec.get("targets") if isinstance(spec, dict) else None
+    errors: list[FieldError] = []
+    for index, raw in enumerate(targets if isinstance(targets, list) else []):
+        try:
+            target = Target.model_validate(raw)
+        except ValidationError:
+            continue
+        errors.extend(_backend_errors(index, target, spec=None))
+    return errors
+
+
+def _preprocess_fits_input(spec: ModelDeploymentSpec) -> list[FieldError]:
+    preprocess = spec.dataset.preprocess if spec.dataset else None
+    if preprocess is None or len(spec.source.inputs) != 1:
+        return []
+    first = spec.source.inputs[0]
+    if len(first.shape) != 4 or first.layout not in ("NCHW", "NHWC"):
+        return []
+    height, width = first.shape[2:] if first.layout == "NCHW" else first.shape[1:3]
+    channels = first.shape[1] if first.layout == "NCHW" else first.shape[3]
+    errors = []
+    side = preprocess.crop or (preprocess.resize if preprocess.resize_mode == "exact" else None)
+    if side is not None and (height, width) != (side, side):
+        field = "crop" if preprocess.crop else "resize"
+        errors.append(
+            FieldError(
+                f"spec.dataset.preprocess.{field}",
+                f"produces {side}x{side} images but the model input {first.name!r} is {height}x{width}",
+            )
+        )
+    if len(preprocess.mean) not in (1, channels):
+        errors.append(
+            FieldError(
+                "spec.dataset.preprocess.mean",
+                f"has {len(preprocess.mean)} values but the model input {first.name!r} has {channels} channels",
+            )
+        )
+    return errors
+
