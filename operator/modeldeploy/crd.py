@@ -8,7 +8,7 @@ backend registry adds the `backend` enum and one CEL rule per backend for its pr
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
@@ -23,6 +23,7 @@ from modeldeploy.spec import (
     SINGULAR,
     VERSION,
     DNS_LABEL,
+    CalibrationMethod,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     cel,
@@ -97,6 +98,8 @@ def _add_backend_rules(spec: Schema, registry: dict[str, backends.Backend]) -> N
                 ".precisions",
             )
         )
+        if backend.calibration_methods >= set(get_args(CalibrationMethod)):
+            continue
         spec_rules.append(
             cel(
                 f"!has(self.calibration) || self.calibration.method in {_quoted(backend.calibration_methods)}"

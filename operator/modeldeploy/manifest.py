@@ -12,7 +12,7 @@ takes for a result.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +20,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from modeldeploy.store import AlreadyExists, NotFound, Progress, Store
+from modeldeploy.store import AlreadyExists, NotFound, Store
+
+OutputProgress = Callable[[str, int], None]  # (output name, bytes just uploaded)
 
 
 class _Document(BaseModel):
@@ -82,14 +84,15 @@ def commit(
     started_at: datetime,
     metrics: Mapping[str, Any] | None = None,
     toolchain: Mapping[str, str] | None = None,
-    progress: Progress | None = None,
+    progress: OutputProgress | None = None,
 ) -> Manifest:
     """Upload every output, then write the manifest. Raises AlreadyExists if the task was committed."""
     if store.exists(manifest_name(key)):
         raise AlreadyExists(f"{store.uri_of(manifest_name(key))} already exists")
     uploaded = {}
     for name, path in sorted(outputs.items()):
-        digest = store.put_file(output_name(key, name), path, progress)
+        report = (lambda transferred, name=name: progress(name, transferred)) if progress else None
+        digest = store.put_file(output_name(key, name), path, report)
         uploaded[name] = Output(sha256=digest, size=path.stat().st_size)
     manifest = Manifest(
         key=key,

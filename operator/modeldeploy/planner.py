@@ -177,12 +177,13 @@ def plan(spec: ModelDeploymentSpec) -> Plan:
     for target in spec.targets:
         backend = backends.get(target.backend)
         common = _target_config(target, backend)
+        build = _build_config(target, backend)
         device_data = prepare(backend.data_variant(target))
-        stage = _StagePlanner(builder, target, backend, common)
+        stage = _StagePlanner(builder, target, backend)
         for precision in target.precisions:
             quantized = precision in QUANTIZED_PRECISIONS
             compile_inputs = _inputs(model=convert)
-            compile_config: dict[str, Any] = {**common, "precision": precision}
+            compile_config: dict[str, Any] = {**build, "precision": precision}
             if quantized and backend.calibrates_in_compile:
                 compile_inputs = _inputs(model=convert, calibrationData=prepare(TENSORS))
                 compile_config["calibration"] = calibration
@@ -190,7 +191,7 @@ def plan(spec: ModelDeploymentSpec) -> Plan:
                 calibrated = stage.add(
                     "calibrate",
                     f"{target.name}/{precision}",
-                    {**common, "precision": precision, "calibration": calibration},
+                    {**build, "precision": precision, "calibration": calibration},
                     _inputs(model=convert, data=prepare(TENSORS)),
                 )
                 compile_inputs = _inputs(model=calibrated)
@@ -252,7 +253,7 @@ def _inputs(**roles: str | None) -> dict[str, str]:
 
 
 def _target_config(target: Target, backend: Backend) -> dict[str, Any]:
-    """What about a target changes its results: backend, device, options (defaults filled in), image."""
+    """What about a target changes its measurements: backend, device, options (defaults filled in), image."""
     config: dict[str, Any] = {
         "backend": backend.name,
         "options": backend.parse_options(target).model_dump(mode="json", by_alias=True),
@@ -264,12 +265,19 @@ def _target_config(target: Target, backend: Backend) -> dict[str, Any]:
     return config
 
 
+def _build_config(target: Target, backend: Backend) -> dict[str, Any]:
+    """What changes a calibrated or compiled artifact: as above, with the device's build target for the device."""
+    config = _target_config(target, backend)
+    if target.device is not None:
+        config["device"] = backend.build_target(target.device)
+    return config
+
+
 @dataclass
 class _StagePlanner:
     builder: _Builder
     target: Target
     backend: Backend
-    common: Mapping[str, Any]
 
     def add(self, kind: StageKind, label: str, config: Mapping[str, Any], inputs: Mapping[str, str]) -> str:
         return self.builder.add(

@@ -88,7 +88,7 @@ class TensorSpec(Model):
     )
 
     name: str = Field(min_length=1, max_length=128, description="Input name in the exported graph.")
-    shape: list[Annotated[int, Field(ge=-1)]] = Field(min_length=1, max_length=8)
+    shape: list[int] = Field(min_length=1, max_length=8)
     dtype: Literal["float32", "float16", "uint8", "int8", "int32", "int64"] = "float32"
     layout: Literal["NCHW", "NHWC", "ND"] = "NCHW"
 
@@ -232,11 +232,14 @@ class Dataset(Model):
     seed: int = Field(default=0, ge=0, description="Seed for synthetic data.")
 
 
+CalibrationMethod = Literal["auto", "minmax", "entropy", "percentile"]
+
+
 class Calibration(Model):
     """Post-training quantization settings for the int8/int16 precisions."""
 
     samples: int = Field(default=256, ge=1, le=100_000)
-    method: Literal["auto", "minmax", "entropy", "percentile"] = Field(
+    method: CalibrationMethod = Field(
         default="auto", description="auto picks each backend's recommended method."
     )
 

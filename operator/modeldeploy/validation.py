@@ -248,7 +248,8 @@ def _walk(value: Any, schema: Schema, parts: list[str | int], failed: tuple[str,
         except celpy.CELEvalError:
             result = None
         if isinstance(result, celtypes.BoolType):
-            if not result:
+            # A field that already has a type error is reported once, by that error.
+            if not result and not any(_within(target, bad) for bad in failed):
                 yield FieldError(target, rule["message"])
         elif not broken_below:  # not evaluable on well-typed data: the rule is not met
             yield FieldError(target, rule["message"])
@@ -329,7 +330,7 @@ def _preprocess_fits_input(spec: ModelDeploymentSpec) -> list[FieldError]:
     if preprocess is None or len(spec.source.inputs) != 1:
         return []
     first = spec.source.inputs[0]
-    if len(first.shape) != 4 or first.layout not in ("NCHW", "NHWC"):
+    if len(first.shape) != 4 or first.layout not in ("NCHW", "NHWC") or min(first.shape[1:]) < 1:
         return []
     height, width = first.shape[2:] if first.layout == "NCHW" else first.shape[1:3]
     channels = first.shape[1] if first.layout == "NCHW" else first.shape[3]

@@ -61,6 +61,8 @@ class Backend:
     calibrates_in_compile: bool = False  # the tool calibrates while it builds (MagicMind)
     device_stages: frozenset[str] = frozenset({"evaluate"})
     data_variant: Callable[[Target], str] = lambda target: TENSORS
+    # What a compiled artifact is built for; devices that map to the same value share calibration and compile.
+    build_target: Callable[[str], str] = lambda device: device
     check: Callable[[Target, ModelDeploymentSpec], FieldErrors] = lambda target, spec: []
 
     def needs_device(self, stage: str) -> bool:

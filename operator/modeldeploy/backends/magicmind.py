@@ -58,6 +58,7 @@ MAGICMIND = Backend(
     devices=DEVICES,
     # MagicMind calibrates on the MLU while it builds the model.
     calibrates_in_compile=True,
+    build_target=ARCHS.__getitem__,  # one model per MLU architecture serves every card of it
     device_stages=frozenset({"compile", "evaluate"}),
     data_variant=lambda target: RAW_UINT8_BINS if MagicMindOptions.model_validate(target.options).insert_bn else TENSORS,
     check=check,

@@ -1,0 +1,241 @@
+"""Bad specs are rejected with every error at once, each naming its field."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from specs import Doc, base, both, removing, setting
+
+from modeldeploy.crd import resource_schema
+from modeldeploy.validation import FieldError, SpecError, load_resource
+
+
+MLU = "spec.targets[3]"
+NPU = "spec.targets[2]"
+
+# (id, change, field path of the expected error, words its message contains)
+BAD_SPECS: list[tuple[str, Callable[[Doc], None], str, str]] = [
+    ("batch-sizes-wrong-type", setting("spec.targets[0].batchSizes", "eight"), "spec.targets[0].batchSizes",
+     "must be a list"),
+    ("iterations-wrong-type", setting("spec.performance.iterations", "many"), "spec.performance.iterations",
+     "must be an integer"),
+    ("unknown-backend", setting("spec.targets[0].backend", "tensorrt"), "spec.targets[0].backend",
+     "unknown backend 'tensorrt'"),
+    ("precision-not-in-onnxruntime", setting("spec.targets[1].precisions", ["fp32", "fp16"]),
+     "spec.targets[1].precisions", "backend onnxruntime accepts precisions fp32, int8"),
+    ("precision-not-in-openvino", setting("spec.targets[0].precisions", ["int16"]), "spec.targets[0].precisions",
+     "backend openvino accepts"),
+    ("precision-not-in-ascend", setting(f"{NPU}.precisions", ["int16"]), f"{NPU}.precisions",
+     "backend ascend accepts"),
+    ("precision-not-in-magicmind", setting(f"{MLU}.precisions", ["bf16"]), f"{MLU}.precisions",
+     "backend magicmind accepts"),
+    ("precision-unknown", setting("spec.targets[0].precisions", ["int4"]), "spec.targets[0].precisions[0]",
+     "must be one of"),
+    ("bf16-on-ascend310", both(setting(f"{NPU}.device", "Ascend310"), setting(f"{NPU}.precisions", ["bf16"])),
+     f"{NPU}.precisions[0]", "Ascend310 does not support bf16"),
+    ("batch-size-zero", setting("spec.targets[0].batchSizes", [0, 8]), "spec.targets[0].batchSizes[0]",
+     "at least 1"),
+    ("negative-shape", setting("spec.source.inputs[0].shape", [-1, 3, -32, 32]), "spec.source.inputs[0].shape",
+     "must be positive"),
+    ("zero-shape", setting("spec.source.inputs[0].shape", [-1, 0, 32, 32]), "spec.source.inputs[0].shape",
+     "must be positive"),
+    ("dynamic-axis-not-first", setting("spec.source.inputs[0].shape", [1, 3, -1, 32]),
+     "spec.source.inputs[0].shape", "only the first (batch) dimension"),
+    ("duplicate-input-names", setting("spec.source.inputs", [{"name": "x", "shape": [-1, 3, 32, 32]},
+                                                             {"name": "x", "shape": [-1, 4]}]),
+     "spec.source.inputs[1]", "duplicate entry"),
+    ("pytorch-without-weights", removing("spec.source.weights"), "spec.source.weights", "needs weights"),
+    ("pytorch-without-architecture", removing("spec.source.architecture"), "spec.source.architecture",
+     "needs an architecture"),
+    ("random-weights-and-weights", setting("spec.source.randomWeights", True), "spec.source.randomWeights",
+     "excludes weights"),
+    ("random-weights-with-accuracy", both(removing("spec.source.weights"), setting("spec.source.randomWeights", True)),
+     "spec.accuracy", "randomly initialised"),
+    ("onnx-without-uri", both(setting("spec.source.format", "onnx"),
+                              removing("spec.source.architecture", "spec.source.weights")),
+     "spec.source.uri", "needs uri"),
+    ("onnx-with-architecture", both(setting("spec.source.format", "onnx"), setting("spec.source.uri", "m.onnx"),
+                                    removing("spec.source.weights")),
+     "spec.source.architecture", "applies only to a pytorch source"),
+    ("onnx-with-weights", both(setting("spec.source.format", "onnx"), setting("spec.source.uri", "m.onnx"),
+                               removing("spec.source.architecture")),
+     "spec.source.weights", "use uri"),
+    ("pytorch-with-uri", setting("spec.source.uri", "model.onnx"), "spec.source.uri", "takes weights, not uri"),
+    ("onnx-random-weights", both(setting("spec.source.format", "onnx"), setting("spec.source.uri", "m.onnx"),
+                                 removing("spec.source.architecture", "spec.source.weights", "spec.accuracy"),
+                                 setting("spec.source.randomWeights", True)),
+     "spec.source.randomWeights", "only to a pytorch source"),
+    ("code-without-python-architecture", setting("spec.source.code", "s3://code/net.py"), "spec.source.code",
+     "python:<module>:<callable>"),
+    ("architecture-malformed", setting("spec.source.architecture", "resnet50"), "spec.source.architecture",
+     "must be timm:<name>"),
+    ("weights-sha256-malformed", setting("spec.source.sha256", "abc"), "spec.source.sha256", "64 lowercase hex"),
+    ("opset-too-old", setting("spec.source.opset", 5), "spec.source.opset", "at least 7"),
+    ("calibration-without-dataset", removing("spec.dataset", "spec.accuracy", "spec.targets[0].precisions[1]",
+                                             "spec.targets[1].precisions[1]", f"{NPU}.precisions[1]",
+                                             f"{MLU}.precisions[1]", f"{NPU}.options"),
+     "spec.calibration", "needs a dataset"),
+    ("int8-without-dataset", removing("spec.dataset", "spec.accuracy", "spec.calibration", f"{NPU}.options"),
+     "spec.dataset", "add a dataset"),
+    ("calibration-samples-over-limit", setting("spec.calibration.samples", 5000), "spec.calibration.samples",
+     "must not exceed dataset.limit"),
+    ("calibration-method-openvino", setting("spec.calibration.method", "entropy"), "spec.calibration.method",
+     "backend openvino calibrates with methods auto, minmax"),
+    ("calibration-method-ascend", setting("spec.calibration.method", "minmax"), "spec.calibration.method",
+     "backend ascend calibrates with methods auto"),
+    ("calibration-method-magicmind", setting("spec.calibration.method", "percentile"), "spec.calibration.method",
+     "backend magicmind calibrates"),
+    ("duplicate-target-names", setting("spec.targets[1].name", "cpu"), "spec.targets[1]", "duplicate entry"),
+    ("duplicate-precisions", setting("spec.targets[0].precisions", ["fp32", "fp32"]),
+     "spec.targets[0].precisions[1]", "duplicate entry"),
+    ("target-name-not-dns", setting("spec.targets[0].name", "CPU_1"), "spec.targets[0].name", "DNS label"),
+    ("batch-sizes-and-dynamic", setting("spec.targets[0].dynamicBatch", {"min": 1, "max": 8}),
+     "spec.targets[0].batchSizes", "exactly one of batchSizes or dynamicBatch"),
+    ("neither-batch-sizes-nor-dynamic", removing("spec.targets[0].batchSizes"), "spec.targets[0].batchSizes",
+     "exactly one of batchSizes or dynamicBatch"),
+    ("dynamic-min-over-max", setting(f"{MLU}.dynamicBatch", {"min": 32, "max": 16}), f"{MLU}.dynamicBatch.min",
+     "min must not exceed max"),
+    ("dynamic-evaluate-outside", setting(f"{MLU}.dynamicBatch.evaluate", [1, 64]), f"{MLU}.dynamicBatch.evaluate",
+     "within [min, max]"),
+    ("field-typo", both(removing("spec.targets[0].batchSizes"), setting("spec.targets[0].batchSize", [1])),
+     "spec.targets[0].batchSize", "unknown field (did you mean 'batchSizes'?)"),
+    ("missing-source", removing("spec.source"), "spec.source", "is required"),
+    ("wrong-api-version", setting("apiVersion", "modeldeploy.io/v1"), "apiVersion", "must be one of"),
+    ("name-too-long", setting("metadata.name", "a" * 50), "metadata.name", "at most 40 characters"),
+    ("ascend-without-device", removing(f"{NPU}.device"), f"{NPU}.device", "needs a device"),
+    ("ascend-unknown-device", setting(f"{NPU}.device", "Ascend999"), f"{NPU}.device", "unknown ascend device"),
+    ("cpu-backend-with-device", setting("spec.targets[0].device", "Ascend310P3"), "spec.targets[0].device",
+     "takes no device"),
+    ("ascend-unknown-option", setting(f"{NPU}.options.precisionModeV3", "x"), f"{NPU}.options.precisionModeV3",
+     "unknown field"),
+    ("ascend-option-wrong-type", setting(f"{NPU}.options.aipp", "yes please"), f"{NPU}.options.aipp",
+     "must be true or false"),
+    ("small-channel-without-aipp", setting(f"{NPU}.options", {"enableSmallChannel": True}),
+     f"{NPU}.options.enableSmallChannel", "only with static AIPP"),
+    ("aipp-without-preprocess", removing("spec.dataset.preprocess"), f"{NPU}.options.aipp", "add dataset.preprocess"),
+    ("magicmind-eqnm-asymmetric", setting(f"{MLU}.options", {"calibrationAlgorithm": "eqnm",
+                                                            "activationQuantAlgo": "asymmetric"}),
+     f"{MLU}.options.calibrationAlgorithm", "only with symmetric"),
+    ("crop-does-not-fit-input", setting("spec.dataset.preprocess.crop", 224), "spec.dataset.preprocess.crop",
+     "produces 224x224 images but the model input 'input' is 32x32"),
+    ("mean-std-lengths", setting("spec.dataset.preprocess.std", [0.25]), "spec.dataset.preprocess.std",
+     "same number of channels"),
+    ("crop-larger-than-resize", both(setting("spec.dataset.preprocess.resize", 16)), "spec.dataset.preprocess.crop",
+     "must not be larger than resize"),
+    ("std-zero", setting("spec.dataset.preprocess.std", [0.25, 0, 0.25]), "spec.dataset.preprocess.std[1]",
+     "greater than 0"),
+    ("dataset-without-uri", removing("spec.dataset.uri"), "spec.dataset.uri", "needs uri"),
+    ("digits-with-uri", setting("spec.dataset.kind", "digits"), "spec.dataset.uri", "take no uri"),
+    ("imagenet-without-labels", setting("spec.dataset.kind", "imagenet"), "spec.dataset.labels", "needs labels"),
+    ("tensors-with-preprocess", setting("spec.dataset.kind", "tensors"), "spec.dataset.preprocess",
+     "already preprocessed"),
+    ("accuracy-on-synthetic", both(setting("spec.dataset.kind", "synthetic"),
+                                   removing("spec.dataset.uri", "spec.dataset.preprocess", f"{NPU}.options")),
+     "spec.accuracy", "labelled dataset"),
+    ("declared-without-numbers", setting("spec.accuracy.reference", "declared"), "spec.accuracy.declared",
+     "needs the declared numbers"),
+    ("declared-numbers-with-source", setting("spec.accuracy.declared", {"top1": 0.7}), "spec.accuracy.declared",
+     "only with reference: declared"),
+    ("declared-lacks-metric", both(setting("spec.accuracy.reference", "declared"),
+                                   setting("spec.accuracy.declared", {"top5": 0.9})),
+     "spec.accuracy.declared", "must include the gate's metric"),
+    ("declared-as-percent", both(setting("spec.accuracy.reference", "declared"),
+                                 setting("spec.accuracy.declared", {"top1": 78.55})),
+     "spec.accuracy.declared.top1", "at most 1"),
+    ("max-drop-negative", setting("spec.accuracy.maxDrop", -0.1), "spec.accuracy.maxDrop", "at least 0"),
+    ("relative-drop-over-one", both(setting("spec.accuracy.dropMode", "relative"),
+                                    setting("spec.accuracy.maxDrop", 2)),
+     "spec.accuracy.maxDrop", "must not exceed 1"),
+    ("artifacts-http", setting("spec.artifacts.uri", "http://minio/bucket"), "spec.artifacts.uri",
+     "s3://bucket/prefix or file:///path"),
+    ("iterations-and-duration", setting("spec.performance.durationSeconds", 5), "spec.performance.durationSeconds",
+     "not both"),
+    ("resource-quantity", setting("spec.targets[0].placement", {"resources": {"limits": {"cpu": "two"}}}),
+     "spec.targets[0].placement.resources.limits.cpu", "Kubernetes quantity"),
+    ("toleration-effect", setting("spec.targets[0].placement", {"tolerations": [{"effect": "Sometimes"}]}),
+     "spec.targets[0].placement.tolerations[0].effect", "must be one of"),
+]
+
+
+def errors_of(doc: Any) -> list[FieldError]:
+    with pytest.raises(SpecError) as caught:
+        load_resource(doc)
+    return caught.value.errors
+
+
+def test_the_base_spec_is_valid() -> None:
+    resource = load_resource(base())
+    assert [target.name for target in resource.spec.targets] == ["cpu", "ort", "npu", "mlu"]
+
+
+@pytest.mark.parametrize(("change", "path", "words"), [case[1:] for case in BAD_SPECS],
+                         ids=[case[0] for case in BAD_SPECS])
+def test_bad_spec_is_rejected_naming_the_field(change: Callable[[Doc], None], path: str, words: str) -> None:
+    doc = base()
+    change(doc)
+    errors = errors_of(doc)
+    assert any(error.path == path and words in error.message for error in errors), "\n".join(map(str, errors))
+
+
+def test_there_are_at_least_25_distinct_bad_specs() -> None:
+    assert len({case[0] for case in BAD_SPECS}) == len(BAD_SPECS) >= 25
+
+
+def test_every_cel_rule_of_the_crd_is_exercised_by_a_bad_spec() -> None:
+    messages: set[str] = set()
+
+    def collect(node: Any) -> None:
+        if isinstance(node, dict):
+            messages.update(rule["message"] for rule in node.get("x-kubernetes-validations", []))
+            for child in node.values():
+                collect(child)
+
+    collect(resource_schema())
+    triggered: set[str] = set()
+    for _, change, _, _ in BAD_SPECS:
+        doc = base()
+        change(doc)
+        triggered.update(error.message for error in errors_of(doc))
+    assert messages - triggered == set()
+
+
+def test_independent_errors_are_all_reported_at_once() -> None:
+    doc = base()
+    setting("spec.targets[0].batchSizes", [0])(doc)
+    setting("spec.targets[1].backend", "tensorrt")(doc)
+    removing("spec.source.weights")(doc)
+    setting(f"{NPU}.device", "Ascend310")(doc)
+    setting(f"{NPU}.precisions", ["bf16"])(doc)
+    paths = {error.path for error in errors_of(doc)}
+    assert {
+        "spec.targets[0].batchSizes[0]",
+        "spec.targets[1].backend",
+        "spec.source.weights",
+        f"{NPU}.precisions[0]",
+    } <= paths
+
+
+def test_a_type_error_does_not_hide_a_rule_elsewhere() -> None:
+    doc = base()
+    setting("spec.performance.iterations", "many")(doc)
+    setting(f"{MLU}.dynamicBatch", {"min": 32, "max": 16})(doc)
+    paths = {error.path for error in errors_of(doc)}
+    assert {"spec.performance.iterations", f"{MLU}.dynamicBatch.min"} <= paths
+
+
+def test_a_document_that_is_not_a_mapping() -> None:
+    assert [str(e) for e in errors_of(["not", "a", "resource"])] == [
+        "(document): a ModelDeployment must be a mapping"
+    ]
+
+
+def test_explicit_defaults_validate_like_implicit_ones() -> None:
+    implicit = load_resource(base())
+    explicit_doc = base()
+    explicit_doc["spec"]["calibration"]["method"] = "auto"
+    explicit_doc["spec"]["accuracy"].update(metric="top1", dropMode="absolute")
+    explicit = load_resource(copy.deepcopy(explicit_doc))
+    assert implicit.spec == explicit.spec
