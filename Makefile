@@ -1,0 +1,26 @@
+# The two entry points of the README. Each creates .venv on first use and reinstalls when
+# pyproject.toml changes; nothing outside the checkout is touched.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: quickstart test crd bench
+
+quickstart: $(VENV)/.installed
+	$(BIN)/modeldeploy validate examples/quickstart.yaml
+	$(BIN)/modeldeploy plan examples/quickstart.yaml
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+crd: $(VENV)/.installed
+	$(BIN)/modeldeploy crd > crds/modeldeploy.io_modeldeployments.yaml
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/plan_scaling.py
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
