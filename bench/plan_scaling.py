@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from modeldeploy.planner import plan
 from modeldeploy.validation import load_resource
 

@@ -14,7 +14,7 @@ from modeldeploy.store import open_store
 
 store_uri, endpoint, key, *files = sys.argv[1:]
 paths = {Path(name).name: Path(name) for name in files}
-last = sorted(paths)[-1]
+last = max(paths)
 
 
 def stall_in_last_upload(name: str, transferred: int) -> None:

@@ -16,7 +16,7 @@ MODELDEPLOY = Path(sys.executable).with_name("modeldeploy")
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(MODELDEPLOY), *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([str(MODELDEPLOY), *args], capture_output=True, text=True, timeout=60, check=False)
 
 
 @pytest.mark.parametrize("command", [[], ["validate"], ["plan"], ["crd"]])
@@ -42,8 +42,10 @@ def test_validate_reports_every_error_with_its_field_and_exits_2(tmp_path: Path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert result.stderr.splitlines() == [
-        f"{path}: spec.source.weights: a pytorch source needs weights (a state_dict), "
-        "or randomWeights: true for speed-only runs",
+        (
+            f"{path}: spec.source.weights: a pytorch source needs weights (a state_dict), "
+            "or randomWeights: true for speed-only runs"
+        ),
         f"{path}: spec.targets[0].batchSizes[0]: must be at least 1 (got 0)",
         f"{path}: spec.targets[1].precisions: backend onnxruntime accepts precisions fp32, int8",
     ]

@@ -10,7 +10,6 @@ from typing import Any
 import celpy
 import yaml
 from conftest import REPO
-
 from modeldeploy import backends
 from modeldeploy.crd import crd, crd_yaml
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 from conftest import EXAMPLES, REPO
-
 from modeldeploy import backends
 from modeldeploy.planner import plan
 from modeldeploy.validation import load_documents, load_resource

@@ -7,11 +7,10 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from specs import base
-
 from modeldeploy import backends
 from modeldeploy.planner import Plan, plan, task_key
 from modeldeploy.validation import load_resource
+from specs import base
 
 
 def plan_of(doc: dict[str, Any]) -> Plan:

@@ -11,7 +11,6 @@ from pathlib import Path
 import boto3
 import pytest
 from conftest import REPO
-
 from modeldeploy.manifest import (
     commit,
     fetch,

@@ -7,11 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from specs import Doc, base, both, removing, setting
-
 from modeldeploy.crd import resource_schema
 from modeldeploy.validation import FieldError, SpecError, load_resource
-
+from specs import Doc, base, both, removing, setting
 
 MLU = "spec.targets[3]"
 NPU = "spec.targets[2]"

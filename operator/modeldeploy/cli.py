@@ -127,8 +127,10 @@ def render_plan(resource: ModelDeployment, result: Plan) -> str:
     spec = resource.spec
     devices = {target.name: target.device for target in spec.targets}
     lines = [
-        f"ModelDeployment {resource.metadata.name}: {len(spec.targets)} target(s), "
-        f"{len(result.cells)} cell(s), {len(result.tasks)} task(s)",
+        (
+            f"ModelDeployment {resource.metadata.name}: {len(spec.targets)} target(s), "
+            f"{len(result.cells)} cell(s), {len(result.tasks)} task(s)"
+        ),
         "",
     ]
     order = {kind: index for index, kind in enumerate(STAGES)}

@@ -14,6 +14,7 @@ import yaml
 
 from modeldeploy import backends
 from modeldeploy.spec import (
+    DNS_LABEL,
     GROUP,
     KIND,
     MAX_NAME_LENGTH,
@@ -22,7 +23,6 @@ from modeldeploy.spec import (
     SHORT_NAME,
     SINGULAR,
     VERSION,
-    DNS_LABEL,
     CalibrationMethod,
     ModelDeploymentSpec,
     ModelDeploymentStatus,

@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -27,6 +27,9 @@ OutputProgress = Callable[[str, int], None]  # (output name, bytes just uploaded
 
 class _Document(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+DocumentType = TypeVar("DocumentType", bound=_Document)
 
 
 class Output(_Document):
@@ -109,10 +112,7 @@ def commit(
 
 def read_manifest(store: Store, key: str) -> Manifest | None:
     """The committed result of a task, or None while it is not done."""
-    try:
-        return Manifest.model_validate_json(store.get_bytes(manifest_name(key)))
-    except NotFound:
-        return None
+    return _read(store, manifest_name(key), Manifest)
 
 
 def fetch(store: Store, manifest: Manifest, name: str, destination: Path) -> Path:
@@ -132,7 +132,11 @@ def record_failure(store: Store, key: str, stage: str, reason: str, message: str
 
 
 def read_failure(store: Store, key: str) -> Failure | None:
+    return _read(store, failure_name(key), Failure)
+
+
+def _read(store: Store, name: str, document: type[DocumentType]) -> DocumentType | None:
     try:
-        return Failure.model_validate_json(store.get_bytes(failure_name(key)))
+        return document.model_validate_json(store.get_bytes(name))
     except NotFound:
         return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
@@ -79,7 +79,7 @@ class Cell:
 class Plan:
     tasks: tuple[Task, ...]  # dependency order: every task after its inputs
     cells: tuple[Cell, ...]
-    report: str | None = field(default=None)
+    report: str
 
     def task(self, key: str) -> Task:
         return self._by_key[key]

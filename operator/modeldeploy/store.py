@@ -249,7 +249,7 @@ class S3Store:
     def put_bytes(self, name: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=data)
 
-    def _get(self, name: str):  # noqa: ANN202 - a botocore streaming body
+    def _get(self, name: str):
         from botocore.exceptions import ClientError
 
         try:

@@ -18,13 +18,22 @@ from pathlib import Path
 from typing import Any
 
 import celpy
-from celpy import celtypes
 import yaml
+from celpy import celtypes
 from pydantic import ValidationError
 
 from modeldeploy import backends
 from modeldeploy.crd import Schema, resource_schema
-from modeldeploy.spec import ARCHITECTURE, DNS_LABEL, QUANTITY, SHA256, STORE_URI, ModelDeployment, ModelDeploymentSpec, Target
+from modeldeploy.spec import (
+    ARCHITECTURE,
+    DNS_LABEL,
+    QUANTITY,
+    SHA256,
+    STORE_URI,
+    ModelDeployment,
+    ModelDeploymentSpec,
+    Target,
+)
 
 
 @dataclass(frozen=True, order=True)
@@ -131,9 +140,7 @@ def _document_path(loc: tuple[Any, ...], document: Any, missing: bool) -> list[s
     parts: list[str | int] = []
     node = document
     for index, part in enumerate(loc):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        if isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int) and part < len(node):
             node = node[part]
         elif missing and index == len(loc) - 1:
             pass
