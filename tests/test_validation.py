@@ -127,6 +127,8 @@ BAD_SPECS: list[tuple[str, Callable[[Doc], None], str, str]] = [
      "greater than 0"),
     ("dataset-without-uri", removing("spec.dataset.uri"), "spec.dataset.uri", "needs uri"),
     ("digits-with-uri", setting("spec.dataset.kind", "digits"), "spec.dataset.uri", "take no uri"),
+    ("digits-with-resize", both(setting("spec.dataset.kind", "digits"), removing("spec.dataset.uri")),
+     "spec.dataset.preprocess", "resize and crop do not apply"),
     ("imagenet-without-labels", setting("spec.dataset.kind", "imagenet"), "spec.dataset.labels", "needs labels"),
     ("tensors-with-preprocess", setting("spec.dataset.kind", "tensors"), "spec.dataset.preprocess",
      "already preprocessed"),

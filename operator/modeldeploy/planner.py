@@ -152,9 +152,11 @@ def plan(spec: ModelDeploymentSpec) -> Plan:
         if spec.dataset is None:
             return None
         if variant not in prepared:
-            config = {"dataset": _dump(spec.dataset), "variant": variant}
-            if spec.dataset.kind == "synthetic":
-                config["inputs"] = [_dump(tensor) for tensor in spec.source.inputs]
+            config = {
+                "dataset": _dump(spec.dataset),
+                "variant": variant,
+                "inputs": [_dump(tensor) for tensor in spec.source.inputs],
+            }
             prepared[variant] = builder.add("prepare", f"prepare {variant}", config, {}, STAGE_TOOLCHAINS["prepare"])
         return prepared[variant]
 

@@ -215,6 +215,9 @@ class Dataset(Model):
                     "an imagenet dataset needs labels (the val_label.txt file)", ".labels"),
                 cel("!(self.kind in ['tensors', 'synthetic']) || !has(self.preprocess)",
                     "tensors and synthetic datasets are already preprocessed", ".preprocess"),
+                cel("self.kind != 'digits' || !has(self.preprocess) || "
+                    "(!has(self.preprocess.resize) && !has(self.preprocess.crop))",
+                    "digits are 8x8 arrays: resize and crop do not apply", ".preprocess"),
             ]
         }
     )
