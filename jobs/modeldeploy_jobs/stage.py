@@ -42,6 +42,9 @@ class StageInput:
 
 # Downloads a source URI (s3://, file://, http(s)://) to a local file; verifies sha256 when given.
 FetchSource = Callable[[str, Path, "str | None"], Path]
+# Makes a directory URI (s3://bucket/prefix/, file:///dir) available locally: downloads every object
+# under it into the given directory, or returns a local directory as it is. Returns the local path.
+FetchTree = Callable[[str, Path], Path]
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,8 @@ class StageContext:
     workdir: Path  # scratch space, removed afterwards
     outputs_dir: Path  # every file placed here and returned in StageResult.outputs is uploaded
     fetch_source: FetchSource
-    artifact_uri: Callable[[str, str], str] = field(default=lambda key, name: f"tasks/{key}/outputs/{name}")
+    fetch_tree: FetchTree
+    artifact_uri: Callable[[str, str], str]  # (task key, output name) -> the output's URI in the store
 
 
 @dataclass(frozen=True)

@@ -505,6 +505,8 @@ class Latency(Model):
 
 class CellResult(Model):
     target: str
+    backend: str | None = None
+    device: str | None = None
     precision: Precision
     batch_size: int
     top1: float | None = None
@@ -513,6 +515,7 @@ class CellResult(Model):
     latency_ms: Latency | None = None
     artifact: str | None = None
     sha256: str | None = None
+    drop: float | None = Field(default=None, description="Drop of the gate's metric below the reference.")
     gate: Literal["Passed", "Failed", "NotEvaluated"] = "NotEvaluated"
 
 
