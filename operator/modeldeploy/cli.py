@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +15,10 @@ from modeldeploy.planner import STAGES, Plan, Task, plan
 from modeldeploy.spec import ModelDeployment
 from modeldeploy.validation import SpecError, load_documents, load_resource
 
+EXIT_FAILED = 1
 EXIT_INVALID = 2
+EXIT_INTERRUPTED = 130
+DEFAULT_STORE = ".modeldeploy/store"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,6 +61,23 @@ def _parser() -> argparse.ArgumentParser:
         "--output", "-o", choices=("table", "json"), default="table", help="table (default) or json"
     )
     plan_command.set_defaults(command=_plan)
+
+    run = commands.add_parser(
+        "run",
+        help="run the whole pipeline locally, without a cluster",
+        description="Run every stage of a ModelDeployment on this machine: each task is a subprocess of the same "
+        "stage entrypoint a Kubernetes Job runs. Finished tasks are found in the store and skipped, so a re-run "
+        "resumes; Ctrl-C stops cleanly. Speed measurements run alone, the other stages N at a time.",
+    )
+    run.add_argument("file", type=Path, metavar="FILE", help="a ModelDeployment YAML file")
+    run.add_argument(
+        "--store",
+        metavar="URI",
+        help="artifact store: file:///path, s3://bucket/prefix or a directory "
+        f"(default: the spec's artifacts.uri, else {DEFAULT_STORE})",
+    )
+    run.add_argument("--jobs", "-j", type=_positive, default=2, metavar="N", help="stages in parallel (default 2)")
+    run.set_defaults(command=_run)
 
     crd = commands.add_parser(
         "crd",
@@ -116,6 +137,53 @@ def _plan(args: argparse.Namespace) -> int:
             print()
         print(render_plan(resource, result))
     return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _run(args: argparse.Namespace) -> int:
+    from modeldeploy.runner import Runner, localize, render_results, results
+    from modeldeploy.store import open_store
+
+    status = 0
+    for resource in _resources(args.file):
+        resource = localize(resource, args.file.resolve().parent)
+        artifacts = resource.spec.artifacts
+        store_uri = args.store or (artifacts.uri if artifacts else Path(DEFAULT_STORE).resolve().as_uri())
+        endpoint, region = (artifacts.endpoint, artifacts.region) if artifacts else (None, None)
+        try:
+            store = open_store(store_uri, endpoint=endpoint, region=region)
+        except ValueError as error:
+            print(f"--store: {error}", file=sys.stderr)
+            return EXIT_INVALID
+        environment = dict(os.environ)
+        if endpoint:
+            environment["AWS_ENDPOINT_URL_S3"] = endpoint
+        if region:
+            environment["AWS_REGION"] = region
+        result = plan(resource.spec)
+        name = resource.metadata.name
+        print(f"modeldeploy run: {name}")
+        logs = Path(DEFAULT_STORE).resolve().parent / "logs" / name
+        outcome = Runner(result, store, args.jobs, logs, sys.stdout, environment).run()
+        if outcome.interrupted:
+            return EXIT_INTERRUPTED
+        summary = results(store, result, logs)
+        if summary is not None:
+            print()
+            print(render_results(summary))
+            report = store.uri_of(f"tasks/{result.report}/outputs/report.html")
+            print(f"report: {report}")
+        if not outcome.succeeded:
+            print(f"{len(outcome.failed)} task(s) failed, {len(outcome.blocked)} not run because of them",
+                  file=sys.stderr)
+            status = EXIT_FAILED
+    return status
 
 
 def _crd(args: argparse.Namespace) -> int:

@@ -59,6 +59,21 @@ class Failure(_Document):
     failed_at: datetime
 
 
+class TaskDocument(_Document):
+    """What a stage Job (or a local subprocess) runs: one task of the plan and the store it works in."""
+
+    api_version: Literal["modeldeploy.io/v1alpha1"] = Field(default="modeldeploy.io/v1alpha1", alias="apiVersion")
+    kind: Literal["StageTask"] = "StageTask"
+    key: str
+    stage: str
+    name: str
+    config: dict[str, Any]
+    inputs: dict[str, str]
+    toolchain: str
+    backend: str | None = None
+    store: str
+
+
 def task_prefix(key: str) -> str:
     return f"tasks/{key}"
 
@@ -73,6 +88,17 @@ def manifest_name(key: str) -> str:
 
 def failure_name(key: str) -> str:
     return f"{task_prefix(key)}/failure.json"
+
+
+def task_document_name(key: str) -> str:
+    return f"{task_prefix(key)}/task.json"
+
+
+def write_task(store: Store, document: TaskDocument) -> str:
+    """Store the task document (content-addressed by its key, so rewriting it is harmless); returns its URI."""
+    name = task_document_name(document.key)
+    store.put_bytes(name, _serialize(document))
+    return store.uri_of(name)
 
 
 def _serialize(document: BaseModel) -> bytes:

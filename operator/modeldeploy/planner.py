@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from modeldeploy import backends
 from modeldeploy.backends import TENSORS, Backend
+from modeldeploy.manifest import TaskDocument
 from modeldeploy.spec import QUANTIZED_PRECISIONS, Calibration, ModelDeploymentSpec, Target
 
 StageKind = Literal["convert", "prepare", "calibrate", "compile", "evaluate", "report"]
@@ -50,7 +51,6 @@ class Task:
         return self.key[:12]
 
     def document(self) -> dict[str, Any]:
-        """The task as the stage entrypoint reads it."""
         return {
             "key": self.key,
             "kind": self.kind,
@@ -60,6 +60,19 @@ class Task:
             "toolchain": self.toolchain,
             "backend": self.backend,
         }
+
+    def task_document(self, store: str) -> TaskDocument:
+        """The task as the stage entrypoint reads it, working in the store at `store`."""
+        return TaskDocument(
+            key=self.key,
+            stage=self.kind,
+            name=self.name,
+            config=dict(self.config),
+            inputs=dict(self.inputs),
+            toolchain=self.toolchain,
+            backend=self.backend,
+            store=store,
+        )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,338 @@
+"""convert: PyTorch, TorchScript or ONNX → one checked ONNX model with a dynamic batch axis."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modeldeploy_jobs.stage import StageContext, StageError, StageResult
+
+BATCH_AXIS = "batch"
+PARITY_BATCH = 2
+
+
+def run(context: StageContext) -> StageResult:
+    source = context.config
+    target = context.outputs_dir / "model.onnx"
+    import onnx
+    import onnxruntime
+    import torch
+
+    toolchain = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    if source["format"] == "onnx":
+        original = _fetch_model(context, source)
+        batch = _passthrough(original, source, target) or PARITY_BATCH
+        reference = lambda: _onnx_reference(original, source)  # noqa: E731 - built once the model is checked
+    else:
+        module = _pytorch_model(context, source) if source["format"] == "pytorch" else _torchscript(context, source)
+        _export(module, source, target)
+        batch, reference = PARITY_BATCH, lambda: _torch_runner(module)
+    nodes_before = len(onnx.load(str(target), load_external_data=False).graph.node)
+    if source.get("simplify"):
+        toolchain["onnxslim"] = _simplify(target)
+    _check(target, source)
+    parity = _parity(reference(), target, source, batch)
+    metrics = {
+        "opset": source["opset"],
+        "nodes": len(onnx.load(str(target), load_external_data=False).graph.node),
+        "nodesBeforeSimplify": nodes_before,
+        "parity": parity,
+    }
+    return StageResult(outputs={"model.onnx": target}, metrics=metrics, toolchain=toolchain)
+
+
+def _described(source: Mapping[str, Any]) -> str:
+    return source.get("weights") or source.get("uri") or source.get("architecture", "the model")
+
+
+# ---------------------------------------------------------------- PyTorch
+
+
+def _pytorch_model(context: StageContext, source: Mapping[str, Any]) -> Any:
+    import torch
+
+    if source.get("code"):
+        _import_path(context, source["code"])
+    torch.manual_seed(0)  # random initialisation (randomWeights) is the same on every run
+    model = _construct(source)
+    if source.get("weights"):
+        path = context.fetch_source(source["weights"], context.workdir / "weights.pth", source.get("sha256"))
+        state = _state_dict(path, source)
+        _load(model, state, source)
+    return model.eval()
+
+
+def _import_path(context: StageContext, uri: str) -> None:
+    name = Path(uri.split("?")[0]).name
+    code_dir = context.workdir / "code"
+    code_dir.mkdir(exist_ok=True)
+    path = context.fetch_source(uri, code_dir / name, None)
+    if name.endswith(".zip"):
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                if member.startswith("/") or ".." in Path(member).parts:
+                    raise StageError("CodeInvalid", f"{uri}: archive member {member!r} escapes the archive")
+            archive.extractall(code_dir)
+    elif path.parent != code_dir:
+        (code_dir / name).write_bytes(path.read_bytes())
+    sys.path.insert(0, str(code_dir))
+
+
+def _construct(source: Mapping[str, Any]) -> Any:
+    architecture = source["architecture"]
+    kind, _, rest = architecture.partition(":")
+    kwargs = dict(source.get("architectureArgs", {}))
+    if source.get("numClasses") is not None:
+        kwargs["num_classes"] = source["numClasses"]
+    try:
+        if kind == "timm":
+            import timm
+
+            return timm.create_model(rest, pretrained=False, **kwargs)
+        if kind == "torchvision":
+            import torchvision
+
+            return torchvision.models.get_model(rest, weights=None, **kwargs)
+        module_name, _, callable_name = rest.partition(":")
+        factory = getattr(importlib.import_module(module_name), callable_name)
+        return factory(**kwargs)
+    except (ImportError, AttributeError) as error:
+        raise StageError("ArchitectureInvalid", f"{architecture}: cannot import it: {error}") from None
+    except (RuntimeError, ValueError, TypeError, KeyError) as error:
+        raise StageError("ArchitectureInvalid", f"{architecture}: cannot build it: {error}") from None
+
+
+def _state_dict(path: Path, source: Mapping[str, Any]) -> dict[str, Any]:
+    import pickle
+
+    import torch
+
+    uri = source["weights"]
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "global" in str(error).lower():  # torch names the Python object it refused to import
+            raise StageError(
+                "UnsafeWeights",
+                f"{uri}: refused: the file holds pickled Python objects, not only tensors (it is loaded with "
+                "weights_only=True); save model.state_dict() instead",
+            ) from None
+        raise StageError("WeightsInvalid", f"{uri}: not a readable PyTorch checkpoint: {error}") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise StageError("WeightsInvalid", f"{uri}: not a readable PyTorch checkpoint: {error}") from None
+    key = source.get("weightsKey")
+    if key is not None:
+        if not isinstance(checkpoint, dict) or key not in checkpoint:
+            found = ", ".join(map(str, checkpoint)) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+            raise StageError("WeightsInvalid", f"{uri}: no {key!r} in the checkpoint (it has: {found})")
+        checkpoint = checkpoint[key]
+    if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise StageError("WeightsInvalid", f"{uri}: expected a state_dict (names to tensors); set weightsKey if it "
+                         "is nested in the checkpoint")
+    prefixes = sorted(source.get("weightsPrefixMap", {}).items(), key=lambda item: -len(item[0]))
+    return {_renamed(name, prefixes): tensor for name, tensor in checkpoint.items()}
+
+
+def _renamed(name: str, prefixes: list[tuple[str, str]]) -> str:
+    for old, new in prefixes:
+        if name.startswith(old):
+            return new + name[len(old) :]
+    return name
+
+
+def _load(model: Any, state: dict[str, Any], source: Mapping[str, Any]) -> None:
+    expected = model.state_dict()
+    missing = [name for name in expected if name not in state]
+    unexpected = [name for name in state if name not in expected]
+    mismatched = [
+        f"{name}: checkpoint {list(state[name].shape)}, model {list(expected[name].shape)}"
+        for name in expected
+        if name in state and state[name].shape != expected[name].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s) ({_few(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s) ({_few(unexpected)})")
+    if mismatched:
+        problems.append(f"size mismatch for {_few(mismatched)}")
+    if problems:
+        raise StageError(
+            "WeightsMismatch", f"{source['weights']} does not match {source['architecture']}: {'; '.join(problems)}"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def _few(items: list[str], limit: int = 4) -> str:
+    return ", ".join(items[:limit]) + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def _torchscript(context: StageContext, source: Mapping[str, Any]) -> Any:
+    import torch
+
+    path = context.fetch_source(source["uri"], context.workdir / "model.pt", source.get("sha256"))
+    try:
+        return torch.jit.load(str(path), map_location="cpu").eval()
+    except (RuntimeError, ValueError) as error:
+        raise StageError("ModelInvalid", f"{source['uri']}: not a TorchScript archive: {error}") from None
+
+
+def _dummy_inputs(source: Mapping[str, Any], batch: int) -> list[np.ndarray]:
+    generator = np.random.default_rng(0)
+    arrays = []
+    for spec in source["inputs"]:
+        shape = [batch if dim == -1 else dim for dim in spec["shape"]]
+        if spec["dtype"].startswith("float"):
+            arrays.append(generator.standard_normal(shape).astype(spec["dtype"]))
+        else:
+            arrays.append(generator.integers(0, 10, shape).astype(spec["dtype"]))
+    return arrays
+
+
+def _output_names(source: Mapping[str, Any]) -> list[str]:
+    return list(source.get("outputs") or ["output"])
+
+
+def _export(module: Any, source: Mapping[str, Any], target: Path) -> None:
+    import torch
+
+    names = [spec["name"] for spec in source["inputs"]]
+    outputs = _output_names(source)
+    dummies = tuple(torch.from_numpy(array) for array in _dummy_inputs(source, PARITY_BATCH))
+    dynamic = {name: {0: BATCH_AXIS} for name in [*names, *outputs]}
+    try:
+        torch.onnx.export(
+            module, dummies, str(target), input_names=names, output_names=outputs, dynamic_axes=dynamic,
+            opset_version=source["opset"], do_constant_folding=True, dynamo=False,
+        )
+    except Exception as error:  # noqa: BLE001 - the exporter raises many types for unsupported models
+        raise StageError("ExportFailed", f"{_described(source)}: ONNX export at opset {source['opset']} failed: "
+                         f"{type(error).__name__}: {error}") from None
+
+
+def _torch_runner(module: Any) -> Any:
+    import torch
+
+    def run(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        with torch.no_grad():
+            result = module(*(torch.from_numpy(array) for array in arrays))
+        results = result if isinstance(result, (tuple, list)) else [result]
+        return [item.detach().numpy() for item in results]
+
+    return run
+
+
+# ---------------------------------------------------------------- ONNX
+
+
+def _fetch_model(context: StageContext, source: Mapping[str, Any]) -> Path:
+    return context.fetch_source(source["uri"], context.workdir / "source.onnx", source.get("sha256"))
+
+
+def _passthrough(original: Path, source: Mapping[str, Any], target: Path) -> int | None:
+    """Save the source model with a dynamic batch axis at the requested opset; returns its fixed batch, if any."""
+    import onnx
+
+    try:
+        model = onnx.load(str(original))
+    except Exception as error:  # noqa: BLE001 - protobuf decode errors have no common base
+        raise StageError("ModelInvalid", f"{source['uri']}: not an ONNX model: {error}") from None
+    initializers = {init.name for init in model.graph.initializer}
+    graph_inputs = {value.name: value for value in model.graph.input if value.name not in initializers}
+    declared = [spec["name"] for spec in source["inputs"]]
+    if sorted(declared) != sorted(graph_inputs):
+        raise StageError("InputsMismatch", f"{source['uri']}: the model's inputs are {sorted(graph_inputs)}, "
+                         f"the spec declares {declared}")
+    static_batch = _batch_of(graph_inputs[declared[0]])
+    for value in [*graph_inputs.values(), *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if dims:
+            dims[0].Clear()
+            dims[0].dim_param = BATCH_AXIS
+    current = next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), None)
+    if current != source["opset"]:
+        try:
+            model = onnx.version_converter.convert_version(model, source["opset"])
+        except Exception as error:  # noqa: BLE001 - the converter raises bare RuntimeErrors and C++ errors
+            raise StageError("OpsetConversionFailed", f"{source['uri']}: cannot convert from opset {current} to "
+                             f"{source['opset']}: {error}") from None
+    onnx.save(model, str(target))
+    return static_batch
+
+
+def _batch_of(value: Any) -> int | None:
+    dims = value.type.tensor_type.shape.dim
+    return dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
+
+
+def _onnx_reference(original: Path, source: Mapping[str, Any]) -> Any:
+    try:
+        return _onnx_runner(original)
+    except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise StageError("ModelInvalid", f"{source['uri']}: onnxruntime cannot load it: {error}") from None
+
+
+def _onnx_runner(path: Path) -> Any:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [item.name for item in session.get_inputs()]
+
+    def run(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        return session.run(None, dict(zip(names, arrays, strict=True)))
+
+    return run
+
+
+def _simplify(target: Path) -> str:
+    import onnx
+    import onnxslim
+
+    try:
+        simplified = onnxslim.slim(onnx.load(str(target)))
+    except Exception as error:  # noqa: BLE001
+        raise StageError("SimplifyFailed", f"onnxslim could not simplify the model: {error}") from None
+    onnx.save(simplified, str(target))
+    return onnxslim.__version__
+
+
+def _check(target: Path, source: Mapping[str, Any]) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(target), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+        where = source.get("uri") if source["format"] == "onnx" else "the exported model"
+        raise StageError("ModelInvalid", f"{where} fails the ONNX checker: {error}") from None
+
+
+def _parity(reference: Any, target: Path, source: Mapping[str, Any], batch: int) -> dict[str, float]:
+    """Run both models on the same seeded random inputs; a source ONNX with a fixed batch runs at that batch."""
+    arrays = _dummy_inputs(source, batch)
+    expected = reference(arrays)
+    try:
+        actual = _onnx_runner(target)(arrays)
+    except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise StageError("ModelInvalid", f"onnxruntime cannot run the converted model: {error}") from None
+    diff, cosine = 0.0, 1.0
+    for want, got in zip(expected, actual, strict=False):
+        want, got = np.asarray(want, dtype=np.float64).ravel(), np.asarray(got, dtype=np.float64).ravel()
+        if want.shape != got.shape:
+            raise StageError("ParityFailed", f"the ONNX output has {got.size} values, the source model {want.size}")
+        diff = max(diff, float(np.max(np.abs(want - got))) if want.size else 0.0)
+        norms = float(np.linalg.norm(want) * np.linalg.norm(got))
+        cosine = min(cosine, float(want @ got) / norms if norms else 1.0)
+    limits = source["parity"]
+    if diff > limits["maxAbsDiff"] or cosine < limits["minCosine"]:
+        raise StageError(
+            "ParityFailed",
+            f"the ONNX model does not reproduce {_described(source)}: max abs diff {diff:.3g} "
+            f"(allowed {limits['maxAbsDiff']}), cosine similarity {cosine:.6f} (required {limits['minCosine']})",
+        )
+    return {"maxAbsDiff": diff, "cosine": cosine, "batch": batch}

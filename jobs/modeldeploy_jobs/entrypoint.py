@@ -1,0 +1,123 @@
+"""`modeldeploy-stage TASK`: run one stage task — the command every pipeline Job runs.
+
+TASK is the task document's URI (s3://..., file://...) or a local path. The stage's inputs
+are downloaded and verified, the stage runs in a scratch directory, its outputs are uploaded
+and the result manifest is written last. A failure is recorded in the task's failure.json:
+exit 3 when the inputs are at fault (retrying cannot help), 1 for anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import tempfile
+import traceback
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlparse
+
+from modeldeploy.manifest import TaskDocument, commit, fetch, read_manifest, record_failure
+from modeldeploy.store import AlreadyExists, ChecksumMismatch, S3Store, Store, StoreError, open_store
+from modeldeploy_jobs.sources import fetch_source, fetch_tree
+from modeldeploy_jobs.stage import StageContext, StageError, StageInput
+
+EXIT_FAILED = 1
+EXIT_REJECTED = 3
+
+STAGES = {
+    "convert": "modeldeploy_jobs.convert",
+    "prepare": "modeldeploy_jobs.prepare",
+    "calibrate": "modeldeploy_jobs.calibrate",
+    "compile": "modeldeploy_jobs.compile",
+    "evaluate": "modeldeploy_jobs.evaluate",
+    "report": "modeldeploy_jobs.report",
+}
+
+
+def read_task(uri: str) -> TaskDocument:
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        data = S3Store(parsed.netloc).get_bytes(parsed.path.lstrip("/"))
+    else:
+        data = Path(parsed.path if parsed.scheme == "file" else uri).read_bytes()
+    return TaskDocument.model_validate_json(data)
+
+
+def download_inputs(store: Store, task: TaskDocument, workdir: Path) -> dict[str, StageInput]:
+    inputs = {}
+    for role, key in task.inputs.items():
+        manifest = read_manifest(store, key)
+        if manifest is None:
+            raise StageError("InputMissing", f"input {role} (task {key[:12]}) has no result in {store.uri} yet")
+        directory = workdir / "inputs" / role.replace("/", "_").replace(":", "_")
+        for name in manifest.outputs:
+            fetch(store, manifest, name, directory / name)
+        inputs[role] = StageInput(key=key, manifest=manifest, directory=directory)
+    return inputs
+
+
+def run_task(task: TaskDocument, workdir: Path) -> int:
+    store = open_store(task.store)
+    if read_manifest(store, task.key) is not None:
+        print(f"{task.name}: already done ({task.key[:12]})")
+        return 0
+    started = datetime.now(UTC)
+    try:
+        try:
+            inputs = download_inputs(store, task, workdir)
+        except ChecksumMismatch as error:
+            raise StageError("InputCorrupt", str(error)) from None
+        outputs_dir = workdir / "outputs"
+        outputs_dir.mkdir(parents=True)
+        context = StageContext(
+            key=task.key,
+            kind=task.stage,
+            config=task.config,
+            inputs=inputs,
+            workdir=workdir,
+            outputs_dir=outputs_dir,
+            fetch_source=fetch_source,
+            fetch_tree=fetch_tree,
+            artifact_uri=lambda key, name: store.uri_of(f"tasks/{key}/outputs/{name}"),
+        )
+        result = importlib.import_module(STAGES[task.stage]).run(context)
+        commit(store, task.key, task.stage, result.outputs, started, result.metrics, result.toolchain)
+    except AlreadyExists:  # another runner committed the same task meanwhile: same key, same work
+        return 0
+    except StageError as error:
+        record_failure(store, task.key, task.stage, error.reason, error.message)
+        print(f"{task.name} failed: {error.reason}: {error.message}", file=sys.stderr)
+        return EXIT_REJECTED
+    except Exception as error:  # noqa: BLE001 - the Job's boundary: every failure is recorded, never lost
+        traceback.print_exc()
+        record_failure(store, task.key, task.stage, "StageCrashed", f"{type(error).__name__}: {error}")
+        return EXIT_FAILED
+    print(f"{task.name}: done ({task.key[:12]})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="modeldeploy-stage",
+        description="Run one pipeline stage task from its task document: download and verify its inputs, do the "
+        "work, upload its outputs, write the result manifest last. Exit 0 when done (or already done), 3 when the "
+        "inputs are at fault (the reason is in the task's failure.json), 1 on any other failure.",
+    )
+    parser.add_argument("task", help="the task document: s3://..., file://... or a path")
+    parser.add_argument("--workdir", type=Path, help="scratch directory (default: a temporary one)")
+    args = parser.parse_args(argv)
+    try:
+        task = read_task(args.task)
+    except (OSError, StoreError, ValueError) as error:
+        print(f"cannot read the task document {args.task}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=args.workdir, prefix=f"{task.stage}-") as scratch:
+        return run_task(task, Path(scratch))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,575 @@
+"""The prepare stage: turns the user's dataset into model-ready samples (see `data` for the format).
+
+Image preprocessing matches torchvision's Resize(int) / CenterCrop / ToTensor / Normalize, as the
+vendor ModelZoo scripts use it. The `raw-uint8-bins` variant stops after resize and crop: Ascend
+AIPP and MagicMind's folded normalisation take uint8 HWC pixels and normalise on the device.
+"""
+
+from __future__ import annotations
+
+import codecs
+import itertools
+import pickle
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL
+from numpy._core.multiarray import _reconstruct
+from PIL import Image
+
+from modeldeploy_jobs.data import RAW_UINT8_BINS, Sample, digits_split, write_prepared
+from modeldeploy_jobs.stage import StageContext, StageError, StageResult
+
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp")
+TENSOR_EXTENSIONS = (".npy", ".bin")
+SYNTHETIC_SAMPLES = 256
+MAX_LISTED = 5
+CIFAR_SIDE = 32
+
+RESAMPLING = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+Config = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Source:
+    """A dataset opened for preparation: sample names, labels, and the samples produced lazily."""
+
+    names: list[str]
+    labels: np.ndarray | None  # int64, before labelOffset
+    samples: Iterator[Sample]
+    toolchain: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The `dataset.preprocess` settings; the defaults are what an absent `preprocess` means."""
+
+    resize: int | None = None
+    resize_mode: str = "shorter"
+    crop: int | None = None
+    interpolation: str = "bilinear"
+    scale: float = 1 / 255
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    channel_order: str = "RGB"
+    layout: str = "NCHW"
+    dtype: str = "float32"
+
+    @classmethod
+    def from_config(cls, config: Config | None) -> Preprocess:
+        if config is None:
+            return cls()
+        default = cls()
+        return cls(
+            resize=config.get("resize"),
+            resize_mode=config.get("resizeMode", default.resize_mode),
+            crop=config.get("crop"),
+            interpolation=config.get("interpolation", default.interpolation),
+            scale=config.get("scale", default.scale),
+            mean=tuple(config.get("mean", default.mean)),
+            std=tuple(config.get("std", default.std)),
+            channel_order=config.get("channelOrder", default.channel_order),
+            layout=config.get("layout", default.layout),
+            dtype=config.get("dtype", default.dtype),
+        )
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A model input as fixed-shape per-sample data."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def describe(self) -> str:
+        return f"{_dims(self.shape)} {self.dtype}"
+
+
+def run(context: StageContext) -> StageResult:
+    dataset = context.config["dataset"]
+    variant = context.config["variant"]
+    source = LOADERS[dataset["kind"]](context, dataset, variant, context.config["inputs"])
+    count = min(len(source.names), dataset.get("limit", len(source.names)))
+    if count == 0:
+        raise StageError("DatasetEmpty", f"{_describe(dataset)} holds no samples")
+    labels = None if source.labels is None else source.labels[:count] + dataset.get("labelOffset", 0)
+    outputs, meta = write_prepared(
+        context.outputs_dir, variant, source.names[:count], itertools.islice(source.samples, count), labels
+    )
+    metrics = {
+        "count": meta["count"],
+        "labelled": meta["labelled"],
+        "numClasses": meta["numClasses"],
+        "variant": variant,
+        "sampleShape": meta["inputs"][0]["shape"],
+    }
+    toolchain = {"numpy": np.__version__, "pillow": PIL.__version__, **source.toolchain}
+    return StageResult(outputs=outputs, metrics=metrics, toolchain=toolchain)
+
+
+def _describe(dataset: Config) -> str:
+    return dataset.get("uri") or f"the {dataset['kind']} dataset"
+
+
+def _join(uri: str, name: str) -> str:
+    return f"{uri.rstrip('/')}/{name}"
+
+
+def _dims(shape: Sequence[int]) -> str:
+    return "x".join(str(d) if d > 0 else "?" for d in shape)
+
+
+def _listed(names: Sequence[str]) -> str:
+    more = f", ... ({len(names) - MAX_LISTED} more)" if len(names) > MAX_LISTED else ""
+    return ", ".join(names[:MAX_LISTED]) + more
+
+
+def _single_input(inputs: Sequence[Config], kind: str) -> Config:
+    if len(inputs) != 1:
+        names = ", ".join(repr(item["name"]) for item in inputs)
+        raise StageError(
+            "DatasetInvalid", f"a {kind} dataset feeds a single model input, but the model has {len(inputs)}: {names}"
+        )
+    return inputs[0]
+
+
+# ---------------------------------------------------------------- files and labels
+
+
+def _natural_key(name: str) -> list[int | str]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _list_files(directory: Path, extensions: Sequence[str], sort_key: Callable[[str], Any], uri: str) -> list[str]:
+    """File names in `directory` with one of `extensions` (any case), sorted; stems must be unique."""
+    names = sorted(
+        (path.name for path in directory.iterdir() if path.is_file() and path.suffix.lower() in extensions),
+        key=sort_key,
+    )
+    stems: dict[str, str] = {}
+    for name in names:
+        other = stems.setdefault(Path(name).stem, name)
+        if other != name:
+            raise StageError("DatasetInvalid", f"{uri} holds both {other} and {name}: sample names must be unique")
+    return names
+
+
+def _label_key(name: str) -> str:
+    return name.split(".", 1)[0]
+
+
+def _read_labels(path: Path, uri: str) -> dict[str, tuple[str, int]]:
+    """`<file> <label>` lines as {file name up to the first '.': (file name, label)}."""
+    table: dict[str, tuple[str, int]] = {}
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2 or not re.fullmatch(r"[+-]?\d+", fields[1]):
+            raise StageError("LabelsInvalid", f"{uri} line {number}: expected '<file> <label>', got {line.strip()!r}")
+        key = _label_key(fields[0])
+        if key in table:
+            raise StageError("LabelsInvalid", f"{uri} line {number}: {fields[0]} is listed twice")
+        table[key] = (fields[0], int(fields[1]))
+    return table
+
+
+def _match_labels(context: StageContext, dataset: Config, files: Sequence[str], noun: str) -> np.ndarray:
+    """One label per file, from the dataset's labels file; every file labelled, every label used."""
+    uri, labels_uri = dataset["uri"], dataset["labels"]
+    table = _read_labels(context.fetch_source(labels_uri, context.workdir / "labels.txt", None), labels_uri)
+    missing = [name for name in files if _label_key(name) not in table]
+    if missing:
+        raise StageError(
+            "LabelsMissing",
+            f"{labels_uri} has no label for {len(missing)} of {len(files)} {noun} in {uri}: {_listed(missing)}",
+        )
+    present = {_label_key(name) for name in files}
+    absent = [name for key, (name, _) in table.items() if key not in present]
+    if absent:
+        raise StageError(
+            "LabelsMismatch",
+            f"{labels_uri} lists {len(table)} {noun} but {uri} has {len(files)}; not found: {_listed(absent)}",
+        )
+    return np.array([table[_label_key(name)][1] for name in files], dtype=np.int64)
+
+
+# ---------------------------------------------------------------- image preprocessing
+
+
+def _decode(path: Path, where: str) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise StageError("DatasetInvalid", f"{where}: cannot decode image: {error}") from error
+
+
+def _resized(image: Image.Image, preprocess: Preprocess) -> Image.Image:
+    size = preprocess.resize
+    if size is None:
+        return image
+    width, height = image.size
+    if preprocess.resize_mode == "exact":
+        target = (size, size)
+    elif width <= height:  # torchvision Resize(int): the shorter side becomes `size`
+        target = (size, int(size * height / width))
+    else:
+        target = (int(size * width / height), size)
+    if target == image.size:
+        return image
+    return image.resize(target, RESAMPLING[preprocess.interpolation])
+
+
+def _center_cropped(pixels: np.ndarray, crop: int | None, where: str) -> np.ndarray:
+    if crop is None:
+        return pixels
+    height, width = pixels.shape[:2]
+    if height < crop or width < crop:
+        raise StageError("DatasetInvalid", f"{where}: the {width}x{height} image is smaller than the {crop}x{crop} crop")
+    top = round((height - crop) / 2.0)
+    left = round((width - crop) / 2.0)
+    return pixels[top : top + crop, left : left + crop]
+
+
+def _per_channel(values: tuple[float, ...], channels: int, what: str) -> np.ndarray:
+    if len(set(values)) == 1:
+        return np.full(channels, values[0], dtype=np.float32)
+    if len(values) == channels:
+        return np.asarray(values, dtype=np.float32)
+    raise StageError(
+        "DatasetInvalid", f"preprocess.{what} has {len(values)} values but the images have {channels} channels"
+    )
+
+
+def _cast(values: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "uint8" and values.dtype.kind == "f":
+        return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    return values.astype(dtype, copy=False)
+
+
+def _normalised(pixels: np.ndarray, preprocess: Preprocess) -> np.ndarray:
+    """HWC pixels -> x*scale, (x-mean)/std, channel order, layout, dtype."""
+    channels = pixels.shape[2]
+    values = pixels.astype(np.float32) * np.float32(preprocess.scale)
+    values = (values - _per_channel(preprocess.mean, channels, "mean")) / _per_channel(preprocess.std, channels, "std")
+    if preprocess.channel_order == "BGR":
+        values = values[..., ::-1]
+    if preprocess.layout == "NCHW":
+        values = values.transpose(2, 0, 1)
+    return np.ascontiguousarray(_cast(values, preprocess.dtype))
+
+
+def _raw(pixels: np.ndarray, preprocess: Preprocess) -> np.ndarray:
+    """HWC pixels as uint8 in the configured channel order, not normalised."""
+    if preprocess.channel_order == "BGR":
+        pixels = pixels[..., ::-1]
+    return np.ascontiguousarray(_cast(pixels, "uint8"))
+
+
+def _check_shape(sample: np.ndarray, model_input: Config, raw: bool, preprocess: Preprocess, where: str) -> None:
+    produced, expected = tuple(sample.shape), tuple(model_input["shape"][1:])
+    if raw:  # uint8 HWC: only the spatial size must fit, wherever the model keeps its channels
+        layout = model_input.get("layout") if model_input.get("layout") in ("NCHW", "NHWC") else preprocess.layout
+        produced = produced[:2]
+        if len(expected) == 3:
+            expected = expected[:2] if layout == "NHWC" else expected[1:]
+    if len(produced) != len(expected) or any(e > 0 and e != p for p, e in zip(produced, expected)):
+        raise StageError(
+            "DatasetInvalid",
+            f"{where}: preprocessing produces {_dims(produced)} samples "
+            f"but input {model_input['name']!r} expects {_dims(expected)}",
+        )
+
+
+class ImagePipeline:
+    """Decoded pixels -> one model-input sample, for the given variant."""
+
+    def __init__(self, preprocess: Preprocess, variant: str, model_input: Config):
+        self.preprocess = preprocess
+        self.raw = variant == RAW_UINT8_BINS
+        self.model_input = model_input
+
+    def image(self, image: Image.Image, where: str) -> Sample:
+        pixels = np.asarray(_resized(image, self.preprocess))
+        return self.pixels(_center_cropped(pixels, self.preprocess.crop, where), where)
+
+    def pixels(self, pixels: np.ndarray, where: str) -> Sample:
+        sample = _raw(pixels, self.preprocess) if self.raw else _normalised(pixels, self.preprocess)
+        _check_shape(sample, self.model_input, self.raw, self.preprocess, where)
+        return {self.model_input["name"]: sample}
+
+
+# ---------------------------------------------------------------- datasets
+
+
+def _imagenet(context: StageContext, dataset: Config, variant: str, inputs: Sequence[Config]) -> Source:
+    uri = dataset["uri"]
+    pipeline = ImagePipeline(
+        Preprocess.from_config(dataset.get("preprocess")), variant, _single_input(inputs, "imagenet")
+    )
+    root = context.fetch_tree(uri, context.workdir / "images")
+    files = _list_files(root, IMAGE_EXTENSIONS, str, uri)
+    if not files:
+        raise StageError("DatasetEmpty", f"{uri} has no images ({', '.join(IMAGE_EXTENSIONS)})")
+    labels = _match_labels(context, dataset, files, "images") if "labels" in dataset else None
+    samples = (pipeline.image(_decode(root / name, _join(uri, name)), _join(uri, name)) for name in files)
+    return Source([Path(name).stem for name in files], labels, samples)
+
+
+def _sample_names(count: int) -> list[str]:
+    return [f"sample-{index:06d}" for index in range(count)]
+
+
+def _cifar100(context: StageContext, dataset: Config, variant: str, inputs: Sequence[Config]) -> Source:
+    uri = dataset["uri"]
+    pipeline = ImagePipeline(
+        Preprocess.from_config(dataset.get("preprocess")), variant, _single_input(inputs, "cifar100")
+    )
+    pixels, labels = _load_cifar(context.fetch_source(uri, context.workdir / "cifar-100-test", None), uri)
+    samples = (
+        pipeline.image(Image.fromarray(image), f"{uri} sample {index}") for index, image in enumerate(pixels)
+    )
+    return Source(_sample_names(len(labels)), labels, samples)
+
+
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    """`_codecs.encode` as pickle protocol 2 uses it for bytes objects, and for nothing else."""
+    if encoding != "latin1":
+        raise pickle.UnpicklingError(f"refuses _codecs.encode with encoding {encoding!r}")
+    return codecs.encode(text, "latin1")
+
+
+# Everything a pickled dict of numpy arrays, lists, bytes and ints needs; nothing that can run code.
+PICKLE_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_bytes,
+    ("builtins", "bytes"): bytes,
+}
+
+
+class ArrayUnpickler(pickle.Unpickler):
+    """Loads plain containers and numpy arrays; refuses every other global."""
+
+    def __init__(self, file: Any, uri: str):
+        super().__init__(file, encoding="bytes")  # cifar's pickle comes from Python 2
+        self.uri = uri
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = PICKLE_GLOBALS.get((module, name))
+        if allowed is None:
+            raise StageError(
+                "UnsafePickle", f"{self.uri}: refuses to load {module}.{name}: only plain arrays are accepted"
+            )
+        return allowed
+
+
+def _load_cifar(path: Path, uri: str) -> tuple[np.ndarray, np.ndarray]:
+    """The cifar-100-python `test` pickle as (N x 32 x 32 x 3 uint8 RGB, int64 fine labels)."""
+    try:
+        with path.open("rb") as file:
+            content = ArrayUnpickler(file, uri).load()
+    except StageError:
+        raise
+    except Exception as error:  # a corrupt pickle can fail in many ways; all mean the same to the user
+        raise StageError("DatasetInvalid", f"{uri}: not a readable python pickle: {error}") from error
+    if not isinstance(content, dict) or b"data" not in content or b"fine_labels" not in content:
+        raise StageError(
+            "DatasetInvalid", f"{uri}: expected the cifar-100-python dict with b'data' and b'fine_labels'"
+        )
+    data = content[b"data"]
+    side = CIFAR_SIDE
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * side**2:
+        found = f"{data.dtype} {_dims(data.shape)} array" if isinstance(data, np.ndarray) else type(data).__name__
+        raise StageError("DatasetInvalid", f"{uri}: b'data' must be a uint8 N x {3 * side**2} array, got {found}")
+    labels = np.asarray(content[b"fine_labels"])
+    if labels.dtype.kind not in "iu" or labels.shape != (len(data),):
+        raise StageError("DatasetInvalid", f"{uri}: b'fine_labels' must hold one integer per row of b'data'")
+    pixels = data.reshape(-1, 3, side, side).transpose(0, 2, 3, 1)  # channel-major rows -> HWC images
+    return np.ascontiguousarray(pixels), labels.astype(np.int64)
+
+
+def _digits(context: StageContext, dataset: Config, variant: str, inputs: Sequence[Config]) -> Source:
+    # scikit-learn is imported only here: no other dataset needs it.
+    import sklearn
+    from sklearn.datasets import load_digits
+
+    pipeline = ImagePipeline(
+        Preprocess.from_config(dataset.get("preprocess")), variant, _single_input(inputs, "digits")
+    )
+    digits = load_digits()
+    _, test = digits_split(len(digits.target))
+    images = digits.images[test][..., np.newaxis]  # one channel, values 0..16
+    samples = (pipeline.pixels(image, f"digits sample {index}") for index, image in enumerate(images))
+    labels = digits.target[test].astype(np.int64)
+    return Source(_sample_names(len(test)), labels, samples, {"scikit-learn": sklearn.__version__})
+
+
+def _tensor(model_input: Config, kind: str) -> Tensor:
+    shape = tuple(model_input["shape"][1:])
+    if any(d < 1 for d in shape):
+        raise StageError(
+            "DatasetInvalid",
+            f"input {model_input['name']!r} has shape {list(model_input['shape'])}: "
+            f"{kind} data needs every dimension after the batch axis fixed",
+        )
+    return Tensor(model_input["name"], shape, np.dtype(model_input.get("dtype", "float32")))
+
+
+def _open_npy(path: Path, tensor: Tensor, where: str) -> np.ndarray:
+    """The .npy file memory-mapped, as (samples, *tensor.shape)."""
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as error:
+        raise StageError("DatasetInvalid", f"{where}: cannot read .npy file: {error}") from error
+    if array.shape == tensor.shape:
+        array = array[np.newaxis]
+    if array.shape[1:] != tensor.shape or not len(array):
+        raise StageError(
+            "DatasetInvalid",
+            f"{where}: holds a {_dims(array.shape)} array; input {tensor.name!r} takes {_dims(tensor.shape)} samples",
+        )
+    if not np.can_cast(array.dtype, tensor.dtype, "same_kind"):
+        raise StageError("DatasetInvalid", f"{where}: holds {array.dtype} data; input {tensor.name!r} takes {tensor.dtype}")
+    return array
+
+
+def _sample_count(path: Path, tensor: Tensor, where: str) -> int:
+    if path.suffix.lower() == ".npy":
+        return len(_open_npy(path, tensor, where))
+    size = path.stat().st_size
+    if size == 0 or size % tensor.nbytes:
+        raise StageError(
+            "DatasetInvalid",
+            f"{where}: {size} bytes is not a multiple of one {tensor.describe()} sample "
+            f"of input {tensor.name!r} ({tensor.nbytes} bytes)",
+        )
+    return size // tensor.nbytes
+
+
+def _read_tensors(path: Path, tensor: Tensor, where: str) -> np.ndarray:
+    if path.suffix.lower() == ".npy":
+        return np.asarray(_open_npy(path, tensor, where), dtype=tensor.dtype)
+    return np.fromfile(path, dtype=tensor.dtype).reshape(-1, *tensor.shape)
+
+
+def _tensors(context: StageContext, dataset: Config, variant: str, inputs: Sequence[Config]) -> Source:
+    uri = dataset["uri"]
+    tensors = [_tensor(model_input, "tensors") for model_input in inputs]
+    root = context.fetch_tree(uri, context.workdir / "tensors")
+    # A single input's files lie in the directory itself, several inputs' in one sub-directory each.
+    folders = {tensors[0].name: ""} if len(tensors) == 1 else {tensor.name: tensor.name + "/" for tensor in tensors}
+    files = _tensor_files(root, folders, uri)
+    counts = [_file_sample_counts(root, folders[tensor.name], tensor, files, uri) for tensor in tensors]
+    _check_counts_agree(tensors, folders, files, counts, uri)
+    labels = None
+    if "labels" in dataset:
+        labels = _match_labels(context, dataset, files, "files")
+        for name, count in zip(files, counts[0]):
+            if count != 1:
+                raise StageError(
+                    "DatasetInvalid",
+                    f"{_join(uri, folders[tensors[0].name] + name)} holds {count} samples, "
+                    f"but {dataset['labels']} gives one label per file",
+                )
+    names = [
+        Path(name).stem if count == 1 else f"{Path(name).stem}-{index:06d}"
+        for name, count in zip(files, counts[0])
+        for index in range(count)
+    ]
+    return Source(names, labels, _tensor_samples(root, folders, tensors, files, uri))
+
+
+def _check_counts_agree(
+    tensors: Sequence[Tensor], folders: Mapping[str, str], files: Sequence[str], counts: Sequence[list[int]], uri: str
+) -> None:
+    first = tensors[0].name
+    for tensor, tensor_counts in zip(tensors[1:], counts[1:]):
+        for name, expected, count in zip(files, counts[0], tensor_counts):
+            if count != expected:
+                raise StageError(
+                    "DatasetInvalid",
+                    f"{_join(uri, folders[tensor.name] + name)} holds {count} samples "
+                    f"but {_join(uri, folders[first] + name)} holds {expected}",
+                )
+
+
+def _tensor_files(root: Path, folders: Mapping[str, str], uri: str) -> list[str]:
+    """The file names shared by every input's folder, natural-sorted."""
+    listings: dict[str, list[str]] = {}
+    for name, folder in folders.items():
+        directory = root / folder
+        if not directory.is_dir():
+            raise StageError(
+                "DatasetInvalid",
+                f"{uri} has no directory {name!r}: a model with several inputs takes one sub-directory per input",
+            )
+        listings[name] = _list_files(directory, TENSOR_EXTENSIONS, _natural_key, _join(uri, folder))
+    (first, files), *others = listings.items()
+    if not files:
+        raise StageError("DatasetEmpty", f"{_join(uri, folders[first])} has no .npy or .bin files")
+    for name, other in others:
+        if other != files:
+            differing = sorted(set(files) ^ set(other), key=_natural_key)
+            raise StageError(
+                "DatasetInvalid",
+                f"{_join(uri, folders[name])} and {_join(uri, folders[first])} must hold the same files; "
+                f"differing: {_listed(differing)}",
+            )
+    return files
+
+
+def _file_sample_counts(root: Path, folder: str, tensor: Tensor, files: Sequence[str], uri: str) -> list[int]:
+    return [_sample_count(root / folder / name, tensor, _join(uri, folder + name)) for name in files]
+
+
+def _tensor_samples(
+    root: Path, folders: Mapping[str, str], tensors: Sequence[Tensor], files: Sequence[str], uri: str
+) -> Iterator[Sample]:
+    for name in files:
+        arrays = {
+            tensor.name: _read_tensors(root / folders[tensor.name] / name, tensor, _join(uri, folders[tensor.name] + name))
+            for tensor in tensors
+        }
+        for index in range(len(arrays[tensors[0].name])):
+            yield {tensor_name: array[index] for tensor_name, array in arrays.items()}
+
+
+def _random(rng: np.random.Generator, tensor: Tensor) -> np.ndarray:
+    if tensor.dtype.kind == "f":
+        return rng.standard_normal(tensor.shape, dtype=np.float32).astype(tensor.dtype)
+    return rng.integers(0, 10, size=tensor.shape, dtype=tensor.dtype)
+
+
+def _synthetic(context: StageContext, dataset: Config, variant: str, inputs: Sequence[Config]) -> Source:
+    tensors = [_tensor(model_input, "synthetic") for model_input in inputs]
+    count = dataset.get("limit", SYNTHETIC_SAMPLES)
+    rng = np.random.default_rng(dataset.get("seed", 0))
+    samples = ({tensor.name: _random(rng, tensor) for tensor in tensors} for _ in range(count))
+    return Source(_sample_names(count), None, samples)
+
+
+LOADERS: dict[str, Callable[[StageContext, Config, str, Sequence[Config]], Source]] = {
+    "imagenet": _imagenet,
+    "cifar100": _cifar100,
+    "digits": _digits,
+    "tensors": _tensors,
+    "synthetic": _synthetic,
+}

@@ -1,0 +1,562 @@
+"""The report stage: gate every cell's accuracy, pick the fastest passing cell per target, write the report.
+
+Outputs `results.json` (the cells and best cells exactly as the resource status holds them) and
+`report.html`, one self-contained page with inline SVG charts drawn here, with no script and no
+external asset, so it can be opened straight from the store.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from modeldeploy.spec import Accuracy, BestCell, CellResult, Latency
+from pydantic import BaseModel
+
+from modeldeploy_jobs.stage import StageContext, StageError, StageInput, StageResult
+
+GateStatus = Literal["Passed", "Failed", "NotEvaluated"]
+
+# 0.80 - 0.79 is 0.010000000000000009: a drop exactly at maxDrop must pass despite float rounding.
+DROP_SLACK = 1e-12
+
+METRIC_LABELS = {"top1": "top-1", "top5": "top-5"}
+GATE_LABELS: Mapping[GateStatus, str] = {"Passed": "passed", "Failed": "failed", "NotEvaluated": "not evaluated"}
+
+
+@dataclass(frozen=True)
+class CellConfig:
+    target: str
+    precision: str
+    batch_size: int
+
+    @property
+    def role(self) -> str:
+        return f"cell:{self.target}/{self.precision}/bs{self.batch_size}"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The accuracy cells are gated against; `source` is None when there is no gate."""
+
+    source: Literal["declared", "source"] | None
+    top1: float | None = None
+    top5: float | None = None
+
+    def value(self, metric: str) -> float | None:
+        return self.top1 if metric == "top1" else self.top5
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "top1": self.top1, "top5": self.top5}
+
+
+# ---------------------------------------------------------------- results
+
+
+def parse_gate(config: Mapping[str, Any]) -> Accuracy | None:
+    accuracy = config.get("accuracy")
+    return None if accuracy is None else Accuracy.model_validate(accuracy)
+
+
+def parse_cells(config: Mapping[str, Any]) -> list[CellConfig]:
+    return [CellConfig(cell["target"], cell["precision"], int(cell["batchSize"])) for cell in config["cells"]]
+
+
+def stage_input(inputs: Mapping[str, StageInput], role: str) -> StageInput:
+    try:
+        return inputs[role]
+    except KeyError:
+        raise StageError("InputMissing", f"the report has no input {role!r}") from None
+
+
+def reference_of(gate: Accuracy | None, inputs: Mapping[str, StageInput]) -> Reference:
+    if gate is None:
+        return Reference(None)
+    if gate.reference == "declared":
+        declared = gate.declared.model_dump() if gate.declared else {}
+        return Reference("declared", declared.get("top1"), declared.get("top5"))
+    measured = stage_input(inputs, "reference").manifest.metrics.get("accuracy") or {}
+    return Reference("source", measured.get("top1"), measured.get("top5"))
+
+
+def evaluate_gate(
+    accuracy: Mapping[str, Any], reference: Reference, gate: Accuracy | None
+) -> tuple[float | None, GateStatus]:
+    """The drop of the gate's metric below the reference (a fraction of it in relative mode), and the verdict."""
+    if gate is None:
+        return None, "NotEvaluated"
+    value = accuracy.get(gate.metric)
+    base = reference.value(gate.metric)
+    # A relative drop from a zero reference is undefined.
+    if value is None or base is None or (gate.drop_mode == "relative" and base == 0):
+        return None, "NotEvaluated"
+    drop = base - value
+    if gate.drop_mode == "relative":
+        drop /= base
+    return drop, "Passed" if drop <= gate.max_drop + DROP_SLACK else "Failed"
+
+
+def gate_threshold(reference: Reference, gate: Accuracy | None) -> float | None:
+    """The lowest value of the gate's metric that passes, for the charts."""
+    if gate is None:
+        return None
+    base = reference.value(gate.metric)
+    if base is None:
+        return None
+    lowest = base - gate.max_drop if gate.drop_mode == "absolute" else base * (1 - gate.max_drop)
+    return max(lowest, 0.0)
+
+
+def cell_result(
+    cell: CellConfig, metrics: Mapping[str, Any], reference: Reference, gate: Accuracy | None
+) -> CellResult:
+    accuracy = metrics.get("accuracy") or {}
+    performance = metrics.get("performance") or {}
+    artifact = metrics.get("artifact") or {}
+    latency = performance.get("latencyMs")
+    drop, status = evaluate_gate(accuracy, reference, gate)
+    return CellResult(
+        target=cell.target,
+        backend=metrics.get("backend"),
+        device=metrics.get("device"),
+        precision=cell.precision,
+        batch_size=cell.batch_size,
+        top1=accuracy.get("top1"),
+        top5=accuracy.get("top5"),
+        throughput=performance.get("throughput"),
+        latency_ms=Latency.model_validate(latency) if latency else None,
+        artifact=artifact.get("uri"),
+        sha256=artifact.get("sha256"),
+        drop=drop,
+        gate=status,
+    )
+
+
+def best_cells(results: Sequence[CellResult], gated: bool) -> list[BestCell]:
+    """The fastest cell per target, among passing cells when gated; ties go to the smaller batch, then config order."""
+    best = []
+    for target in dict.fromkeys(result.target for result in results):
+        pool = [
+            (result.throughput, result)
+            for result in results
+            if result.target == target and result.throughput is not None and (not gated or result.gate == "Passed")
+        ]
+        if not pool:
+            continue
+        # min keeps the first of equal keys, so config order settles the last tie.
+        throughput, winner = min(pool, key=lambda pair: (-pair[0], pair[1].batch_size))
+        best.append(
+            BestCell(
+                target=target,
+                precision=winner.precision,
+                batch_size=winner.batch_size,
+                throughput=throughput,
+                top1=winner.top1,
+            )
+        )
+    return best
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def results_document(
+    reference: Reference, gate: Accuracy | None, results: Sequence[CellResult], best: Sequence[BestCell]
+) -> dict[str, Any]:
+    return {
+        "reference": reference.to_json(),
+        "gate": dump(gate) if gate else None,
+        "cells": [dump(result) for result in results],
+        "best": [dump(cell) for cell in best],
+    }
+
+
+def summary_metrics(reference: Reference, results: Sequence[CellResult], best: Sequence[BestCell]) -> dict[str, Any]:
+    verdicts = Counter(result.gate for result in results)
+    return {
+        "cells": len(results),
+        "passed": verdicts["Passed"],
+        "failed": verdicts["Failed"],
+        "notEvaluated": verdicts["NotEvaluated"],
+        "best": [dump(cell) for cell in best],
+        "reference": reference.to_json(),
+    }
+
+
+# ---------------------------------------------------------------- charts
+
+WIDTH, HEIGHT = 520, 300
+LEFT, RIGHT, TOP, BOTTOM = 64, 124, 20, 48
+PLOT_WIDTH, PLOT_HEIGHT = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+# No red: red marks the gate threshold and failures.
+PALETTE = ("#0969da", "#e16f24", "#1a7f37", "#8250df", "#1b7c83", "#9a6700", "#bf3989", "#57606a")
+
+
+def esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Round tick values covering [low, high] with a step of 1, 2 or 5 times a power of ten."""
+    if high <= low:
+        high = low + 1
+    raw = (high - low) / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    first = math.floor(low / step + 1e-9)
+    last = math.ceil(high / step - 1e-9)
+    return [round(index * step, 12) for index in range(first, last + 1)]
+
+
+def tick_label(value: float, ticks: Sequence[float], factor: float = 1.0) -> str:
+    """A tick value times factor, with as many decimals as the tick step needs, e.g. 1,500 or 78.5."""
+    step = (ticks[1] - ticks[0]) * factor if len(ticks) > 1 else 1.0
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    return f"{value * factor:,.{decimals}f}"
+
+
+def scale(value: float, low: float, high: float, start: float, end: float) -> float:
+    """Maps value from [low, high] onto [start, end]; a single value lands in the middle."""
+    if high == low:
+        return (start + end) / 2
+    return start + (value - low) / (high - low) * (end - start)
+
+
+def precision_colors(results: Sequence[CellResult]) -> dict[str, str]:
+    """One colour per precision, the same in every chart."""
+    precisions = dict.fromkeys(result.precision for result in results)
+    return {precision: PALETTE[index % len(PALETTE)] for index, precision in enumerate(precisions)}
+
+
+def svg_open(label: str) -> str:
+    return (
+        f'<svg width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        f'aria-label="{esc(label)}"><title>{esc(label)}</title>'
+    )
+
+
+def empty_chart(label: str, message: str) -> str:
+    return (
+        f"{svg_open(label)}"
+        f'<rect x="{LEFT}" y="{TOP}" width="{PLOT_WIDTH}" height="{PLOT_HEIGHT}" class="frame"/>'
+        f'<text x="{LEFT + PLOT_WIDTH / 2:.1f}" y="{TOP + PLOT_HEIGHT / 2:.1f}" text-anchor="middle" '
+        f'class="muted">{esc(message)}</text></svg>'
+    )
+
+
+def y_axis(ticks: Sequence[float], title: str, factor: float = 1.0) -> list[str]:
+    """Horizontal grid lines with labelled ticks, and the axis title."""
+    parts = []
+    for tick in ticks:
+        y = scale(tick, ticks[0], ticks[-1], TOP + PLOT_HEIGHT, TOP)
+        parts.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{LEFT + PLOT_WIDTH}" y2="{y:.1f}" class="grid"/>')
+        parts.append(
+            f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{esc(tick_label(tick, ticks, factor))}</text>'
+        )
+    middle = TOP + PLOT_HEIGHT / 2
+    parts.append(
+        f'<text x="14" y="{middle:.1f}" text-anchor="middle" transform="rotate(-90 14 {middle:.1f})">{esc(title)}</text>'
+    )
+    return parts
+
+
+def throughput_chart(results: Sequence[CellResult], colors: Mapping[str, str]) -> str:
+    """Throughput against batch size, one line per precision, the batch axis spaced by log2."""
+    label = "throughput vs batch size"
+    lines: dict[str, list[tuple[int, float]]] = {}
+    for precision in dict.fromkeys(result.precision for result in results):
+        points = sorted(
+            (result.batch_size, result.throughput)
+            for result in results
+            if result.precision == precision and result.throughput is not None
+        )
+        if points:
+            lines[precision] = points
+    if not lines:
+        return empty_chart(label, "no throughput measured")
+    sizes = sorted({result.batch_size for result in results})
+    x_low, x_high = math.log2(sizes[0]), math.log2(sizes[-1])
+    ticks = nice_ticks(0.0, max(throughput for points in lines.values() for _, throughput in points))
+
+    def x(size: int) -> float:
+        return scale(math.log2(size), x_low, x_high, LEFT + 16, LEFT + PLOT_WIDTH - 16)
+
+    def y(throughput: float) -> float:
+        return scale(throughput, ticks[0], ticks[-1], TOP + PLOT_HEIGHT, TOP)
+
+    parts = [svg_open(label), *y_axis(ticks, "samples/s")]
+    bottom = TOP + PLOT_HEIGHT
+    for size in sizes:
+        parts.append(f'<line x1="{x(size):.1f}" y1="{bottom}" x2="{x(size):.1f}" y2="{bottom + 5}" class="axis"/>')
+        parts.append(f'<text x="{x(size):.1f}" y="{bottom + 18}" text-anchor="middle">{size}</text>')
+    parts.append(f'<line x1="{LEFT}" y1="{bottom}" x2="{LEFT + PLOT_WIDTH}" y2="{bottom}" class="axis"/>')
+    parts.append(f'<text x="{LEFT + PLOT_WIDTH / 2:.1f}" y="{HEIGHT - 8}" text-anchor="middle">batch size</text>')
+    for index, (precision, points) in enumerate(lines.items()):
+        color = colors[precision]
+        coordinates = " ".join(f"{x(size):.1f},{y(throughput):.1f}" for size, throughput in points)
+        parts.append(f'<polyline points="{coordinates}" fill="none" stroke="{color}" stroke-width="2"/>')
+        for size, throughput in points:
+            parts.append(
+                f'<circle cx="{x(size):.1f}" cy="{y(throughput):.1f}" r="3.5" fill="{color}">'
+                f"<title>{esc(precision)} bs{size}: {throughput:,.1f} samples/s</title></circle>"
+            )
+        legend_y = TOP + 8 + index * 18
+        legend_x = LEFT + PLOT_WIDTH + 14
+        parts.append(
+            f'<line x1="{legend_x}" y1="{legend_y}" x2="{legend_x + 18}" y2="{legend_y}" stroke="{color}" '
+            f'stroke-width="2"/><text x="{legend_x + 24}" y="{legend_y + 4}">{esc(precision)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def accuracy_chart(
+    results: Sequence[CellResult], reference: Reference, gate: Accuracy | None, colors: Mapping[str, str]
+) -> str:
+    """The gate's metric (top-1 without a gate) per precision as bars, with the reference and the gate threshold."""
+    metric = gate.metric if gate else "top1"
+    label = f"{METRIC_LABELS[metric]} accuracy per precision"
+    measured: dict[str, list[float]] = {result.precision: [] for result in results}
+    for result in results:
+        value = result.top1 if metric == "top1" else result.top5
+        if value is not None:
+            measured[result.precision].append(value)
+    bars = {precision: max(values) if values else None for precision, values in measured.items()}
+    values = [value for value in bars.values() if value is not None]
+    if not values:
+        return empty_chart(label, "no accuracy measured")
+    base = reference.value(metric) if gate else None
+    threshold = gate_threshold(reference, gate)
+    levels = [*values, *(level for level in (base, threshold) if level is not None)]
+    # Zoomed in on the values: a one-point gate would be invisible on a 0-100% axis.
+    pad = max(0.01, (max(levels) - min(levels)) * 0.2)
+    ticks = nice_ticks(max(0.0, min(levels) - pad), min(1.0, max(levels) + pad))
+
+    def y(value: float) -> float:
+        return scale(value, ticks[0], ticks[-1], TOP + PLOT_HEIGHT, TOP)
+
+    parts = [svg_open(label), *y_axis(ticks, f"{METRIC_LABELS[metric]} (%)", 100.0)]
+    bottom = TOP + PLOT_HEIGHT
+    band = PLOT_WIDTH / len(bars)
+    width = min(band * 0.6, 56.0)
+    for index, (precision, value) in enumerate(bars.items()):
+        center = LEFT + band * (index + 0.5)
+        parts.append(f'<text x="{center:.1f}" y="{bottom + 18}" text-anchor="middle">{esc(precision)}</text>')
+        if value is None:
+            parts.append(f'<text x="{center:.1f}" y="{bottom - 6}" text-anchor="middle" class="muted">n/a</text>')
+            continue
+        top = y(value)
+        parts.append(
+            f'<rect x="{center - width / 2:.1f}" y="{top:.1f}" width="{width:.1f}" height="{bottom - top:.1f}" '
+            f'fill="{colors[precision]}"><title>{esc(precision)}: {value * 100:.2f}%</title></rect>'
+        )
+        parts.append(f'<text x="{center:.1f}" y="{top - 4:.1f}" text-anchor="middle">{value * 100:.2f}%</text>')
+    parts.append(f'<line x1="{LEFT}" y1="{bottom}" x2="{LEFT + PLOT_WIDTH}" y2="{bottom}" class="axis"/>')
+    parts.append(f'<text x="{LEFT + PLOT_WIDTH / 2:.1f}" y="{HEIGHT - 8}" text-anchor="middle">precision</text>')
+    # The reference label sits above its line and the gate's below, so they stay apart when close.
+    for level, name, css, offset in ((base, "reference", "reference", -4), (threshold, "gate", "threshold", 12)):
+        if level is None:
+            continue
+        parts.append(
+            f'<line x1="{LEFT}" y1="{y(level):.1f}" x2="{LEFT + PLOT_WIDTH}" y2="{y(level):.1f}" class="{css}"/>'
+            f'<text x="{LEFT + PLOT_WIDTH + 6}" y="{y(level) + offset:.1f}" class="{css}-label">'
+            f"{name} {level * 100:.2f}%</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+# ---------------------------------------------------------------- page
+
+STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1240px;
+  padding:0 1rem;color:#1f2328;line-height:1.45}
+h1{font-size:1.6rem;margin-bottom:.2rem}
+h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #d0d7de;padding-bottom:.3rem}
+dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}
+dt{font-weight:600}
+dd{margin:0}
+table{border-collapse:collapse;font-size:.88rem}
+th,td{padding:.3rem .6rem;border-bottom:1px solid #d8dee4;text-align:left;white-space:nowrap}
+th{background:#f6f8fa}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+code{font-size:.85em}
+.gate-passed{color:#1a7f37;font-weight:600}
+.gate-failed{color:#cf222e;font-weight:600}
+.gate-notevaluated,.muted{color:#6e7781;fill:#6e7781}
+.charts{display:flex;flex-wrap:wrap;gap:1.5rem}
+figure{margin:0}
+figcaption{font-size:.85rem;color:#57606a;max-width:520px}
+svg{font-size:11px;fill:#1f2328;background:#fff}
+svg .grid{stroke:#eaeef2}
+svg .axis{stroke:#57606a}
+svg .frame{fill:none;stroke:#d0d7de}
+svg .reference{stroke:#1f2328;stroke-dasharray:6 3;stroke-width:1.5}
+svg .threshold{stroke:#cf222e;stroke-dasharray:3 3;stroke-width:1.5}
+svg .threshold-label{fill:#cf222e}
+"""
+
+
+def percent(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.2f}%"
+
+
+def milliseconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f} ms"
+
+
+def drop_text(drop: float | None, gate: Accuracy | None) -> str:
+    if drop is None or gate is None:
+        return "—"
+    return f"{drop * 100:.2f} pp" if gate.drop_mode == "absolute" else f"{drop * 100:.2f}%"
+
+
+def reference_text(reference: Reference) -> str:
+    if reference.source is None:
+        return "none"
+    origin = "declared numbers" if reference.source == "declared" else "the source model in fp32 on the same data"
+    return f"{origin}: top-1 {percent(reference.top1)}, top-5 {percent(reference.top5)}"
+
+
+def gate_text(gate: Accuracy | None) -> str:
+    if gate is None:
+        return "none: no cell is gated, every cell with a throughput competes for best"
+    limit = (
+        f"{gate.max_drop * 100:.2f} percentage points"
+        if gate.drop_mode == "absolute"
+        else f"{gate.max_drop * 100:.2f}% of the reference"
+    )
+    return f"{METRIC_LABELS[gate.metric]} may drop at most {limit} below the reference"
+
+
+def cell_row(result: CellResult, gate: Accuracy | None) -> str:
+    latency = result.latency_ms
+    where = result.backend or "—"
+    if result.device:
+        where = f"{where} / {result.device}"
+    cells = [
+        f"<td>{esc(result.target)}</td>",
+        f"<td>{esc(where)}</td>",
+        f"<td>{esc(result.precision)}</td>",
+        f'<td class="num">{result.batch_size}</td>',
+        f'<td class="num">{percent(result.top1)}</td>',
+        f'<td class="num">{percent(result.top5)}</td>',
+        f'<td class="num">{drop_text(result.drop, gate)}</td>',
+        f'<td class="num">{"—" if result.throughput is None else f"{result.throughput:,.1f}"}</td>',
+        f'<td class="num">{milliseconds(latency.p50 if latency else None)}</td>',
+        f'<td class="num">{milliseconds(latency.p99 if latency else None)}</td>',
+        f'<td class="gate-{result.gate.lower()}">{GATE_LABELS[result.gate]}</td>',
+        f'<td><code title="{esc(result.sha256 or "")}">{esc((result.sha256 or "—")[:12])}</code></td>',
+    ]
+    return f"<tr>{''.join(cells)}</tr>"
+
+
+def results_table(results: Sequence[CellResult], gate: Accuracy | None) -> str:
+    headers = (
+        "target",
+        "backend / device",
+        "precision",
+        "batch",
+        "top-1",
+        "top-5",
+        "drop",
+        "throughput (samples/s)",
+        "p50 latency",
+        "p99 latency",
+        "gate",
+        "sha256",
+    )
+    head = "".join(f"<th>{esc(header)}</th>" for header in headers)
+    rows = "".join(cell_row(result, gate) for result in results)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def best_table(targets: Sequence[str], best: Sequence[BestCell], gated: bool) -> str:
+    winners = {cell.target: cell for cell in best}
+    missing = "no passing cell" if gated else "no cell with a throughput"
+    rows = []
+    for target in targets:
+        cell = winners.get(target)
+        if cell is None:
+            rows.append(f'<tr><td>{esc(target)}</td><td colspan="4" class="muted">{missing}</td></tr>')
+            continue
+        rows.append(
+            f'<tr><td>{esc(target)}</td><td>{esc(cell.precision)}</td><td class="num">{cell.batch_size}</td>'
+            f'<td class="num">{cell.throughput:,.1f}</td><td class="num">{percent(cell.top1)}</td></tr>'
+        )
+    headers = ("target", "precision", "batch", "throughput (samples/s)", "top-1")
+    head = "".join(f"<th>{esc(header)}</th>" for header in headers)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def target_section(
+    target: str, results: Sequence[CellResult], reference: Reference, gate: Accuracy | None, colors: Mapping[str, str]
+) -> str:
+    metric = METRIC_LABELS[gate.metric if gate else "top1"]
+    return (
+        f'<section><h2>Target {esc(target)}</h2><div class="charts">'
+        f"<figure>{throughput_chart(results, colors)}"
+        "<figcaption>Throughput against batch size (log2 scale), one line per precision.</figcaption></figure>"
+        f"<figure>{accuracy_chart(results, reference, gate, colors)}"
+        f"<figcaption>{esc(metric)} accuracy per precision, the best over its batch sizes; "
+        "dashed lines: the reference and the lowest passing value.</figcaption></figure>"
+        "</div></section>"
+    )
+
+
+def render_html(
+    reference: Reference, gate: Accuracy | None, results: Sequence[CellResult], best: Sequence[BestCell]
+) -> str:
+    """The whole report as one page: well-formed XML too, so it parses with any XML or HTML parser."""
+    targets = list(dict.fromkeys(result.target for result in results))
+    colors = precision_colors(results)
+    verdicts = Counter(result.gate for result in results)
+    summary = (
+        f"{len(results)} cells: {verdicts['Passed']} passed, {verdicts['Failed']} failed, "
+        f"{verdicts['NotEvaluated']} not evaluated"
+    )
+    sections = "".join(
+        target_section(target, [result for result in results if result.target == target], reference, gate, colors)
+        for target in targets
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"/>'
+        '<meta name="viewport" content="width=device-width, initial-scale=1"/>'
+        f"<title>modeldeploy report</title><style>{STYLE}</style></head><body>"
+        f'<h1>modeldeploy report</h1><p class="muted">{esc(summary)}</p>'
+        "<section><h2>Reference and gate</h2><dl>"
+        f"<dt>reference</dt><dd>{esc(reference_text(reference))}</dd>"
+        f"<dt>gate</dt><dd>{esc(gate_text(gate))}</dd></dl></section>"
+        f"<section><h2>Results</h2>{results_table(results, gate)}</section>"
+        f"<section><h2>Best cell per target</h2>{best_table(targets, best, gate is not None)}</section>"
+        f"{sections}</body></html>\n"
+    )
+
+
+# ---------------------------------------------------------------- stage
+
+
+def run(context: StageContext) -> StageResult:
+    gate = parse_gate(context.config)
+    reference = reference_of(gate, context.inputs)
+    results = [
+        cell_result(cell, stage_input(context.inputs, cell.role).manifest.metrics, reference, gate)
+        for cell in parse_cells(context.config)
+    ]
+    best = best_cells(results, gated=gate is not None)
+    context.outputs_dir.mkdir(parents=True, exist_ok=True)
+    results_path = context.outputs_dir / "results.json"
+    results_path.write_text(json.dumps(results_document(reference, gate, results, best), indent=2) + "\n")
+    report_path = context.outputs_dir / "report.html"
+    report_path.write_text(render_html(reference, gate, results, best), encoding="utf-8")
+    return StageResult(
+        outputs={"results.json": results_path, "report.html": report_path},
+        metrics=summary_metrics(reference, results, best),
+        toolchain={},
+    )

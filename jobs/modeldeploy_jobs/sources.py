@@ -1,0 +1,84 @@
+"""Fetching what the user points at: weights, model files, code and datasets, by URI."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+from modeldeploy.store import NotFound, S3Store, sha256_file
+from modeldeploy_jobs.stage import StageError
+
+
+def _local_path(uri: str) -> Path | None:
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(parsed.path)
+    if parsed.scheme == "":
+        return Path(uri)
+    return None
+
+
+def _bucket_and_key(uri: str) -> tuple[S3Store, str]:
+    parsed = urlparse(uri)
+    return S3Store(parsed.netloc), parsed.path.lstrip("/")
+
+
+def fetch_source(uri: str, destination: Path, sha256: str | None = None) -> Path:
+    """A local file with the content at uri; checked against sha256 when given."""
+    local = _local_path(uri)
+    try:
+        if local is not None:
+            if not local.is_file():
+                raise StageError("SourceNotFound", f"{uri} does not exist or is not a file")
+            path = local
+        elif urlparse(uri).scheme == "s3":
+            store, key = _bucket_and_key(uri)
+            store.get_file(key, destination)
+            path = destination
+        elif urlparse(uri).scheme in ("http", "https"):
+            _download(uri, destination)
+            path = destination
+        else:
+            raise StageError("SourceInvalid", f"{uri}: unsupported scheme (use s3://, file://, http(s):// or a path)")
+    except NotFound:
+        raise StageError("SourceNotFound", f"{uri} does not exist") from None
+    if sha256 is not None and (actual := sha256_file(path)) != sha256:
+        raise StageError("ChecksumMismatch", f"{uri}: sha256 is {actual}, the spec expects {sha256}")
+    return path
+
+
+def fetch_tree(uri: str, destination: Path) -> Path:
+    """A local directory with every object under the directory uri."""
+    local = _local_path(uri)
+    if local is not None:
+        if not local.is_dir():
+            raise StageError("SourceNotFound", f"{uri} does not exist or is not a directory")
+        return local
+    if urlparse(uri).scheme != "s3":
+        raise StageError("SourceInvalid", f"{uri}: a directory must be s3://bucket/prefix/ or a local directory")
+    store, prefix = _bucket_and_key(uri.rstrip("/") + "/")
+    names = store.list(prefix.rstrip("/"))
+    if not names:
+        raise StageError("SourceNotFound", f"{uri} holds no objects")
+    for name in names:
+        relative = name[len(prefix) :]
+        if relative:
+            store.get_file(name, destination / relative)
+    return destination
+
+
+def _download(uri: str, destination: Path) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=destination.parent, delete=False) as handle:
+        try:
+            with urllib.request.urlopen(uri, timeout=60) as response:  # noqa: S310 - the scheme is checked above
+                shutil.copyfileobj(response, handle)
+        except (urllib.error.URLError, OSError) as error:
+            Path(handle.name).unlink(missing_ok=True)
+            raise StageError("SourceNotFound", f"{uri}: download failed: {error}") from None
+    Path(handle.name).replace(destination)
+
