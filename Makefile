@@ -7,8 +7,7 @@ BIN := $(VENV)/bin
 .PHONY: quickstart test crd bench
 
 quickstart: $(VENV)/.installed
-	$(BIN)/modeldeploy validate examples/quickstart.yaml
-	$(BIN)/modeldeploy plan examples/quickstart.yaml
+	$(BIN)/modeldeploy run examples/quickstart.yaml
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
@@ -18,9 +17,12 @@ crd: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/plan_scaling.py
+	$(BIN)/python bench/cpu_backends.py
+	$(BIN)/python bench/harness_overhead.py
+	$(BIN)/python bench/cached_rerun.py
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[cpu,test]'
 	touch $@

@@ -95,9 +95,6 @@ class Tensor:
     def nbytes(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
-    def describe(self) -> str:
-        return f"{_dims(self.shape)} {self.dtype}"
-
 
 def run(context: StageContext) -> StageResult:
     dataset = context.config["dataset"]
@@ -125,12 +122,16 @@ def _describe(dataset: Config) -> str:
     return dataset.get("uri") or f"the {dataset['kind']} dataset"
 
 
-def _join(uri: str, name: str) -> str:
-    return f"{uri.rstrip('/')}/{name}"
+def _join(uri: str, *names: str) -> str:
+    return "/".join([uri.rstrip("/"), *(name for name in names if name)])
 
 
 def _dims(shape: Sequence[int]) -> str:
     return "x".join(str(d) if d > 0 else "?" for d in shape)
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _listed(names: Sequence[str]) -> str:
@@ -142,7 +143,7 @@ def _single_input(inputs: Sequence[Config], kind: str) -> Config:
     if len(inputs) != 1:
         names = ", ".join(repr(item["name"]) for item in inputs)
         raise StageError(
-            "DatasetInvalid", f"a {kind} dataset feeds a single model input, but the model has {len(inputs)}: {names}"
+            "DatasetInvalid", f"{kind} datasets feed a single model input, but the model has {len(inputs)}: {names}"
         )
     return inputs[0]
 
@@ -252,7 +253,7 @@ def _per_channel(values: tuple[float, ...], channels: int, what: str) -> np.ndar
     if len(values) == channels:
         return np.asarray(values, dtype=np.float32)
     raise StageError(
-        "DatasetInvalid", f"preprocess.{what} has {len(values)} values but the images have {channels} channels"
+        "DatasetInvalid", f"preprocess.{what} has {len(values)} values but the images have {_counted(channels, 'channel')}"
     )
 
 
@@ -437,7 +438,7 @@ def _open_npy(path: Path, tensor: Tensor, where: str) -> np.ndarray:
     """The .npy file memory-mapped, as (samples, *tensor.shape)."""
     try:
         array = np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError) as error:
         raise StageError("DatasetInvalid", f"{where}: cannot read .npy file: {error}") from error
     if array.shape == tensor.shape:
         array = array[np.newaxis]
@@ -458,7 +459,7 @@ def _sample_count(path: Path, tensor: Tensor, where: str) -> int:
     if size == 0 or size % tensor.nbytes:
         raise StageError(
             "DatasetInvalid",
-            f"{where}: {size} bytes is not a multiple of one {tensor.describe()} sample "
+            f"{where}: {size} bytes is not a multiple of one {_dims(tensor.shape)} {tensor.dtype} sample "
             f"of input {tensor.name!r} ({tensor.nbytes} bytes)",
         )
     return size // tensor.nbytes
@@ -475,7 +476,7 @@ def _tensors(context: StageContext, dataset: Config, variant: str, inputs: Seque
     tensors = [_tensor(model_input, "tensors") for model_input in inputs]
     root = context.fetch_tree(uri, context.workdir / "tensors")
     # A single input's files lie in the directory itself, several inputs' in one sub-directory each.
-    folders = {tensors[0].name: ""} if len(tensors) == 1 else {tensor.name: tensor.name + "/" for tensor in tensors}
+    folders = {tensors[0].name: ""} if len(tensors) == 1 else {tensor.name: tensor.name for tensor in tensors}
     files = _tensor_files(root, folders, uri)
     counts = [_file_sample_counts(root, folders[tensor.name], tensor, files, uri) for tensor in tensors]
     _check_counts_agree(tensors, folders, files, counts, uri)
@@ -486,7 +487,7 @@ def _tensors(context: StageContext, dataset: Config, variant: str, inputs: Seque
             if count != 1:
                 raise StageError(
                     "DatasetInvalid",
-                    f"{_join(uri, folders[tensors[0].name] + name)} holds {count} samples, "
+                    f"{_join(uri, folders[tensors[0].name], name)} holds {_counted(count, 'sample')}, "
                     f"but {dataset['labels']} gives one label per file",
                 )
     names = [
@@ -506,8 +507,8 @@ def _check_counts_agree(
             if count != expected:
                 raise StageError(
                     "DatasetInvalid",
-                    f"{_join(uri, folders[tensor.name] + name)} holds {count} samples "
-                    f"but {_join(uri, folders[first] + name)} holds {expected}",
+                    f"{_join(uri, folders[tensor.name], name)} holds {_counted(count, 'sample')} "
+                    f"but {_join(uri, folders[first], name)} holds {expected}",
                 )
 
 
@@ -537,7 +538,7 @@ def _tensor_files(root: Path, folders: Mapping[str, str], uri: str) -> list[str]
 
 
 def _file_sample_counts(root: Path, folder: str, tensor: Tensor, files: Sequence[str], uri: str) -> list[int]:
-    return [_sample_count(root / folder / name, tensor, _join(uri, folder + name)) for name in files]
+    return [_sample_count(root / folder / name, tensor, _join(uri, folder, name)) for name in files]
 
 
 def _tensor_samples(
@@ -545,7 +546,7 @@ def _tensor_samples(
 ) -> Iterator[Sample]:
     for name in files:
         arrays = {
-            tensor.name: _read_tensors(root / folders[tensor.name] / name, tensor, _join(uri, folders[tensor.name] + name))
+            tensor.name: _read_tensors(root / folders[tensor.name] / name, tensor, _join(uri, folders[tensor.name], name))
             for tensor in tensors
         }
         for index in range(len(arrays[tensors[0].name])):

@@ -64,7 +64,7 @@ def compile(model: Path, config: Mapping[str, Any], outputs_dir: Path, workdir: 
     ov.save_model(network, str(target), compress_to_fp16=config["precision"] in ("fp16", "bf16"))
     runtime = outputs_dir / "runtime.json"
     runtime.write_text(json.dumps({"hints": hints}, indent=2, sort_keys=True))
-    metrics = {"inferencePrecision": str(compiled.get_property("INFERENCE_PRECISION_HINT"))}
+    metrics = {"inferencePrecision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()}
     return {"model.xml": target, "model.bin": target.with_suffix(".bin"), "runtime.json": runtime}, metrics
 
 
@@ -110,7 +110,7 @@ def load(model: Path, config: Mapping[str, Any], threads: int) -> Session:
         for item in compiled.inputs
     ]
     effective = {
-        "inferencePrecision": str(compiled.get_property("INFERENCE_PRECISION_HINT")),
+        "inferencePrecision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
         "threads": str(compiled.get_property("INFERENCE_NUM_THREADS")),
         "streams": str(compiled.get_property("NUM_STREAMS")),
     }
