@@ -32,6 +32,7 @@ def calibrate(
         CalibrationDataReader,
         CalibrationMethod,
         QuantFormat,
+        QuantType,
         quantize_static,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -58,6 +59,8 @@ def calibrate(
             Reader(),
             quant_format=getattr(QuantFormat, options["quantFormat"]),
             per_channel=options["perChannel"],
+            activation_type=QuantType.QUInt8 if options["activationType"] == "uint8" else QuantType.QInt8,
+            weight_type=QuantType.QInt8,
             calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[config["calibration"]["method"]]),
         )
     except Exception as error:  # noqa: BLE001 - the quantizer raises many types

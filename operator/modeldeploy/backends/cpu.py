@@ -22,6 +22,9 @@ class ONNXRuntimeOptions(Options):
     intra_op_threads: int | None = Field(default=None, ge=1, le=256)
     quant_format: Literal["QDQ", "QOperator"] = "QDQ"
     per_channel: bool = True
+    activation_type: Literal["uint8", "int8"] = Field(
+        default="uint8", description="uint8 activations with int8 weights run the fast u8s8 kernels on x86."
+    )
 
 
 OPENVINO = Backend(
