@@ -84,6 +84,9 @@ def test_quickstart_runs_end_to_end_and_int8_passes_the_gate(first_run: tuple[Pa
     assert len(cells) == 8
     assert {cell["gate"] for cell in cells} == {"Passed"}
     assert all(cell["top1"] > 0.95 and cell["throughput"] > 0 for cell in cells)
+    for target in ("openvino", "onnxruntime"):
+        for precision in ("fp32", "int8"):  # accuracy does not depend on the batch size
+            assert len({cell["top1"] for cell in cells if (cell["target"], cell["precision"]) == (target, precision)}) == 1
     assert results["reference"]["source"] == "source" and results["reference"]["top1"] > 0.95
     assert {best["target"] for best in results["best"]} == {"openvino", "onnxruntime"}
     assert re.search(r"^openvino\s+int8\s+8\s+\d+\.\d+%", result.stdout, flags=re.MULTILINE)

@@ -1,0 +1,93 @@
+"""`modeldeploy-stage`: the command a Job runs, on task documents in a real store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import EXAMPLES
+
+from modeldeploy.manifest import TaskDocument, output_name, read_failure, read_manifest, write_task
+from modeldeploy.planner import plan
+from modeldeploy.runner import localize
+from modeldeploy.store import FileStore, Store, open_store
+from modeldeploy.validation import load_resource
+
+STAGE = Path(sys.executable).with_name("modeldeploy-stage")
+
+
+def stage(task_uri: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(STAGE), task_uri], capture_output=True, text=True, timeout=300, check=False)
+
+
+def quickstart_tasks(store: Store, **source_changes: str) -> dict[str, TaskDocument]:
+    document = load_resource(yaml.safe_load((EXAMPLES / "quickstart.yaml").read_text()))
+    resource = localize(document, EXAMPLES)
+    if source_changes:
+        source = resource.spec.source.model_copy(update=source_changes)
+        resource = resource.model_copy(update={"spec": resource.spec.model_copy(update={"source": source})})
+    return {task.name: task.task_document(store.uri) for task in plan(resource.spec).tasks}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FileStore:
+    store = open_store((tmp_path / "store").as_uri())
+    assert isinstance(store, FileStore)
+    return store
+
+
+def test_a_task_runs_once_and_then_is_done(store: FileStore) -> None:
+    task = quickstart_tasks(store)["convert"]
+    uri = write_task(store, task)
+    first = stage(uri)
+    assert first.returncode == 0, first.stderr
+    manifest = read_manifest(store, task.key)
+    assert manifest is not None and set(manifest.outputs) == {"model.onnx"}
+    assert manifest.metrics["parity"]["cosine"] > 0.9999 and "torch" in manifest.toolchain
+    again = stage(uri)
+    assert again.returncode == 0 and "already done" in again.stdout
+    assert read_manifest(store, task.key) == manifest
+
+
+def test_a_users_mistake_exits_3_with_a_failure_record_and_no_manifest(store: FileStore, tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"not a checkpoint at all" * 100)
+    task = quickstart_tasks(store, weights=corrupt.as_uri(), sha256=None)["convert"]
+    result = stage(write_task(store, task))
+    assert result.returncode == 3
+    assert "Traceback" not in result.stderr
+    assert f"convert failed: WeightsInvalid: {corrupt.as_uri()}: not a readable PyTorch checkpoint" in result.stderr
+    failure = read_failure(store, task.key)
+    assert failure is not None and failure.reason == "WeightsInvalid" and failure.stage == "convert"
+    assert read_manifest(store, task.key) is None
+
+
+def test_an_input_that_is_not_done_yet(store: FileStore) -> None:
+    task = quickstart_tasks(store)["calibrate openvino/int8"]
+    result = stage(write_task(store, task))
+    assert result.returncode == 3
+    assert "InputMissing" in result.stderr and "has no result" in result.stderr
+
+
+def test_a_corrupted_input_is_detected_before_any_work(store: FileStore) -> None:
+    tasks = quickstart_tasks(store)
+    convert = tasks["convert"]
+    assert stage(write_task(store, convert)).returncode == 0
+    (store.root / output_name(convert.key, "model.onnx")).write_bytes(b"tampered")
+    compile_task = tasks["compile onnxruntime/fp32/bs1"]
+    result = stage(write_task(store, compile_task))
+    assert result.returncode == 3
+    assert "InputCorrupt" in result.stderr and "sha256 mismatch" in result.stderr
+    assert read_manifest(store, compile_task.key) is None
+
+
+def test_an_unreadable_task_document(tmp_path: Path) -> None:
+    result = stage(str(tmp_path / "missing-task.json"))
+    assert result.returncode == 1
+    assert "cannot read the task document" in result.stderr and "Traceback" not in result.stderr
+    (tmp_path / "bad.json").write_text(json.dumps({"kind": "StageTask"}))
+    assert stage(str(tmp_path / "bad.json")).returncode == 1
