@@ -109,7 +109,8 @@ class Runner:
     def _loop(self, pending: list[Task], outcome: Outcome) -> None:
         finished = outcome.cached | outcome.done
         while pending or self.running:
-            for task in list(pending):
+            # Everything else first: measurements run alone, so they wait until the rest is idle.
+            for task in sorted(pending, key=_measures_speed):
                 if any(key in outcome.failed or key in outcome.blocked for key in task.inputs.values()):
                     pending.remove(task)
                     outcome.blocked.add(task.key)
