@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import PIL
+from modeldeploy.spec import Preprocess
 from numpy._core.multiarray import _reconstruct
 from PIL import Image
 
@@ -47,40 +48,6 @@ class Source:
     labels: np.ndarray | None  # int64, before labelOffset
     samples: Iterator[Sample]
     toolchain: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """The `dataset.preprocess` settings; the defaults are what an absent `preprocess` means."""
-
-    resize: int | None = None
-    resize_mode: str = "shorter"
-    crop: int | None = None
-    interpolation: str = "bilinear"
-    scale: float = 1 / 255
-    mean: tuple[float, ...] = (0.0,)
-    std: tuple[float, ...] = (1.0,)
-    channel_order: str = "RGB"
-    layout: str = "NCHW"
-    dtype: str = "float32"
-
-    @classmethod
-    def from_config(cls, config: Config | None) -> Preprocess:
-        if config is None:
-            return cls()
-        default = cls()
-        return cls(
-            resize=config.get("resize"),
-            resize_mode=config.get("resizeMode", default.resize_mode),
-            crop=config.get("crop"),
-            interpolation=config.get("interpolation", default.interpolation),
-            scale=config.get("scale", default.scale),
-            mean=tuple(config.get("mean", default.mean)),
-            std=tuple(config.get("std", default.std)),
-            channel_order=config.get("channelOrder", default.channel_order),
-            layout=config.get("layout", default.layout),
-            dtype=config.get("dtype", default.dtype),
-        )
 
 
 @dataclass(frozen=True)
@@ -321,7 +288,7 @@ class ImagePipeline:
 def _imagenet(context: StageContext, dataset: Config, variant: str, inputs: Sequence[Config]) -> Source:
     uri = dataset["uri"]
     pipeline = ImagePipeline(
-        Preprocess.from_config(dataset.get("preprocess")), variant, _single_input(inputs, "imagenet")
+        Preprocess.model_validate(dataset.get("preprocess", {})), variant, _single_input(inputs, "imagenet")
     )
     root = context.fetch_tree(uri, context.workdir / "images")
     files = _list_files(root, IMAGE_EXTENSIONS, str, uri)
@@ -339,7 +306,7 @@ def _sample_names(count: int) -> list[str]:
 def _cifar100(context: StageContext, dataset: Config, variant: str, inputs: Sequence[Config]) -> Source:
     uri = dataset["uri"]
     pipeline = ImagePipeline(
-        Preprocess.from_config(dataset.get("preprocess")), variant, _single_input(inputs, "cifar100")
+        Preprocess.model_validate(dataset.get("preprocess", {})), variant, _single_input(inputs, "cifar100")
     )
     pixels, labels = _load_cifar(context.fetch_source(uri, context.workdir / "cifar-100-test", None), uri)
     samples = (
@@ -413,7 +380,7 @@ def _digits(context: StageContext, dataset: Config, variant: str, inputs: Sequen
     from sklearn.datasets import load_digits
 
     pipeline = ImagePipeline(
-        Preprocess.from_config(dataset.get("preprocess")), variant, _single_input(inputs, "digits")
+        Preprocess.model_validate(dataset.get("preprocess", {})), variant, _single_input(inputs, "digits")
     )
     digits = load_digits()
     _, test = digits_split(len(digits.target))
