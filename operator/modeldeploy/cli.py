@@ -79,6 +79,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", "-j", type=_positive, default=2, metavar="N", help="stages in parallel (default 2)")
     run.set_defaults(command=_run)
 
+    operator = commands.add_parser(
+        "operator",
+        help="run the Kubernetes operator",
+        description="Run the ModelDeployment operator (kopf) against the current kubeconfig or the in-cluster "
+        "service account. Configuration: MODELDEPLOY_CONFIG (a YAML file) and MODELDEPLOY_* variables; see the README.",
+    )
+    scope = operator.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", action="append", default=[], help="watch this namespace (repeatable)")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    operator.add_argument("--liveness", metavar="URL", default="http://0.0.0.0:8080/healthz",
+                          help="liveness endpoint (default %(default)s)")
+    operator.add_argument("--verbose", action="store_true", help="debug logging")
+    operator.set_defaults(command=_operator)
+
     crd = commands.add_parser(
         "crd",
         help="print the CustomResourceDefinition",
@@ -184,6 +198,17 @@ def _run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             status = EXIT_FAILED
     return status
+
+
+def _operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    from modeldeploy.controller import config, handlers  # noqa: F401 - importing registers the handlers
+
+    namespaces = args.namespace or ([] if args.all_namespaces else config.load().namespaces)
+    kopf.configure(verbose=args.verbose)
+    kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=args.liveness)
+    return 0
 
 
 def _crd(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ takes for a result.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from modeldeploy.store import AlreadyExists, NotFound, Store
+from modeldeploy.store import AlreadyExists, ChecksumMismatch, NotFound, Store
 
 OutputProgress = Callable[[str, int], None]  # (output name, bytes just uploaded)
 
@@ -149,6 +150,14 @@ def fetch(store: Store, manifest: Manifest, name: str, destination: Path) -> Pat
         raise KeyError(f"task {manifest.key} has no output {name!r} (it has: {', '.join(manifest.outputs)})") from None
     store.get_file(output_name(manifest.key, name), destination, sha256=expected.sha256)
     return destination
+
+
+def fetch_bytes(store: Store, manifest: Manifest, name: str) -> bytes:
+    """A small output of a committed task, checked against its sha256."""
+    data = store.get_bytes(output_name(manifest.key, name))
+    if hashlib.sha256(data).hexdigest() != manifest.outputs[name].sha256:
+        raise ChecksumMismatch(f"{store.uri_of(output_name(manifest.key, name))}: sha256 mismatch")
+    return data
 
 
 def record_failure(store: Store, key: str, stage: str, reason: str, message: str) -> Failure:

@@ -97,6 +97,9 @@ class Plan:
     def task(self, key: str) -> Task:
         return self._by_key[key]
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._by_key
+
     @cached_property
     def _by_key(self) -> dict[str, Task]:
         return {task.key: task for task in self.tasks}

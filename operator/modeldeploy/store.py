@@ -11,7 +11,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Protocol
 from urllib.parse import urlparse
@@ -203,7 +203,14 @@ class S3Store:
     them, which MinIO, Ceph RGW and OBS accept; integrity is ours, by sha256.
     """
 
-    def __init__(self, bucket: str, prefix: str = "", endpoint: str | None = None, region: str | None = None):
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        endpoint: str | None = None,
+        region: str | None = None,
+        credentials: Mapping[str, str] | None = None,
+    ):
         import boto3
         from botocore.config import Config
 
@@ -217,7 +224,16 @@ class S3Store:
             # Path-style addressing works with every S3-compatible server behind a custom endpoint.
             s3={"addressing_style": "path"} if endpoint or _endpoint_from_environment() else None,
         )
-        self.client = boto3.client("s3", endpoint_url=endpoint, region_name=region, config=config)
+        keys = credentials or {}  # explicit credentials (a Secret's data) instead of the environment
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name=region,
+            config=config,
+            aws_access_key_id=keys.get("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=keys.get("AWS_SECRET_ACCESS_KEY"),
+            aws_session_token=keys.get("AWS_SESSION_TOKEN"),
+        )
 
     def _key(self, name: str) -> str:
         _check_name(name)
@@ -307,13 +323,15 @@ def _endpoint_from_environment() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
 
 
-def open_store(uri: str, endpoint: str | None = None, region: str | None = None) -> Store:
+def open_store(
+    uri: str, endpoint: str | None = None, region: str | None = None, credentials: Mapping[str, str] | None = None
+) -> Store:
     """The store behind a `file://` or `s3://` URI (a plain path is a directory)."""
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise ValueError(f"{uri}: an s3 URI needs a bucket, as in s3://bucket/prefix")
-        return S3Store(parsed.netloc, parsed.path, endpoint=endpoint, region=region)
+        return S3Store(parsed.netloc, parsed.path, endpoint=endpoint, region=region, credentials=credentials)
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
             raise ValueError(f"{uri}: a file URI needs an absolute path, as in file:///data/artifacts")

@@ -59,6 +59,7 @@ class Backend:
     options: type[Options] = NoOptions
     devices: Mapping[str, Device] = field(default_factory=dict)  # empty: runs on any CPU node, no device field
     calibrates_in_compile: bool = False  # the tool calibrates while it builds (MagicMind)
+    runs_as_non_root: bool = True  # vendor images that need their own user set this to False
     device_stages: frozenset[str] = frozenset({"evaluate"})
     data_variant: Callable[[Target], str] = lambda target: TENSORS
     # What a compiled artifact is built for; devices that map to the same value share calibration and compile.

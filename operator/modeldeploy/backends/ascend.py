@@ -74,6 +74,7 @@ ASCEND = Backend(
     image=f"ghcr.io/modeldeploy/modeldeploy-jobs-ascend:0.1.0-cann{CANN_VERSION}",
     options=AscendOptions,
     devices=DEVICES,
+    runs_as_non_root=False,
     data_variant=lambda target: RAW_UINT8_BINS if AscendOptions.model_validate(target.options).aipp else SAMPLE_BINS,
     check=check,
 )

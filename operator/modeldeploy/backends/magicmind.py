@@ -56,6 +56,7 @@ MAGICMIND = Backend(
     image=f"ghcr.io/modeldeploy/modeldeploy-jobs-magicmind:0.1.0-mm{MAGICMIND_VERSION}",
     options=MagicMindOptions,
     devices=DEVICES,
+    runs_as_non_root=False,
     # MagicMind calibrates on the MLU while it builds the model.
     calibrates_in_compile=True,
     build_target=ARCHS.__getitem__,  # one model per MLU architecture serves every card of it

@@ -1,0 +1,91 @@
+"""Operator configuration: a YAML file (MODELDEPLOY_CONFIG) and MODELDEPLOY_* environment variables.
+
+Every field has a default, so the operator runs without any configuration. Environment
+variables override the file: MODELDEPLOY_NAMESPACES (comma-separated; empty = all),
+MODELDEPLOY_DEFAULT_STORE, MODELDEPLOY_MAX_JOBS, MODELDEPLOY_MAX_JOBS_PER_DEPLOYMENT,
+MODELDEPLOY_METRICS_PORT, MODELDEPLOY_KUEUE_QUEUE, MODELDEPLOY_SCHEDULER_NAME.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from modeldeploy.backends import Backend
+from modeldeploy.backends.cpu import JOBS_IMAGE
+from modeldeploy.spec import Placement, Resources
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class JobSettings(_Config):
+    backoff_limit: int = Field(default=2, ge=0)
+    active_deadline_seconds: int = Field(default=6 * 3600, ge=60)
+    ttl_seconds_after_finished: int = Field(default=24 * 3600, ge=0)
+    service_account_name: str | None = None
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    resources: Resources = Field(
+        default_factory=lambda: Resources(requests={"cpu": "1", "memory": "2Gi"}, limits={"memory": "8Gi"}),
+        description="Every stage container's resources; a target's placement.resources overrides them.",
+    )
+
+
+class OperatorConfig(_Config):
+    namespaces: list[str] = Field(default_factory=list, description="Namespaces to watch; empty: all.")
+    images: dict[str, str] = Field(
+        default_factory=dict,
+        description="Job image per backend name, and 'default' for convert, prepare and report.",
+    )
+    placement: dict[str, Placement] = Field(
+        default_factory=dict, description="Placement per backend, over the backend's defaults, under the target's."
+    )
+    default_store: str | None = Field(default=None, description="s3://bucket/prefix for specs without artifacts.")
+    default_secret: str | None = Field(default=None, description="Secret with S3 credentials for the default store.")
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    max_jobs: int = Field(default=20, ge=1, description="Active Jobs across every ModelDeployment.")
+    max_jobs_per_deployment: int = Field(default=4, ge=1)
+    jobs: JobSettings = Field(default_factory=JobSettings)
+    kueue_queue: str | None = Field(default=None, description="Sets kueue.x-k8s.io/queue-name on every Job.")
+    scheduler_name: str | None = Field(default=None, description="e.g. volcano")
+    resync_seconds: float = Field(default=30.0, gt=0, description="Reconcile at least this often.")
+    metrics_port: int | None = Field(default=9090, description="Prometheus metrics; none to disable.")
+
+    def image(self, backend: Backend | None) -> str:
+        """The job image of a backend's stages, or of convert, prepare and report (backend None)."""
+        if backend is None:
+            return self.images.get("default", JOBS_IMAGE)
+        return self.images.get(backend.name, backend.image)
+
+
+ENVIRONMENT: Mapping[str, tuple[str, Any]] = {
+    "MODELDEPLOY_NAMESPACES": ("namespaces", lambda text: [item.strip() for item in text.split(",") if item.strip()]),
+    "MODELDEPLOY_DEFAULT_STORE": ("defaultStore", str),
+    "MODELDEPLOY_DEFAULT_SECRET": ("defaultSecret", str),
+    "MODELDEPLOY_S3_ENDPOINT": ("s3Endpoint", str),
+    "MODELDEPLOY_MAX_JOBS": ("maxJobs", int),
+    "MODELDEPLOY_MAX_JOBS_PER_DEPLOYMENT": ("maxJobsPerDeployment", int),
+    "MODELDEPLOY_METRICS_PORT": ("metricsPort", lambda text: int(text) if text else None),
+    "MODELDEPLOY_KUEUE_QUEUE": ("kueueQueue", str),
+    "MODELDEPLOY_SCHEDULER_NAME": ("schedulerName", str),
+    "MODELDEPLOY_RESYNC_SECONDS": ("resyncSeconds", float),
+}
+
+
+def load(environ: Mapping[str, str] = os.environ) -> OperatorConfig:
+    """The file named by MODELDEPLOY_CONFIG (if any), then the environment over it."""
+    values: dict[str, Any] = {}
+    if environ.get("MODELDEPLOY_CONFIG"):
+        values = yaml.safe_load(Path(environ["MODELDEPLOY_CONFIG"]).read_text()) or {}
+    for variable, (field, parse) in ENVIRONMENT.items():
+        if variable in environ:
+            values[field] = parse(environ[variable])
+    return OperatorConfig.model_validate(values)

@@ -1,0 +1,316 @@
+"""Level-based reconcile: from (spec, the Jobs that exist, the results in the store) to the next Jobs and the status.
+
+Pure functions; `handlers` does the reading and writing. A task is Succeeded when its manifest
+is in the store (whatever happened to its Job), Running while its Job is active, Failed when its
+Job failed, Blocked when an input failed, and Pending otherwise. Nothing here remembers anything
+between calls: the same inputs always give the same decision.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from modeldeploy.controller.jobs import ANNOTATION_GENERATION, job_name, task_key_of
+from modeldeploy.manifest import Failure, Manifest
+from modeldeploy.planner import Plan, Task
+from modeldeploy.validation import FieldError
+
+Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Blocked"]
+MAX_MESSAGE = 1024
+
+
+@dataclass(frozen=True)
+class JobState:
+    name: str
+    key: str
+    active: bool
+    succeeded: bool
+    failed: bool
+    generation: int
+    start_time: str | None
+    completion_time: str | None
+    reason: str | None
+    message: str | None
+
+
+def job_state(job: Mapping[str, Any]) -> JobState | None:
+    """What a Job tells about its task; None for a Job that is not one of ours."""
+    key = task_key_of(job)
+    if key is None:
+        return None
+    status = job.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    failed = conditions.get("Failed")
+    annotations = job.get("metadata", {}).get("annotations") or {}
+    return JobState(
+        name=job["metadata"]["name"],
+        key=key,
+        active=not ({"Complete", "Failed"} & conditions.keys()),
+        succeeded="Complete" in conditions,
+        failed=failed is not None,
+        generation=int(annotations.get(ANNOTATION_GENERATION, 0)),
+        start_time=status.get("startTime"),
+        completion_time=status.get("completionTime"),
+        reason=failed.get("reason") if failed else None,
+        message=failed.get("message") if failed else None,
+    )
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the handler read for one ModelDeployment."""
+
+    jobs: Mapping[str, JobState]  # by task key
+    results: Mapping[str, Manifest]  # committed tasks by key
+    failures: Mapping[str, Failure]  # failure records of tasks whose Job failed
+    report: Mapping[str, Any] | None = None  # results.json, once the report task is done
+    report_uri: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    create: list[Task] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)  # Job names
+    status: dict[str, Any] = field(default_factory=dict)
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    finished: list[tuple[str, str, float | None]] = field(default_factory=list)  # (stage kind, outcome, seconds)
+
+
+@dataclass(frozen=True)
+class _Stage:
+    task: Task
+    phase: Phase
+    job: str | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+    message: str | None = None
+
+
+def decide(
+    meta: Mapping[str, Any],
+    plan: Plan,
+    observed: Observed,
+    slots: int,
+    now: str,
+    previous: Mapping[str, Any],
+) -> Decision:
+    """The Jobs to create and delete and the whole status, for a valid spec."""
+    generation = int(meta.get("generation") or 0)
+    owner = meta["name"]
+    stages: dict[str, _Stage] = {}
+    delete = [state.name for key, state in observed.jobs.items() if key not in plan and state.active]
+    create: list[Task] = []
+    for task in plan.tasks:
+        job = observed.jobs.get(task.key)
+        if job is not None and job.failed and job.generation < generation:
+            delete.append(job.name)  # a new generation retries what failed before it
+            job = None
+        stage = _stage(task, job, observed)
+        if stage.phase == "Pending":
+            inputs = [stages[key].phase for key in task.inputs.values()]
+            if any(phase in ("Failed", "Blocked") for phase in inputs):
+                stage = _Stage(task, "Blocked", message="an input failed")
+            elif all(phase == "Succeeded" for phase in inputs) and len(create) < slots:
+                create.append(task)
+                stage = _Stage(task, "Running", job=job_name(owner, task), start_time=now, message="Job created")
+        stages[task.key] = stage
+
+    phase = _phase(plan, stages)
+    status = {
+        "observedGeneration": generation,
+        "phase": phase,
+        "conditions": _conditions(phase, plan, stages, observed, generation, now, previous),
+        "stages": [_stage_status(stage) for stage in stages.values()],
+        "results": _results(plan, stages, observed),
+        "best": list((observed.report or {}).get("best", [])),
+        "targets": _targets(plan, stages),
+        "bestSummary": _best_summary(observed.report),
+        "reportUri": observed.report_uri if stages[plan.report].phase == "Succeeded" else None,
+    }
+    return Decision(create, delete, status, _events(stages, previous, phase), _finished(stages, previous))
+
+
+def invalid(meta: Mapping[str, Any], errors: Sequence[FieldError], now: str, previous: Mapping[str, Any]) -> Decision:
+    """A spec the API server accepted but we cannot run: Stalled/InvalidSpec naming the fields, no Jobs."""
+    generation = int(meta.get("generation") or 0)
+    message = _clip("; ".join(str(error) for error in errors))
+    conditions = _merge_conditions(previous, generation, now, [
+        ("Ready", "False", "InvalidSpec", message),
+        ("Reconciling", "False", "InvalidSpec", "the spec must be fixed first"),
+        ("Stalled", "True", "InvalidSpec", message),
+    ])
+    status = {"observedGeneration": generation, "phase": "Failed", "conditions": conditions, "stages": [],
+              "results": [], "best": [], "targets": None, "bestSummary": None, "reportUri": None}
+    events = []
+    if _condition(previous, "Stalled").get("reason") != "InvalidSpec" or previous.get("observedGeneration") != generation:
+        events.append(("Warning", "InvalidSpec", message))
+    return Decision(status=status, events=events)
+
+
+def _stage(task: Task, job: JobState | None, observed: Observed) -> _Stage:
+    if task.key in observed.results:
+        manifest = observed.results[task.key]
+        return _Stage(task, "Succeeded", job.name if job else None, _time(manifest.started_at),
+                      _time(manifest.finished_at))
+    if job is None:
+        return _Stage(task, "Pending")
+    if job.active:
+        return _Stage(task, "Running", job.name, job.start_time)
+    failure = observed.failures.get(task.key)
+    if failure is not None:
+        message = f"{failure.reason}: {failure.message}"
+    elif job.failed:
+        message = f"{job.reason or 'Failed'}: {job.message or 'the Job failed before the stage could report why'}"
+    else:
+        message = "JobSucceededWithoutResult: the Job completed but wrote no result manifest"
+    return _Stage(task, "Failed", job.name, job.start_time, job.completion_time, _clip(message))
+
+
+def _phase(plan: Plan, stages: Mapping[str, _Stage]) -> str:
+    phases = {stage.phase for stage in stages.values()}
+    if stages[plan.report].phase == "Succeeded":
+        return "Succeeded"
+    if phases & {"Failed", "Blocked"} and not phases & {"Running", "Pending"}:
+        return "Failed"
+    if phases <= {"Pending"}:
+        return "Pending"
+    return "Running"
+
+
+def _conditions(
+    phase: str, plan: Plan, stages: Mapping[str, _Stage], observed: Observed, generation: int, now: str,
+    previous: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    failed = [stage for stage in stages.values() if stage.phase == "Failed"]
+    done = sum(stage.phase == "Succeeded" for stage in stages.values())
+    progress = f"{done}/{len(stages)} tasks done"
+    if phase == "Succeeded":
+        ready = ("True", "Succeeded", f"{len(plan.cells)} cells measured; {_best_summary(observed.report) or 'no cell passed the gate'}")
+    elif phase == "Failed":
+        ready = ("False", "StageFailed", progress)
+    else:
+        ready = ("False", "Reconciling", progress)
+    stalled = (
+        ("True", "StageFailed", _clip(f"{failed[0].task.name}: {failed[0].message}"
+                                      + (f" (and {len(failed) - 1} more failed)" if len(failed) > 1 else "")))
+        if failed else ("False", "NoFailures", "no stage failed")
+    )
+    reconciling = ("True", "Running", progress) if phase in ("Pending", "Running") else ("False", phase, progress)
+    return _merge_conditions(previous, generation, now, [
+        ("Ready", *ready), ("Reconciling", *reconciling), ("Stalled", *stalled),
+    ])
+
+
+def _merge_conditions(
+    previous: Mapping[str, Any], generation: int, now: str, wanted: Sequence[tuple[str, str, str, str]]
+) -> list[dict[str, Any]]:
+    """Conditions with lastTransitionTime kept from before unless the status flipped."""
+    result = []
+    for kind, value, reason, message in wanted:
+        before = _condition(previous, kind)
+        changed = before.get("status") != value
+        result.append({
+            "type": kind,
+            "status": value,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": now if changed or "lastTransitionTime" not in before else before["lastTransitionTime"],
+            "observedGeneration": generation,
+        })
+    return result
+
+
+def _condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), {})
+
+
+def _stage_status(stage: _Stage) -> dict[str, Any]:
+    return {
+        "name": stage.task.name, "kind": stage.task.kind, "key": stage.task.key,
+        "phase": "Skipped" if stage.phase == "Blocked" else stage.phase,
+        "job": stage.job, "startTime": stage.start_time, "completionTime": stage.completion_time,
+        "message": stage.message,
+    }
+
+
+def _results(plan: Plan, stages: Mapping[str, _Stage], observed: Observed) -> list[dict[str, Any]]:
+    """The report's cells once it is done; until then each evaluated cell as it finishes."""
+    if observed.report is not None and stages[plan.report].phase == "Succeeded":
+        return list(observed.report.get("cells", []))
+    cells = []
+    for cell in plan.cells:
+        manifest = observed.results.get(cell.evaluate)
+        if manifest is None:
+            continue
+        metrics = manifest.metrics
+        accuracy = metrics.get("accuracy") or {}
+        performance = metrics.get("performance") or {}
+        artifact = metrics.get("artifact") or {}
+        cells.append({
+            "target": cell.target, "backend": metrics.get("backend"), "device": metrics.get("device"),
+            "precision": cell.precision, "batchSize": cell.batch_size,
+            "top1": accuracy.get("top1"), "top5": accuracy.get("top5"),
+            "throughput": performance.get("throughput"), "latencyMs": performance.get("latencyMs"),
+            "artifact": artifact.get("uri"), "sha256": artifact.get("sha256"), "gate": "NotEvaluated",
+        })
+    return cells
+
+
+def _targets(plan: Plan, stages: Mapping[str, _Stage]) -> str:
+    targets: dict[str, bool] = {}
+    for cell in plan.cells:
+        targets[cell.target] = targets.get(cell.target, True) and stages[cell.evaluate].phase == "Succeeded"
+    return f"{sum(targets.values())}/{len(targets)}"
+
+
+def _best_summary(report: Mapping[str, Any] | None) -> str | None:
+    best = (report or {}).get("best") or []
+    if not best:
+        return None
+    return ", ".join(f"{b['target']}: {b['precision']} bs{b['batchSize']} {b['throughput']:.0f}/s" for b in best)
+
+
+def _events(stages: Mapping[str, _Stage], previous: Mapping[str, Any], phase: str) -> list[tuple[str, str, str]]:
+    before = {stage.get("key"): stage.get("phase") for stage in previous.get("stages") or []}
+    events = []
+    for key, stage in stages.items():
+        if before.get(key) == stage.phase or stage.phase == "Blocked":
+            continue
+        if stage.phase == "Running" and stage.message == "Job created":
+            events.append(("Normal", "StageStarted", f"{stage.task.name}: Job {stage.job}"))
+        elif stage.phase == "Succeeded" and key in before:
+            events.append(("Normal", "StageSucceeded", stage.task.name))
+        elif stage.phase == "Failed":
+            events.append(("Warning", "StageFailed", _clip(f"{stage.task.name}: {stage.message}")))
+    if phase == "Succeeded" and previous.get("phase") != "Succeeded":
+        events.append(("Normal", "Succeeded", "every cell is measured and the report is written"))
+    return events
+
+
+def _finished(stages: Mapping[str, _Stage], previous: Mapping[str, Any]) -> list[tuple[str, str, float | None]]:
+    """Stages that finished since the previous status, with their Job's wall time when known."""
+    before = {stage.get("key"): stage.get("phase") for stage in previous.get("stages") or []}
+    finished = []
+    for key, stage in stages.items():
+        if stage.phase in ("Succeeded", "Failed") and before.get(key) in ("Pending", "Running"):
+            seconds = None
+            if stage.start_time and stage.completion_time:
+                seconds = (_parse(stage.completion_time) - _parse(stage.start_time)).total_seconds()
+            finished.append((stage.task.kind, stage.phase.lower(), seconds))
+    return finished
+
+
+def _parse(text: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _time(value: Any) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."

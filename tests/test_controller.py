@@ -1,0 +1,261 @@
+"""The operator's pure parts: Job manifests and the reconcile decision."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from specs import base
+
+from modeldeploy.controller.config import OperatorConfig, load
+from modeldeploy.controller.jobs import Owner, job_manifest, job_name
+from modeldeploy.controller.reconcile import JobState, Observed, decide, invalid, job_state
+from modeldeploy.manifest import Failure, Manifest
+from modeldeploy.planner import Plan, plan
+from modeldeploy.validation import FieldError, load_resource
+
+OWNER = Owner("cases", "team-a", "uid-1234", 3)
+META = {"name": "cases", "namespace": "team-a", "uid": "uid-1234", "generation": 3}
+NOW = "2026-11-24T10:00:00Z"
+
+
+def the_plan() -> tuple[Any, Plan]:
+    spec = load_resource(base()).spec
+    return spec, plan(spec)
+
+
+def task_named(result: Plan, name: str) -> Any:
+    return next(task for task in result.tasks if task.name == name)
+
+
+def manifest(key: str, metrics: dict[str, Any] | None = None) -> Manifest:
+    now = datetime.now(UTC)
+    return Manifest(key=key, stage="x", outputs={}, metrics=metrics or {}, started_at=now, finished_at=now)
+
+
+def job(key: str, *, active: bool = False, succeeded: bool = False, failed: bool = False, generation: int = 3,
+        reason: str | None = None) -> JobState:
+    return JobState(f"job-{key[:6]}", key, active, succeeded, failed, generation, NOW, None if active else NOW,
+                    reason, "the pod was evicted" if reason else None)
+
+
+# ---------------------------------------------------------------- Job manifests
+
+
+def test_job_manifest_runs_the_stage_command_with_job_conventions() -> None:
+    spec, result = the_plan()
+    task = task_named(result, "compile cpu/int8/bs8")
+    body = job_manifest(OWNER, task, spec.targets[0], "s3://artifacts/cases/tasks/k/task.json", spec.artifacts,
+                        OperatorConfig())
+    meta, job_spec = body["metadata"], body["spec"]
+    assert meta["name"] == job_name("cases", task) and len(meta["name"]) <= 63
+    assert meta["labels"]["app.kubernetes.io/managed-by"] == "modeldeploy-operator"
+    assert meta["labels"]["modeldeploy.io/deployment"] == "cases" and meta["labels"]["modeldeploy.io/stage"] == "compile"
+    assert meta["annotations"]["modeldeploy.io/task-key"] == task.key
+    assert meta["ownerReferences"] == [{"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment",
+                                        "name": "cases", "uid": "uid-1234", "controller": True,
+                                        "blockOwnerDeletion": True}]
+    assert job_spec["backoffLimit"] == 2 and job_spec["ttlSecondsAfterFinished"] == 86400
+    assert job_spec["activeDeadlineSeconds"] == 21600
+    assert {"action": "FailJob", "onExitCodes": {"containerName": "stage", "operator": "In", "values": [3]}} in \
+        job_spec["podFailurePolicy"]["rules"]
+    pod = job_spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    assert container["command"] == ["modeldeploy-stage", "s3://artifacts/cases/tasks/k/task.json"]
+    assert container["image"] == "ghcr.io/modeldeploy/modeldeploy-jobs-cpu:0.1.0"
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert "huawei.com/Ascend310P" not in container["resources"]["limits"]
+    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}
+    assert secrets == {"AWS_ACCESS_KEY_ID": "s3-credentials", "AWS_SECRET_ACCESS_KEY": "s3-credentials",
+                       "AWS_SESSION_TOKEN": "s3-credentials"}
+    assert all("value" not in e or "SECRET" not in e["name"] for e in container["env"])
+
+
+def test_only_device_stages_request_the_device() -> None:
+    spec, result = the_plan()
+    npu = spec.targets[2]
+    evaluate = job_manifest(OWNER, task_named(result, "evaluate npu/fp16/bs4"), npu, "u", spec.artifacts,
+                            OperatorConfig())
+    compile_ = job_manifest(OWNER, task_named(result, "compile npu/fp16/bs4"), npu, "u", spec.artifacts,
+                            OperatorConfig())
+    pod = evaluate["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["huawei.com/Ascend310P"] == 1
+    assert pod["nodeSelector"] == {"node.kubernetes.io/npu.chip.name": "310P3"}
+    assert {"key": "huawei.com/Ascend310P", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert "runAsNonRoot" not in pod["securityContext"]
+    assert "huawei.com/Ascend310P" not in compile_["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert "nodeSelector" not in compile_["spec"]["template"]["spec"]
+
+
+def test_placement_layers_installation_then_target_and_config_extras() -> None:
+    doc = base()
+    doc["spec"]["targets"][2]["placement"] = {"nodeSelector": {"pool": "inference"},
+                                              "resources": {"limits": {"memory": "32Gi"}}}
+    spec = load_resource(doc).spec
+    result = plan(spec)
+    config = OperatorConfig.model_validate({
+        "placement": {"ascend": {"nodeSelector": {"pool": "npu", "zone": "a"},
+                                 "tolerations": [{"key": "dedicated", "operator": "Exists"}]}},
+        "images": {"ascend": "registry.local/ascend-jobs:1"},
+        "kueueQueue": "npu-queue", "schedulerName": "volcano",
+    })
+    body = job_manifest(OWNER, task_named(result, "evaluate npu/fp16/bs4"), spec.targets[2], "u", spec.artifacts,
+                        config)
+    pod = body["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"node.kubernetes.io/npu.chip.name": "310P3", "pool": "inference", "zone": "a"}
+    assert {"key": "dedicated", "operator": "Exists"} in pod["tolerations"]
+    assert pod["containers"][0]["resources"]["limits"]["memory"] == "32Gi"
+    assert pod["containers"][0]["image"] == "registry.local/ascend-jobs:1"
+    assert pod["schedulerName"] == "volcano"
+    assert body["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "npu-queue"
+
+
+def test_config_from_environment_over_file(tmp_path: Any) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("maxJobs: 7\ndefaultStore: s3://from-file\nimages: {default: my/jobs:1}\n")
+    config = load({"MODELDEPLOY_CONFIG": str(path), "MODELDEPLOY_DEFAULT_STORE": "s3://from-env",
+                   "MODELDEPLOY_NAMESPACES": "a, b"})
+    assert (config.max_jobs, config.default_store, config.namespaces) == (7, "s3://from-env", ["a", "b"])
+    assert config.image(None) == "my/jobs:1"
+
+
+# ---------------------------------------------------------------- reconcile
+
+
+def test_a_new_deployment_starts_the_tasks_without_inputs() -> None:
+    _, result = the_plan()
+    decision = decide(META, result, Observed({}, {}, {}), slots=4, now=NOW, previous={})
+    assert {task.kind for task in decision.create} == {"convert", "prepare"}
+    status = decision.status
+    assert status["observedGeneration"] == 3 and status["phase"] == "Running"
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Ready"]["status"] == "False" and conditions["Reconciling"]["status"] == "True"
+    assert conditions["Stalled"]["status"] == "False"
+    assert all(c["observedGeneration"] == 3 and c["lastTransitionTime"] == NOW for c in conditions.values())
+    assert ("Normal", "StageStarted", f"convert: Job {job_name('cases', decision.create[0])}") in decision.events
+
+
+def test_slots_limit_how_many_jobs_start() -> None:
+    _, result = the_plan()
+    assert len(decide(META, result, Observed({}, {}, {}), slots=1, now=NOW, previous={}).create) == 1
+    assert decide(META, result, Observed({}, {}, {}), slots=0, now=NOW, previous={}).create == []
+
+
+def test_running_and_finished_jobs_advance_the_pipeline() -> None:
+    _, result = the_plan()
+    convert = task_named(result, "convert")
+    prepare = [t for t in result.tasks if t.kind == "prepare"]
+    observed = Observed({convert.key: job(convert.key, succeeded=True)},
+                        {convert.key: manifest(convert.key)} | {t.key: manifest(t.key) for t in prepare}, {})
+    decision = decide(META, result, observed, slots=100, now=NOW, previous={})
+    created = {task.kind for task in decision.create}
+    assert created == {"calibrate", "compile", "evaluate"}  # compiles of fp precisions, calibrations, the reference
+    assert all(set(task.inputs.values()) <= observed.results.keys() for task in decision.create)
+
+
+def test_a_failed_stage_stalls_its_cells_while_the_others_go_on() -> None:
+    _, result = the_plan()
+    done = [t for t in result.tasks if t.kind in ("convert", "prepare")]
+    calibrate = task_named(result, "calibrate cpu/int8")
+    failure = Failure(key=calibrate.key, stage="calibrate", reason="CalibrationFailed",
+                      message="NNCF could not quantize the model", failed_at=datetime.now(UTC))
+    observed = Observed({calibrate.key: job(calibrate.key, failed=True, reason="PodFailurePolicy")},
+                        {t.key: manifest(t.key) for t in done}, {calibrate.key: failure})
+    decision = decide(META, result, observed, slots=100, now=NOW, previous={})
+    stages = {s["name"]: s for s in decision.status["stages"]}
+    assert stages["calibrate cpu/int8"]["phase"] == "Failed"
+    assert stages["calibrate cpu/int8"]["message"] == "CalibrationFailed: NNCF could not quantize the model"
+    assert stages["compile cpu/int8/bs8"]["phase"] == "Skipped"
+    assert not any(task.name.startswith("compile cpu/int8") for task in decision.create)
+    assert any(task.name == "compile cpu/fp32/bs8" for task in decision.create)
+    conditions = {c["type"]: c for c in decision.status["conditions"]}
+    assert conditions["Stalled"]["status"] == "True" and conditions["Stalled"]["reason"] == "StageFailed"
+    assert conditions["Stalled"]["message"].startswith("calibrate cpu/int8: CalibrationFailed")
+    assert conditions["Reconciling"]["status"] == "True" and decision.status["phase"] == "Running"
+    assert ("Warning", "StageFailed", "calibrate cpu/int8: CalibrationFailed: NNCF could not quantize the model") \
+        in decision.events
+
+
+def test_a_job_that_failed_before_the_stage_ran_gives_the_jobs_reason() -> None:
+    _, result = the_plan()
+    convert = task_named(result, "convert")
+    observed = Observed({convert.key: job(convert.key, failed=True, reason="DeadlineExceeded")}, {}, {})
+    stages = {s["name"]: s for s in decide(META, result, observed, 4, NOW, {}).status["stages"]}
+    assert stages["convert"]["message"] == "DeadlineExceeded: the pod was evicted"
+
+
+def test_everything_done_is_ready_with_results_and_report() -> None:
+    _, result = the_plan()
+    report = {"cells": [{"target": "cpu", "precision": "int8", "batchSize": 8, "gate": "Passed"}],
+              "best": [{"target": "cpu", "precision": "int8", "batchSize": 8, "throughput": 1234.5, "top1": 0.9}]}
+    observed = Observed({}, {t.key: manifest(t.key) for t in result.tasks}, {}, report, "s3://a/report.html")
+    decision = decide(META, result, observed, 4, NOW, {"phase": "Running"})
+    status = decision.status
+    assert status["phase"] == "Succeeded" and decision.create == []
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {"Ready": "True", "Reconciling": "False",
+                                                                     "Stalled": "False"}
+    assert status["results"] == report["cells"] and status["best"] == report["best"]
+    assert status["bestSummary"] == "cpu: int8 bs8 1234/s" and status["reportUri"] == "s3://a/report.html"
+    assert status["targets"] == "4/4"
+    assert ("Normal", "Succeeded", "every cell is measured and the report is written") in decision.events
+
+
+def test_cells_appear_in_status_as_they_are_evaluated() -> None:
+    _, result = the_plan()
+    cell = result.cells[0]
+    metrics = {"backend": "openvino", "accuracy": {"top1": 0.91, "top5": 0.99},
+               "performance": {"throughput": 321.0, "latencyMs": {"p50": 3.0}},
+               "artifact": {"uri": "s3://a/m.xml", "sha256": "f" * 64}}
+    observed = Observed({}, {cell.evaluate: manifest(cell.evaluate, metrics)}, {})
+    (row,) = decide(META, result, observed, 4, NOW, {}).status["results"]
+    assert (row["target"], row["precision"], row["batchSize"], row["top1"], row["throughput"]) == \
+        (cell.target, cell.precision, cell.batch_size, 0.91, 321.0)
+    assert row["gate"] == "NotEvaluated" and row["sha256"] == "f" * 64
+
+
+def test_jobs_of_an_old_plan_are_deleted_and_old_failures_retried() -> None:
+    _, result = the_plan()
+    convert = task_named(result, "convert")
+    stale = "e" * 64
+    observed = Observed({stale: job(stale, active=True),
+                         convert.key: job(convert.key, failed=True, generation=2, reason="BackoffLimitExceeded")},
+                        {}, {})
+    decision = decide(META, result, observed, 4, NOW, {})
+    assert set(decision.delete) == {f"job-{stale[:6]}", f"job-{convert.key[:6]}"}
+    assert convert in decision.create
+
+
+def test_transition_times_only_move_when_a_condition_flips() -> None:
+    _, result = the_plan()
+    first = decide(META, result, Observed({}, {}, {}), 4, NOW, {}).status
+    later = decide(META, result, Observed({}, {}, {}), 4, "2026-11-24T11:00:00Z", first).status
+    assert [c["lastTransitionTime"] for c in later["conditions"]] == [NOW, NOW, NOW]
+
+
+def test_an_invalid_spec_stalls_without_jobs_and_warns_once() -> None:
+    errors = [FieldError("spec.source.weights", "digits.pt is not reachable from Jobs; use s3:// or https://")]
+    decision = invalid(META, errors, NOW, {})
+    conditions = {c["type"]: c for c in decision.status["conditions"]}
+    assert conditions["Stalled"]["reason"] == "InvalidSpec" and conditions["Stalled"]["status"] == "True"
+    assert "spec.source.weights: digits.pt is not reachable" in conditions["Stalled"]["message"]
+    assert decision.create == [] and decision.status["phase"] == "Failed"
+    assert [e[1] for e in decision.events] == ["InvalidSpec"]
+    assert invalid(META, errors, NOW, decision.status).events == []
+
+
+@pytest.mark.parametrize(
+    ("conditions", "expected"),
+    [
+        ([{"type": "Complete", "status": "True"}], (False, True, False)),
+        ([{"type": "Failed", "status": "True", "reason": "PodFailurePolicy"}], (False, False, True)),
+        ([], (True, False, False)),
+    ],
+)
+def test_job_state_from_conditions(conditions: list[dict[str, str]], expected: tuple[bool, bool, bool]) -> None:
+    body = {"metadata": {"name": "j", "annotations": {"modeldeploy.io/task-key": "k", "modeldeploy.io/generation": "2"}},
+            "status": {"conditions": conditions}}
+    state = job_state(body)
+    assert state is not None and (state.active, state.succeeded, state.failed) == expected and state.generation == 2
+    assert job_state({"metadata": {"name": "other"}}) is None
