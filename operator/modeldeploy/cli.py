@@ -161,43 +161,58 @@ def _positive(text: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from modeldeploy.runner import Runner, localize, render_results, results
-    from modeldeploy.store import open_store
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from modeldeploy.runner import localize
 
     status = 0
     for resource in _resources(args.file):
-        resource = localize(resource, args.file.resolve().parent)
-        artifacts = resource.spec.artifacts
-        store_uri = args.store or (artifacts.uri if artifacts else Path(DEFAULT_STORE).resolve().as_uri())
-        endpoint, region = (artifacts.endpoint, artifacts.region) if artifacts else (None, None)
         try:
-            store = open_store(store_uri, endpoint=endpoint, region=region)
+            status = max(status, _run_one(localize(resource, args.file.resolve().parent), args))
         except ValueError as error:
             print(f"--store: {error}", file=sys.stderr)
             return EXIT_INVALID
-        environment = dict(os.environ)
-        if endpoint:
-            environment["AWS_ENDPOINT_URL_S3"] = endpoint
-        if region:
-            environment["AWS_REGION"] = region
-        result = plan(resource.spec)
-        name = resource.metadata.name
-        print(f"modeldeploy run: {name}")
-        logs = Path(DEFAULT_STORE).resolve().parent / "logs" / name
-        outcome = Runner(result, store, args.jobs, logs, sys.stdout, environment).run()
-        if outcome.interrupted:
-            return EXIT_INTERRUPTED
-        summary = results(store, result, logs)
-        if summary is not None:
-            print()
-            print(render_results(summary))
-            report = store.uri_of(f"tasks/{result.report}/outputs/report.html")
-            print(f"report: {report}")
-        if not outcome.succeeded:
-            print(f"{len(outcome.failed)} task(s) failed, {len(outcome.blocked)} not run because of them",
-                  file=sys.stderr)
-            status = EXIT_FAILED
+        except (BotoCoreError, ClientError) as error:
+            print(f"the artifact store is not usable: {error}", file=sys.stderr)
+            return EXIT_FAILED
+        if status == EXIT_INTERRUPTED:
+            break
     return status
+
+
+def _run_one(resource: ModelDeployment, args: argparse.Namespace) -> int:
+    from modeldeploy.manifest import output_name
+    from modeldeploy.runner import Runner, render_results, results
+    from modeldeploy.store import open_store
+
+    artifacts = resource.spec.artifacts
+    endpoint, region = (artifacts.endpoint, artifacts.region) if artifacts else (None, None)
+    store = open_store(
+        args.store or (artifacts.uri if artifacts else Path(DEFAULT_STORE).resolve().as_uri()),
+        endpoint=endpoint,
+        region=region,
+    )
+    environment = dict(os.environ)
+    if endpoint:
+        environment["AWS_ENDPOINT_URL_S3"] = endpoint
+    if region:
+        environment["AWS_REGION"] = region
+    result = plan(resource.spec)
+    name = resource.metadata.name
+    print(f"modeldeploy run: {name}")
+    logs = Path(DEFAULT_STORE).resolve().parent / "logs" / name
+    outcome = Runner(result, store, args.jobs, logs, sys.stdout, environment).run()
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    summary = results(store, result, logs)
+    if summary is not None:
+        print()
+        print(render_results(summary))
+        print(f"report: {store.uri_of(output_name(result.report, 'report.html'))}")
+    if not outcome.succeeded:
+        print(f"{len(outcome.failed)} task(s) failed, {len(outcome.blocked)} not run because of them", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
 
 
 def _operator(args: argparse.Namespace) -> int:
