@@ -63,6 +63,24 @@ async def spec_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> 
     _wake(memo, namespace, name)
 
 
+def _deletes_artifacts(spec: kopf.Spec, **_: Any) -> bool:
+    return (spec.get("artifacts") or {}).get("onDelete") == "Delete"
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, when=_deletes_artifacts, retries=3, backoff=10)
+async def delete_artifacts(body: kopf.Body, namespace: str, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    """artifacts.onDelete: Delete removes the results of this deployment's tasks (a shared store keeps the rest)."""
+    try:
+        spec = _validated(body, memo.config)
+    except SpecError:
+        return  # an invalid spec never ran a task
+    store = await asyncio.to_thread(_store, spec, namespace, memo)
+    removed = 0
+    for task in plan(spec).tasks:
+        removed += await asyncio.to_thread(store.delete_prefix, f"tasks/{task.key}")
+    logger.info(f"deleted {removed} artifact objects from {store.uri}")
+
+
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10)
 async def pipeline(
     name: str, namespace: str, body: kopf.Body, memo: kopf.Memo, owned_jobs: kopf.Index, stopped: kopf.DaemonStopped,
