@@ -1,95 +1,25 @@
 """The operator for real: kubectl apply → Jobs run by the node agent → artifacts in moto's S3 → status.
 
 One API server (kmock's emulator, extended in tests/kube), one node agent, one moto server and
-the operator as a subprocess (`modeldeploy operator`), shared by the scenarios in this module,
-which run in order.
+the operator as a subprocess (`modeldeploy operator`), shared by the scenarios of
+tests/scenarios.py, which run in order.
 """
 
 from __future__ import annotations
 
-import copy
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import boto3
 import pytest
-import yaml
 from conftest import EXAMPLES
 from kube.apiserver import ApiServer
 from kube.node_agent import NodeAgent
-
-T = TypeVar("T")
-MODELDEPLOY = Path(sys.executable).with_name("modeldeploy")
-QUICKSTART = EXAMPLES / "cluster" / "quickstart.yaml"
-READY_SECONDS = 420
-
-
-def wait_for(condition: Callable[[], T], timeout: float, interval: float = 0.2, what: str = "") -> T:
-    """Poll until `condition()` returns something truthy, and return it."""
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-    return result
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Operator:
-    """`modeldeploy operator` in a subprocess against the test API server."""
-
-    def __init__(self, kubeconfig: Path, s3_endpoint: str, log: Path):
-        self.metrics_port = _free_port()
-        self.environment = {
-            **os.environ,
-            "KUBECONFIG": str(kubeconfig),
-            "MODELDEPLOY_S3_ENDPOINT": s3_endpoint,
-            "MODELDEPLOY_METRICS_PORT": str(self.metrics_port),
-            "MODELDEPLOY_RESYNC_SECONDS": "3",
-        }
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        liveness = f"http://127.0.0.1:{_free_port()}/healthz"
-        with self.log.open("ab") as handle:
-            self.process = subprocess.Popen(
-                [str(MODELDEPLOY), "operator", "--all-namespaces", "--liveness", liveness],
-                stdout=handle, stderr=subprocess.STDOUT, env=self.environment,
-            )
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def metrics(self) -> str:
-        return urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
+from scenarios import SCENARIOS, Operator
 
 
 @pytest.fixture(scope="module")
-def cluster(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServer, Operator]]:
+def cluster(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServer, Operator, Any]]:
     workdir = tmp_path_factory.mktemp("cluster")
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, aws_access_key_id="x", aws_secret_access_key="x",
                       region_name="us-east-1")
@@ -98,185 +28,16 @@ def cluster(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     for name in ("digits_cnn.py", "digits_cnn.pt"):
         s3.upload_file(str(EXAMPLES / name), "modeldeploy-examples", f"quickstart/{name}")
     with ApiServer() as server, NodeAgent(server.kubeconfig, workdir / "node") as agent:
-        operator = Operator(server.kubeconfig, moto_endpoint, workdir / "operator.log")
+        operator = Operator(server.kubeconfig, workdir / "operator.log", MODELDEPLOY_S3_ENDPOINT=moto_endpoint)
         operator.start()
         server.kubectl("apply", "-f", str(EXAMPLES / "cluster" / "s3-credentials.yaml"))
         try:
-            yield server, operator
+            yield server, operator, s3
         finally:
             operator.stop()
         assert not agent.errors, agent.errors
 
 
-def deployment(server: ApiServer, name: str) -> dict[str, Any]:
-    found = server.get("modeldeployments.modeldeploy.io", "default", name)
-    assert found is not None
-    return found
-
-
-def condition(body: dict[str, Any], kind: str) -> dict[str, Any]:
-    return next((c for c in (body.get("status") or {}).get("conditions") or [] if c["type"] == kind), {})
-
-
-def apply(server: ApiServer, document: dict[str, Any]) -> None:
-    server.kubectl("apply", "-f", "-", input=yaml.safe_dump(document))
-
-
-def jobs_of(server: ApiServer, name: str) -> list[dict[str, Any]]:
-    return server.list("jobs.batch", "default", f"modeldeploy.io/deployment={name}")
-
-
-def ready(server: ApiServer, name: str, generation: int = 1) -> dict[str, Any] | None:
-    body = deployment(server, name)
-    status = body.get("status") or {}
-    done = condition(body, "Ready").get("status") == "True" and status.get("observedGeneration") == generation
-    return body if done else None
-
-
-def quickstart(**changes: Any) -> dict[str, Any]:
-    document = yaml.safe_load(QUICKSTART.read_text())
-    for path, value in changes.items():
-        node = document
-        *parents, last = path.split(".")
-        for part in parents:
-            node = node[int(part)] if part.isdigit() else node[part]
-        node[last] = value
-    return document
-
-
-def test_a_spec_the_cluster_cannot_run_stalls_with_invalid_spec(cluster: tuple[ApiServer, Operator]) -> None:
-    server, _ = cluster
-    apply(server, quickstart(**{"metadata.name": "local-paths", "spec.source.weights": "digits_cnn.pt"}))
-    body = wait_for(lambda: (b := deployment(server, "local-paths")) and condition(b, "Stalled") and b, 30,
-                    what="a Stalled condition")
-    stalled = condition(body, "Stalled")
-    assert (stalled["status"], stalled["reason"]) == ("True", "InvalidSpec")
-    assert "spec.source.weights: digits_cnn.pt is not reachable from Jobs" in stalled["message"]
-    assert body["status"]["phase"] == "Failed" and condition(body, "Ready")["status"] == "False"
-    assert jobs_of(server, "local-paths") == []
-    server.kubectl("delete", "mdep", "local-paths", "--wait=false")
-
-
-def test_the_quickstart_reaches_ready_with_results_in_status_and_the_report_in_s3(
-    cluster: tuple[ApiServer, Operator], moto_endpoint: str
-) -> None:
-    server, operator = cluster
-    server.kubectl("apply", "-f", str(QUICKSTART))
-    body = wait_for(lambda: ready(server, "quickstart"), READY_SECONDS, interval=1, what="quickstart Ready")
-    status = body["status"]
-    assert status["phase"] == "Succeeded" and status["targets"] == "2/2"
-    assert len(status["results"]) == 12 and {cell["gate"] for cell in status["results"]} == {"Passed"}
-    assert all(cell["throughput"] > 0 and cell["sha256"] for cell in status["results"])
-    assert {best["target"] for best in status["best"]} == {"openvino", "onnxruntime"}
-    assert {c["type"]: c["status"] for c in status["conditions"]} == {"Ready": "True", "Reconciling": "False",
-                                                                     "Stalled": "False"}
-    report = status["reportUri"]
-    assert report.startswith("s3://modeldeploy-artifacts/quickstart/tasks/") and report.endswith("report.html")
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint, aws_access_key_id="x", aws_secret_access_key="x",
-                      region_name="us-east-1")
-    assert s3.head_object(Bucket="modeldeploy-artifacts", Key=report.split("/", 3)[3])["ContentLength"] > 1000
-    jobs = jobs_of(server, "quickstart")
-    assert len(jobs) == len({job["metadata"]["name"] for job in jobs}) == len(status["stages"])
-    table = server.kubectl("get", "mdep", "quickstart").stdout
-    assert "Succeeded" in table and "2/2" in table and "openvino: " in table and "onnxruntime: " in table
-    reasons = {event.get("reason") for event in server.list("events", "default")}
-    assert {"StageStarted", "StageSucceeded", "Succeeded"} <= reasons
-    metrics = operator.metrics()
-    assert 'modeldeploy_jobs_created_total{stage="evaluate"} 13.0' in metrics
-    assert 'modeldeploy_deployments{phase="Succeeded"} 1.0' in metrics
-
-
-def test_adding_a_batch_size_runs_only_the_new_cells(cluster: tuple[ApiServer, Operator]) -> None:
-    server, _ = cluster
-    before = {job["metadata"]["name"] for job in jobs_of(server, "quickstart")}
-    apply(server, quickstart(**{"spec.targets.0.batchSizes": [1, 8, 16, 32]}))
-    body = wait_for(lambda: ready(server, "quickstart", generation=2), READY_SECONDS, interval=1,
-                    what="quickstart Ready at generation 2")
-    new = {job["metadata"]["name"]: job for job in jobs_of(server, "quickstart")}
-    added = sorted(job["metadata"]["labels"]["modeldeploy.io/stage"] for name, job in new.items() if name not in before)
-    assert added == ["compile", "compile", "evaluate", "evaluate", "report"]
-    assert len(body["status"]["results"]) == 14
-
-
-def test_a_failing_stage_stalls_while_the_other_cells_finish(cluster: tuple[ApiServer, Operator]) -> None:
-    server, _ = cluster
-    document = quickstart(**{
-        "metadata.name": "small-data",
-        "spec.dataset.limit": 6,
-        "spec.calibration.samples": 4,
-        "spec.targets": [{"name": "ort", "backend": "onnxruntime", "precisions": ["fp32"], "batchSizes": [4, 8]}],
-    })
-    apply(server, document)
-
-    def settled() -> dict[str, Any] | None:
-        body = deployment(server, "small-data")
-        return body if (body.get("status") or {}).get("phase") == "Failed" else None
-
-    body = wait_for(settled, READY_SECONDS, interval=1, what="small-data to settle")
-    stalled = condition(body, "Stalled")
-    assert stalled["status"] == "True" and stalled["reason"] == "StageFailed"
-    assert stalled["message"].startswith("evaluate ort/fp32/bs8: DatasetTooSmall: the prepared dataset")
-    stages = {stage["name"]: stage["phase"] for stage in body["status"]["stages"]}
-    assert stages["evaluate ort/fp32/bs4"] == "Succeeded" and stages["report"] == "Skipped"
-    assert [(cell["batchSize"], cell["gate"]) for cell in body["status"]["results"]] == [(4, "NotEvaluated")]
-    failed = [job for job in jobs_of(server, "small-data")
-              if condition(job, "Failed").get("status") == "True"]
-    assert [job["metadata"]["labels"]["modeldeploy.io/stage"] for job in failed] == ["evaluate"]
-    assert condition(failed[0], "Failed")["reason"] == "PodFailurePolicy"
-
-
-def test_a_restarted_operator_resumes_without_duplicate_jobs(cluster: tuple[ApiServer, Operator]) -> None:
-    server, operator = cluster
-    document = quickstart(**{"metadata.name": "restarted", "spec.performance.iterations": 150})
-    apply(server, document)
-    wait_for(lambda: len(jobs_of(server, "restarted")) >= 1, 60, what="a first Job")
-    operator.kill()
-    operator.start()
-    body = wait_for(lambda: ready(server, "restarted"), READY_SECONDS, interval=1, what="restarted Ready")
-    jobs = jobs_of(server, "restarted")
-    names = [job["metadata"]["name"] for job in jobs]
-    assert len(names) == len(set(names))
-    # the evaluations and the report are new work; everything else was done for the quickstart already
-    assert sorted({job["metadata"]["labels"]["modeldeploy.io/stage"] for job in jobs}) == ["evaluate", "report"]
-    assert len(body["status"]["results"]) == 12
-
-
-def test_deleting_the_deployment_removes_its_jobs_and_never_hangs(cluster: tuple[ApiServer, Operator]) -> None:
-    server, _ = cluster
-    assert jobs_of(server, "quickstart")
-    server.kubectl("delete", "mdep", "quickstart", "--timeout=60s")
-    assert server.get("modeldeployments.modeldeploy.io", "default", "quickstart") is None
-    wait_for(lambda: not jobs_of(server, "quickstart"), 30, what="the Jobs to be collected")
-
-
-def test_on_delete_delete_removes_the_artifacts(cluster: tuple[ApiServer, Operator], moto_endpoint: str) -> None:
-    server, _ = cluster
-    body = deployment(server, "small-data")
-    assert body["spec"]["artifacts"].get("onDelete", "Retain") == "Retain"
-    apply(server, quickstart(**{
-        "metadata.name": "small-data",
-        "spec.dataset.limit": 6,
-        "spec.calibration.samples": 4,
-        "spec.targets": [{"name": "ort", "backend": "onnxruntime", "precisions": ["fp32"], "batchSizes": [4, 8]}],
-        "spec.artifacts.onDelete": "Delete",
-    }))
-    keys = [stage["key"] for stage in body["status"]["stages"] if stage["phase"] == "Succeeded"]
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint, aws_access_key_id="x", aws_secret_access_key="x",
-                      region_name="us-east-1")
-
-    def stored(key: str) -> bool:
-        listing = s3.list_objects_v2(Bucket="modeldeploy-artifacts", Prefix=f"quickstart/tasks/{key}/")
-        return listing.get("KeyCount", 0) > 0
-
-    assert keys and all(stored(key) for key in keys)
-    server.kubectl("delete", "mdep", "small-data", "--timeout=60s")
-    assert not any(stored(key) for key in keys)
-
-
-def test_the_same_document_twice_changes_nothing(cluster: tuple[ApiServer, Operator]) -> None:
-    server, _ = cluster
-    body = copy.deepcopy(deployment(server, "restarted"))
-    jobs = len(jobs_of(server, "restarted"))
-    apply(server, quickstart(**{"metadata.name": "restarted", "spec.performance.iterations": 150}))
-    assert deployment(server, "restarted")["metadata"]["generation"] == body["metadata"]["generation"]
-    assert len(jobs_of(server, "restarted")) == jobs
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[scenario.__name__ for scenario in SCENARIOS])
+def test_scenario(scenario: Callable[..., None], cluster: tuple[ApiServer, Operator, Any]) -> None:
+    scenario(*cluster)

@@ -5,9 +5,10 @@ writes out to watch buses. ``ApiEmulator`` adds what a real API server does on t
 creationTimestamp, resourceVersion and generation; ``<Kind>List`` and ``Table`` responses; the
 ``/status`` subresource; PUT; the patch types by Content-Type; finalizers and owner garbage
 collection; label and field selectors; watches that resume from a resourceVersion; CRDs served
-from their objects. Writes happen in kmock's fallback reactions, so a test reaction that
-intercepts a request (``emulator['patch', kmock.resource(...)] << 500``) also prevents its
-effect, as a failed request does on a real server.
+from their objects; the namespace paths kmock 0.8 cannot parse; just enough OpenAPI v3 for
+kubectl. Writes happen in kmock's fallback reactions, so a test reaction that intercepts a
+request (``emulator["patch", kmock.resource(...)][:1] << 409``) also prevents its effect, as
+a failed request does on a real server.
 
 ``ApiServer`` runs the emulator in a background thread and writes a kubeconfig for it.
 """
@@ -24,6 +25,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
@@ -330,7 +332,7 @@ class ApiEmulator(kmock.KubernetesEmulator):
     async def _parse_namespace_request(
         self, raw_request: aiohttp.web.BaseRequest, name: str | None, subresource: str | None
     ) -> kmock.Request:
-        neutral = raw_request.clone(rel_url=raw_request.rel_url.with_path("/"))
+        neutral = raw_request.clone(rel_url=raw_request.rel_url.with_path("/").with_query(raw_request.query))
         request = await kmock.Request._parse(neutral, id=len(self._requests))
         path = parsing.ParsedPath(group="", version="v1", plural="namespaces", name=name, subresource=subresource)
         action = parsing.guess_k8s(path, request.method, dict(request.params))
@@ -436,16 +438,22 @@ class ApiEmulator(kmock.KubernetesEmulator):
             yield b""  # the response headers go out now, before the first event
             for event in backlog:
                 if selector.matches(event["object"]):
-                    yield event
+                    yield self._render_event(request, event)
             while True:
                 event = await asyncio.wait_for(anext(live), None if deadline is None else deadline - loop.time())
                 if selector.matches(event["object"]):
-                    yield event
+                    yield self._render_event(request, event)
         except TimeoutError:
             return
         finally:
             await live.aclose()
             await bus.unmark(marker)
+
+    def _render_event(self, request: kmock.Request, event: Obj) -> Obj:
+        if "as=Table" not in _header(request, "accept"):
+            return event
+        obj = event["object"]
+        return {"type": event["type"], "object": self._table(request, [obj], obj["metadata"]["resourceVersion"])}
 
     def _table(self, request: kmock.Request, objs: list[Obj], version: str) -> Obj:
         columns = self._columns.get(request.resource, (AGE_COLUMN,))
@@ -561,8 +569,9 @@ class ApiEmulator(kmock.KubernetesEmulator):
     async def _remove(self, key: Key, obj: Obj) -> Obj:
         """Really delete, then garbage-collect the dependents left without any live owner (background)."""
         gone = await self._commit(key, obj, "DELETED")
-        live_uids = {other["metadata"]["uid"] for other in self._all_live()}
-        for other_key, other in [(other_key, self._live(other_key)) for other_key in list(self._objects)]:
+        live_uids = {other["metadata"]["uid"] for other in map(self._live, list(self._objects)) if other is not None}
+        for other_key in list(self._objects):
+            other = self._live(other_key)  # read now: an earlier collection may have removed it already
             owners = {ref.get("uid") for ref in (other or {}).get("metadata", {}).get("ownerReferences") or ()}
             if other is not None and gone["metadata"]["uid"] in owners and not owners & live_uids:
                 await self._delete(other_key, other)
@@ -634,9 +643,6 @@ class ApiEmulator(kmock.KubernetesEmulator):
             return None
         return copy.deepcopy(self._objects[key].raw)
 
-    def _all_live(self) -> list[Obj]:
-        return [obj for obj in map(self._live, list(self._objects)) if obj is not None]
-
     def _select(self, resource: kmock.resource | None) -> list[Obj]:
         keys = sorted((key for key in self._objects if key[0] == resource), key=lambda key: key[1:])
         return [obj for obj in map(self._live, keys) if obj is not None]
@@ -688,8 +694,8 @@ class ApiServer:
     def start(self) -> None:
         self._thread.start()
         if not self._ready.wait(timeout=30) or self._failure is not None:
-            self.stop()
-            raise RuntimeError("the test API server did not start") from self._failure
+            self.stop()  # raises the failure, if there is one
+            raise RuntimeError("the test API server did not start within 30 s")
         self.kubeconfig.write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": "test",
             "clusters": [{"name": "test", "cluster": {"server": self.url}}],
@@ -705,11 +711,13 @@ class ApiServer:
         shutil.rmtree(self._dir, ignore_errors=True)
         if self._thread.is_alive():
             raise RuntimeError("the test API server did not stop")
+        if self._failure is not None:
+            raise RuntimeError("the test API server failed") from self._failure
 
     def _run(self) -> None:
         try:
             asyncio.run(self._serve())
-        except BaseException as error:  # noqa: BLE001 - reported by start(); later ones end the thread
+        except BaseException as error:  # noqa: BLE001 - raised again by stop()
             self._failure = error
         finally:
             self._ready.set()
@@ -753,9 +761,23 @@ class ApiServer:
         """A `kubernetes` client for this server; close it (or use it as a context manager)."""
         return kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))
 
+    def kubectl_command(self, *args: str) -> list[str]:
+        """kubectl with this server's kubeconfig and a discovery cache of its own, for a process of your own."""
+        return ["kubectl", f"--kubeconfig={self.kubeconfig}", f"--cache-dir={self._dir / 'kubectl-cache'}", *args]
+
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        command = ["kubectl", f"--kubeconfig={self.kubeconfig}", f"--cache-dir={self._dir / 'kubectl-cache'}", *args]
+        command = self.kubectl_command(*args)
         result = subprocess.run(command, input=input, capture_output=True, text=True, timeout=60, check=False)
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} exited with {result.returncode}:\n{result.stderr}")
         return result
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, what: str = "") -> T:
+    """Poll until `condition()` returns something truthy, and return it."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+    return result

@@ -123,12 +123,14 @@ class NodeAgent:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._watch.stop()
         with self._lock:
             running = list(self._processes.values())
         for process in running:
             _kill(process)
-        self._watcher.join(timeout=WATCH_SECONDS + 5)
+        deadline = time.monotonic() + WATCH_SECONDS + 5
+        while self._watcher.is_alive() and time.monotonic() < deadline:
+            self._watch.stop()  # again and again: a watch that starts after a stop() would run its full time
+            self._watcher.join(timeout=0.1)
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._api.close()
 
