@@ -1,0 +1,197 @@
+"""The operator under load: many ModelDeployments whose Jobs finish at once.
+
+Run: python bench/operator_scale.py [--deployments 200] [--max-jobs 100]
+Starts the test API server (tests/kube), moto's S3 server and `modeldeploy operator`, then
+creates N ModelDeployments of 12 cells each (2 targets x 2 precisions x 3 batch sizes, every one
+with its own keys). An instant agent completes each Job as soon as it appears: it commits the
+task's result manifest (with placeholder outputs) and marks the Job Complete. Prints the time
+from create to the first Job (p50, p99), the time until every deployment is Ready, the
+operator's peak RSS, API requests per deployment and duplicate Jobs. Targets: first Job p50
+under 2 s, peak RSS under 300 MB, no duplicates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import boto3
+import kubernetes
+import urllib3
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from kube.apiserver import ApiServer  # noqa: E402 - the test API server lives with the tests
+from scenarios import EXAMPLES, Operator, free_port  # noqa: E402
+
+from modeldeploy.manifest import TaskDocument, commit  # noqa: E402
+from modeldeploy.store import open_store  # noqa: E402
+
+GROUP, VERSION, PLURAL = "modeldeploy.io", "v1alpha1", "modeldeployments"
+
+
+def deployment(index: int) -> dict[str, Any]:
+    target = {"precisions": ["fp32", "int8"], "batchSizes": [1, 8, 32]}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelDeployment",
+        "metadata": {"name": f"load-{index:04d}"},
+        "spec": {
+            "source": {"format": "onnx", "uri": "s3://bench-models/model.onnx",
+                       "inputs": [{"name": "x", "shape": [-1, 3, 32, 32]}],
+                       "parity": {"maxAbsDiff": 0.001 + index * 1e-9}},  # its own keys
+            "dataset": {"kind": "synthetic", "limit": 64},
+            "targets": [{"name": "openvino", "backend": "openvino", **target},
+                        {"name": "onnxruntime", "backend": "onnxruntime", **target}],
+            "artifacts": {"uri": "s3://bench-artifacts/load", "secretRef": {"name": "s3-credentials"}},
+        },
+    }
+
+
+class InstantAgent:
+    """Completes every Job as soon as it is seen: commits its result manifest, then marks it Complete."""
+
+    def __init__(self, server: ApiServer, endpoint: str):
+        self.api = server.api_client()
+        self.batch = kubernetes.client.BatchV1Api(self.api)
+        self.endpoint = endpoint
+        self.first_job: dict[str, float] = {}
+        self.created: Counter[str] = Counter()
+        self.errors: list[str] = []
+        self.pool = ThreadPoolExecutor(max_workers=8)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.watch, daemon=True)
+
+    def watch(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                stream = kubernetes.watch.Watch().stream(self.batch.list_namespaced_job, "default", timeout_seconds=5)
+                for event in stream:
+                    job = event["object"]
+                    if event["type"] == "ADDED" and job.metadata.uid not in self.created:
+                        self.created[job.metadata.uid] += 1
+                        owner = job.metadata.labels["modeldeploy.io/deployment"]
+                        self.first_job.setdefault(owner, time.monotonic())
+                        self.pool.submit(self.finish, job)
+            except (urllib3.exceptions.HTTPError, kubernetes.client.ApiException):
+                continue  # a watch that ends early is started again; Jobs seen before are skipped
+
+    def finish(self, job: Any) -> None:
+        try:
+            self.complete(job)
+        except Exception as error:  # noqa: BLE001 - a thread pool would swallow it
+            self.errors.append(f"{job.metadata.name}: {error!r}")
+
+    def complete(self, job: Any) -> None:
+        uri = job.spec.template.spec.containers[0].command[1]
+        parsed = urlparse(uri)
+        bucket = open_store(f"s3://{parsed.netloc}", endpoint=self.endpoint)
+        task = TaskDocument.model_validate_json(bucket.get_bytes(parsed.path.lstrip("/")))
+        store = open_store(task.store, endpoint=self.endpoint)
+        with tempfile.TemporaryDirectory() as scratch:
+            output = Path(scratch) / ("results.json" if task.stage == "report" else "model.onnx")
+            output.write_text(json.dumps({"cells": [], "best": []}))
+            metrics = {"accuracy": None, "performance": {"throughput": 1.0}, "artifact": {}}
+            commit(store, task.key, task.stage, {output.name: output}, datetime.now(UTC), metrics)
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        status = {"succeeded": 1, "startTime": now, "completionTime": now, "conditions": [
+            {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
+            {"type": "Complete", "status": "True", "lastTransitionTime": now}]}
+        self.batch.patch_namespaced_job_status(job.metadata.name, "default", {"status": status})
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=10)
+        self.pool.shutdown(wait=True)
+        self.api.close()
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deployments", type=int, default=200)
+    parser.add_argument("--max-jobs", type=int, default=100, help="the operator's maxJobs")
+    parser.add_argument("--timeout", type=float, default=1800, help="give up after this many seconds")
+    args = parser.parse_args()
+    os.environ.update(AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x", AWS_REGION="us-east-1")  # moto takes any
+    port = free_port()
+    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    time.sleep(2)
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x",
+                      region_name="us-east-1")
+    for bucket in ("bench-models", "bench-artifacts"):
+        s3.create_bucket(Bucket=bucket)
+    try:
+        with ApiServer() as server:
+            scratch = tempfile.mkdtemp(prefix="operator-scale-")
+            server.kubectl("apply", "-f", str(EXAMPLES / "cluster" / "s3-credentials.yaml"))
+            operator = Operator(server.kubeconfig, Path(scratch) / "operator.log", MODELDEPLOY_S3_ENDPOINT=endpoint,
+                                MODELDEPLOY_MAX_JOBS=str(args.max_jobs), MODELDEPLOY_MAX_JOBS_PER_DEPLOYMENT="8")
+            operator.start()
+            agent = InstantAgent(server, endpoint)
+            agent.start()
+            time.sleep(3)  # the operator's start-up is not part of the measurement
+            requests_before = len(server.emulator._requests)
+            custom = kubernetes.client.CustomObjectsApi(agent.api)
+            created: dict[str, float] = {}
+            start = time.monotonic()
+            for index in range(args.deployments):
+                body = deployment(index)
+                custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, body)
+                created[body["metadata"]["name"]] = time.monotonic()
+            while True:
+                items = custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)["items"]
+                ready = sum(any(c["type"] == "Ready" and c["status"] == "True"
+                                for c in (item.get("status") or {}).get("conditions", [])) for item in items)
+                if ready == args.deployments:
+                    break
+                if time.monotonic() - start > args.timeout:
+                    raise SystemExit(f"only {ready} of {args.deployments} Ready after {args.timeout} s; "
+                                     f"operator log: {scratch}/operator.log; agent errors: {agent.errors[:3]}")
+                time.sleep(1)
+            all_ready = time.monotonic() - start
+            requests = len(server.emulator._requests) - requests_before
+            rss = peak_rss_mb(operator.process.pid)
+            jobs = server.list("jobs.batch", "default")
+            keys = Counter(job["metadata"]["annotations"]["modeldeploy.io/task-key"] + job["metadata"]["namespace"]
+                           + job["metadata"]["labels"]["modeldeploy.io/deployment"] for job in jobs)
+            agent.stop()
+            operator.stop()
+    finally:
+        moto.terminate()
+    latencies = sorted(agent.first_job[name] - created[name] for name in created if name in agent.first_job)
+    p50 = statistics.median(latencies)
+    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+    print(f"{args.deployments} ModelDeployments x 12 cells ({len(jobs)} Jobs), Jobs finishing at once")
+    print(f"create -> first Job: p50 {p50:.2f} s, p99 {p99:.2f} s (target p50 under 2 s)")
+    print(f"create -> all Ready: {all_ready:.1f} s")
+    print(f"operator peak RSS: {rss:.0f} MB (target under 300 MB)")
+    print(f"API requests per deployment: {requests / args.deployments:.0f}")
+    print(f"duplicate Jobs: {sum(count - 1 for count in keys.values())} (must be 0)")
+
+
+if __name__ == "__main__":
+    main()
