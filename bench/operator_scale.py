@@ -33,11 +33,10 @@ import kubernetes
 import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from kube.apiserver import ApiServer  # noqa: E402 - the test API server lives with the tests
-from scenarios import EXAMPLES, Operator, free_port  # noqa: E402
-
-from modeldeploy.manifest import TaskDocument, commit  # noqa: E402
-from modeldeploy.store import open_store  # noqa: E402
+from kube.apiserver import ApiServer
+from modeldeploy.manifest import TaskDocument, commit
+from modeldeploy.store import open_store
+from scenarios import EXAMPLES, Operator, free_port
 
 GROUP, VERSION, PLURAL = "modeldeploy.io", "v1alpha1", "modeldeployments"
 
@@ -128,6 +127,42 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def measure(server: ApiServer, agent: InstantAgent, operator: Operator, deployments: int, timeout: float,
+            scratch: str) -> dict[str, Any]:
+    time.sleep(3)  # the operator's start-up is not part of the measurement
+    requests_before = len(server.emulator._requests)
+    custom = kubernetes.client.CustomObjectsApi(agent.api)
+    created: dict[str, float] = {}
+    start = time.monotonic()
+    for index in range(deployments):
+        body = deployment(index)
+        custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, body)
+        created[body["metadata"]["name"]] = time.monotonic()
+    while True:
+        items = custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)["items"]
+        ready = sum(any(c["type"] == "Ready" and c["status"] == "True"
+                        for c in (item.get("status") or {}).get("conditions", [])) for item in items)
+        if ready == deployments:
+            break
+        if time.monotonic() - start > timeout:
+            raise SystemExit(f"only {ready} of {deployments} Ready after {timeout} s; "
+                             f"operator log: {scratch}/operator.log; agent errors: {agent.errors[:3]}")
+        time.sleep(1)
+    latencies = sorted(agent.first_job[name] - created[name] for name in created)
+    jobs = server.list("jobs.batch", "default")
+    tasks = Counter((job["metadata"]["labels"]["modeldeploy.io/deployment"],
+                     job["metadata"]["annotations"]["modeldeploy.io/task-key"]) for job in jobs)
+    return {
+        "jobs": len(jobs),
+        "p50": statistics.median(latencies),
+        "p99": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+        "ready": time.monotonic() - start,
+        "rss": peak_rss_mb(operator.process.pid),
+        "requests": (len(server.emulator._requests) - requests_before) / deployments,
+        "duplicates": sum(count - 1 for count in tasks.values()),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deployments", type=int, default=200)
@@ -140,57 +175,31 @@ def main() -> None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
     time.sleep(2)
-    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x",
-                      region_name="us-east-1")
+    s3 = boto3.client("s3", endpoint_url=endpoint)
     for bucket in ("bench-models", "bench-artifacts"):
         s3.create_bucket(Bucket=bucket)
+    scratch = tempfile.mkdtemp(prefix="operator-scale-")
     try:
         with ApiServer() as server:
-            scratch = tempfile.mkdtemp(prefix="operator-scale-")
             server.kubectl("apply", "-f", str(EXAMPLES / "cluster" / "s3-credentials.yaml"))
             operator = Operator(server.kubeconfig, Path(scratch) / "operator.log", MODELDEPLOY_S3_ENDPOINT=endpoint,
                                 MODELDEPLOY_MAX_JOBS=str(args.max_jobs), MODELDEPLOY_MAX_JOBS_PER_DEPLOYMENT="8")
             operator.start()
             agent = InstantAgent(server, endpoint)
             agent.start()
-            time.sleep(3)  # the operator's start-up is not part of the measurement
-            requests_before = len(server.emulator._requests)
-            custom = kubernetes.client.CustomObjectsApi(agent.api)
-            created: dict[str, float] = {}
-            start = time.monotonic()
-            for index in range(args.deployments):
-                body = deployment(index)
-                custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, body)
-                created[body["metadata"]["name"]] = time.monotonic()
-            while True:
-                items = custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)["items"]
-                ready = sum(any(c["type"] == "Ready" and c["status"] == "True"
-                                for c in (item.get("status") or {}).get("conditions", [])) for item in items)
-                if ready == args.deployments:
-                    break
-                if time.monotonic() - start > args.timeout:
-                    raise SystemExit(f"only {ready} of {args.deployments} Ready after {args.timeout} s; "
-                                     f"operator log: {scratch}/operator.log; agent errors: {agent.errors[:3]}")
-                time.sleep(1)
-            all_ready = time.monotonic() - start
-            requests = len(server.emulator._requests) - requests_before
-            rss = peak_rss_mb(operator.process.pid)
-            jobs = server.list("jobs.batch", "default")
-            keys = Counter(job["metadata"]["annotations"]["modeldeploy.io/task-key"] + job["metadata"]["namespace"]
-                           + job["metadata"]["labels"]["modeldeploy.io/deployment"] for job in jobs)
-            agent.stop()
-            operator.stop()
+            try:
+                result = measure(server, agent, operator, args.deployments, args.timeout, scratch)
+            finally:
+                agent.stop()
+                operator.stop()
     finally:
         moto.terminate()
-    latencies = sorted(agent.first_job[name] - created[name] for name in created if name in agent.first_job)
-    p50 = statistics.median(latencies)
-    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
-    print(f"{args.deployments} ModelDeployments x 12 cells ({len(jobs)} Jobs), Jobs finishing at once")
-    print(f"create -> first Job: p50 {p50:.2f} s, p99 {p99:.2f} s (target p50 under 2 s)")
-    print(f"create -> all Ready: {all_ready:.1f} s")
-    print(f"operator peak RSS: {rss:.0f} MB (target under 300 MB)")
-    print(f"API requests per deployment: {requests / args.deployments:.0f}")
-    print(f"duplicate Jobs: {sum(count - 1 for count in keys.values())} (must be 0)")
+    print(f"{args.deployments} ModelDeployments x 12 cells ({result['jobs']} Jobs), Jobs finishing at once")
+    print(f"create -> first Job: p50 {result['p50']:.2f} s, p99 {result['p99']:.2f} s (target p50 under 2 s)")
+    print(f"create -> all Ready: {result['ready']:.1f} s")
+    print(f"operator peak RSS: {result['rss']:.0f} MB (target under 300 MB)")
+    print(f"API requests per deployment: {result['requests']:.0f}")
+    print(f"duplicate Jobs: {result['duplicates']} (must be 0)")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from modeldeploy.controller.kube import Api, connect
 from modeldeploy.controller.observe import StoreCache
 from modeldeploy.controller.reconcile import Decision, JobState, decide, invalid, job_state
 from modeldeploy.manifest import write_task
-from modeldeploy.planner import plan
+from modeldeploy.planner import Plan, plan
 from modeldeploy.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION, ModelDeploymentSpec
 from modeldeploy.store import Store, open_store
 from modeldeploy.validation import FieldError, SpecError, load_resource
@@ -45,6 +45,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.api = Api(connect())
     memo.stores = StoreCache()
     memo.wakeups = {}
+    memo.plans = {}
     memo.phases = {}
     memo.slots = asyncio.Lock()
     metrics.serve(memo.config.metrics_port)
@@ -99,6 +100,9 @@ async def pipeline(
             await _sleep(wakeup, stopped, memo.config.resync_seconds)
     finally:
         memo.wakeups.pop((namespace, name), None)
+        uid = body["metadata"]["uid"]
+        for key in [key for key in memo.plans if key[0] == uid]:
+            del memo.plans[key]
         memo.phases.pop((namespace, name), None)
         metrics.count_phases(memo.phases)
 
@@ -109,13 +113,12 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, owned_jobs: kopf.Index, lo
     previous = dict(body.get("status") or {})
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     jobs: dict[str, JobState] = {state.key: state for state in owned_jobs.get((namespace, name), [])}
-    try:
-        spec = _validated(body, memo.config)
-    except SpecError as error:
-        decision = invalid(meta, error.errors, now, previous)
+    planned = _planned(body, memo)
+    if isinstance(planned, SpecError):
+        decision = invalid(meta, planned.errors, now, previous)
     else:
+        spec, pipeline_plan = planned
         store = await asyncio.to_thread(_store, spec, namespace, memo)
-        pipeline_plan = plan(spec)
         observed = await asyncio.to_thread(memo.stores.observe, store, pipeline_plan, jobs)
         async with memo.slots:
             decision = decide(meta, pipeline_plan, observed, _free_slots(memo, owned_jobs, jobs), now, previous)
@@ -127,6 +130,19 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, owned_jobs: kopf.Index, lo
     _report(decision, body)
     memo.phases[(namespace, name)] = decision.status["phase"]
     metrics.count_phases(memo.phases)
+
+
+def _planned(body: kopf.Body, memo: kopf.Memo) -> tuple[ModelDeploymentSpec, Plan] | SpecError:
+    """The validated spec and its plan, computed once per generation of the spec."""
+    meta = body["metadata"]
+    key = (meta["uid"], meta.get("generation"))
+    if key not in memo.plans:
+        try:
+            spec = _validated(body, memo.config)
+            memo.plans[key] = (spec, plan(spec))
+        except SpecError as error:
+            memo.plans[key] = error
+    return memo.plans[key]
 
 
 def _validated(body: kopf.Body, config: operator_config.OperatorConfig) -> ModelDeploymentSpec:
