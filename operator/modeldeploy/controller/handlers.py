@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
@@ -28,6 +29,7 @@ from modeldeploy.store import Store, open_store
 from modeldeploy.validation import FieldError, SpecError, load_resource
 
 REMOTE_SCHEMES = ("s3", "http", "https")
+STORE_SECONDS = 60
 
 
 @kopf.on.startup()
@@ -46,6 +48,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.stores = StoreCache()
     memo.wakeups = {}
     memo.plans = {}
+    memo.open_stores = {}
     memo.phases = {}
     memo.slots = asyncio.Lock()
     metrics.serve(memo.config.metrics_port)
@@ -170,16 +173,21 @@ def _validated(body: kopf.Body, config: operator_config.OperatorConfig) -> Model
 
 
 def _store(spec: ModelDeploymentSpec, namespace: str, memo: kopf.Memo) -> Store:
+    """The deployment's store, with credentials from its Secret, reused for STORE_SECONDS (so rotation lands)."""
     config = memo.config
     artifacts = spec.artifacts
     secret = artifacts.secret_ref.name if artifacts and artifacts.secret_ref else config.default_secret
+    uri = artifacts.uri if artifacts else config.default_store
+    endpoint = (artifacts.endpoint if artifacts else None) or config.s3_endpoint
+    region = (artifacts.region if artifacts else None) or config.s3_region
+    key = (namespace, uri, secret, endpoint, region)
+    cached = memo.open_stores.get(key)
+    if cached is not None and cached[1] > time.monotonic():
+        return cached[0]
     credentials = memo.api.secret(namespace, secret) if secret else None
-    return open_store(
-        artifacts.uri if artifacts else config.default_store,
-        endpoint=(artifacts.endpoint if artifacts else None) or config.s3_endpoint,
-        region=(artifacts.region if artifacts else None) or config.s3_region,
-        credentials=credentials,
-    )
+    store = open_store(uri, endpoint=endpoint, region=region, credentials=credentials)
+    memo.open_stores[key] = (store, time.monotonic() + STORE_SECONDS)
+    return store
 
 
 def _free_slots(memo: kopf.Memo, owned_jobs: kopf.Index, jobs: Mapping[str, JobState]) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,9 @@ from modeldeploy.planner import Plan
 from modeldeploy.store import Store
 
 
+PARALLEL_READS = 8
+
+
 @dataclass
 class StoreCache:
     manifests: dict[tuple[str, str], Manifest] = field(default_factory=dict)
@@ -24,20 +28,25 @@ class StoreCache:
     reports: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def observe(self, store: Store, plan: Plan, jobs: Mapping[str, JobState]) -> Observed:
-        results = {}
-        for task in plan.tasks:
-            cached = self.manifests.get((store.uri, task.key))
-            if cached is None:
-                job = jobs.get(task.key)
-                if (store.uri, task.key) in self.not_done and (job is None or job.active):
-                    continue
-                cached = read_manifest(store, task.key)
-                if cached is None:
-                    self.not_done.add((store.uri, task.key))
-                    continue
-                self.not_done.discard((store.uri, task.key))
-                self.manifests[(store.uri, task.key)] = cached
-            results[task.key] = cached
+        unknown = [
+            task.key
+            for task in plan.tasks
+            if (store.uri, task.key) not in self.manifests
+            and not ((store.uri, task.key) in self.not_done and (task.key not in jobs or jobs[task.key].active))
+        ]
+        # One request per unknown task, several at a time: a new deployment's first pass reads them all.
+        with ThreadPoolExecutor(max_workers=PARALLEL_READS) as pool:
+            for key, manifest in zip(unknown, pool.map(lambda key: read_manifest(store, key), unknown), strict=True):
+                if manifest is None:
+                    self.not_done.add((store.uri, key))
+                else:
+                    self.not_done.discard((store.uri, key))
+                    self.manifests[(store.uri, key)] = manifest
+        results = {
+            task.key: self.manifests[(store.uri, task.key)]
+            for task in plan.tasks
+            if (store.uri, task.key) in self.manifests
+        }
         failures = {}
         for key, job in jobs.items():
             if job.failed and key not in results and (failure := read_failure(store, key)) is not None:
