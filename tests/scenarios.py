@@ -14,19 +14,17 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import yaml
+from kube.apiserver import wait_for
 
 MODELDEPLOY = Path(sys.executable).with_name("modeldeploy")
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 QUICKSTART = EXAMPLES / "cluster" / "quickstart.yaml"
 READY_SECONDS = 420
-T = TypeVar("T")
 
 
 class Cluster(Protocol):
@@ -83,16 +81,6 @@ class Operator:
 
     def metrics(self) -> str:
         return urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
-
-
-def wait_for(condition: Callable[[], T], timeout: float, interval: float = 0.2, what: str = "") -> T:
-    """Poll until `condition()` returns something truthy, and return it."""
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-    return result
 
 
 def deployment(server: Cluster, name: str) -> dict[str, Any]:
