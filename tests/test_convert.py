@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -130,9 +131,10 @@ def test_not_an_onnx_file(tmp_path: Path) -> None:
     assert error.reason == "ModelInvalid" and str(source) in error.message
 
 
-def test_corrupt_weights_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("seed", range(8))
+def test_corrupt_weights_file(tmp_path: Path, seed: int) -> None:
     weights = tmp_path / "corrupt.pth"
-    weights.write_bytes(os.urandom(4096))
+    weights.write_bytes(random.Random(seed).randbytes(4096))
     error = failure(tmp_path / "work", **{**DIGITS, "weights": str(weights)})
     assert error.reason == "WeightsInvalid"
     assert error.message.startswith(f"{weights}: not a readable PyTorch checkpoint")

@@ -124,8 +124,8 @@ def _state_dict(path: Path, source: Mapping[str, Any]) -> dict[str, Any]:
                 "weights_only=True); save model.state_dict() instead",
             ) from None
         raise StageError("WeightsInvalid", f"{uri}: not a readable PyTorch checkpoint: {error}") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise StageError("WeightsInvalid", f"{uri}: not a readable PyTorch checkpoint: {error}") from None
+    except Exception as error:  # noqa: BLE001 - a damaged file makes the unpickler fail in many ways
+        raise StageError("WeightsInvalid", f"{uri}: not a readable PyTorch checkpoint: {error!r}") from None
     key = source.get("weightsKey")
     if key is not None:
         if not isinstance(checkpoint, dict) or key not in checkpoint:
