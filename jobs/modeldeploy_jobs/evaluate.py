@@ -7,6 +7,7 @@ time budget on one real batch, each inference timed on its own.
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from collections.abc import Mapping
@@ -147,7 +148,5 @@ def cpu_model() -> str:
 
 
 def _write(path: Path, metrics: Mapping[str, Any]) -> Path:
-    import json
-
     path.write_text(json.dumps(metrics, indent=2, sort_keys=True))
     return path

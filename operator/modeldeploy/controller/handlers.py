@@ -21,7 +21,7 @@ from modeldeploy.controller import metrics
 from modeldeploy.controller.jobs import LABEL_DEPLOYMENT, MANAGED_BY, Owner, job_manifest
 from modeldeploy.controller.kube import Api, connect
 from modeldeploy.controller.observe import StoreCache
-from modeldeploy.controller.reconcile import Decision, JobState, decide, invalid, job_state
+from modeldeploy.controller.reconcile import Decision, JobState, decide, invalid, job_state, timestamp
 from modeldeploy.manifest import write_task
 from modeldeploy.planner import Plan, plan
 from modeldeploy.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION, ModelDeploymentSpec
@@ -114,7 +114,7 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, owned_jobs: kopf.Index, lo
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     previous = dict(body.get("status") or {})
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = timestamp(datetime.datetime.now(datetime.UTC))
     jobs: dict[str, JobState] = {state.key: state for state in owned_jobs.get((namespace, name), [])}
     planned = _planned(body, memo)
     if isinstance(planned, SpecError):

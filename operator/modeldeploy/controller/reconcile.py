@@ -154,8 +154,8 @@ def invalid(meta: Mapping[str, Any], errors: Sequence[FieldError], now: str, pre
 def _stage(task: Task, job: JobState | None, observed: Observed) -> _Stage:
     if task.key in observed.results:
         manifest = observed.results[task.key]
-        return _Stage(task, "Succeeded", job.name if job else None, _time(manifest.started_at),
-                      _time(manifest.finished_at))
+        return _Stage(task, "Succeeded", job.name if job else None, timestamp(manifest.started_at),
+                      timestamp(manifest.finished_at))
     if job is None:
         return _Stage(task, "Pending")
     if job.active:
@@ -308,7 +308,8 @@ def _parse(text: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def _time(value: Any) -> str:
+def timestamp(value: datetime.datetime) -> str:
+    """A Kubernetes timestamp (RFC 3339, seconds, UTC)."""
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
