@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
@@ -45,6 +45,8 @@ class Task:
     backend: str | None = None
     target: str | None = None  # the first target that needs it; shared tasks serve several
     needs_device: bool = False
+    commands: tuple[tuple[str, ...], ...] = ()  # the tool command lines it runs, as `modeldeploy plan` shows them
+    files: Mapping[str, str] = field(default_factory=dict)  # config files it generates for those tools
 
     @property
     def short_key(self) -> str:
@@ -107,7 +109,9 @@ class Plan:
     def to_json(self) -> dict[str, Any]:
         return {
             "tasks": [
-                {**task.document(), "target": task.target, "needsDevice": task.needs_device} for task in self.tasks
+                {**task.document(), "target": task.target, "needsDevice": task.needs_device,
+                 "commands": [list(command) for command in task.commands], "files": dict(task.files)}
+                for task in self.tasks
             ],
             "cells": [
                 {
@@ -195,9 +199,9 @@ def plan(spec: ModelDeploymentSpec) -> Plan:
     for target in spec.targets:
         backend = backends.get(target.backend)
         common = _target_config(target, backend)
-        build = _build_config(target, backend)
+        build = {**_build_config(target, backend), **backend.build_config(target, spec)}
         device_data = prepare(backend.data_variant(target))
-        stage = _StagePlanner(builder, target, backend)
+        stage = _StagePlanner(builder, target, backend, spec)
         for precision in target.precisions:
             quantized = precision in QUANTIZED_PRECISIONS
             compile_inputs = _inputs(model=convert)
@@ -221,11 +225,10 @@ def plan(spec: ModelDeploymentSpec) -> Plan:
             }
             if target.dynamic_batch is not None:
                 dynamic = target.dynamic_batch
+                gears = {"min": dynamic.min, "max": dynamic.max, "gears": dynamic.evaluated()}
+                evaluate_config["dynamicBatch"] = gears
                 compiled = stage.add(
-                    "compile",
-                    f"{target.name}/{precision}/dynamic",
-                    {**compile_config, "dynamicBatch": {"min": dynamic.min, "max": dynamic.max,
-                                                        "gears": dynamic.evaluated()}},
+                    "compile", f"{target.name}/{precision}/dynamic", {**compile_config, "dynamicBatch": gears},
                     compile_inputs,
                 )
                 artifacts = {size: compiled for size in dynamic.evaluated()}
@@ -296,6 +299,7 @@ class _StagePlanner:
     builder: _Builder
     target: Target
     backend: Backend
+    spec: ModelDeploymentSpec
 
     def add(self, kind: StageKind, label: str, config: Mapping[str, Any], inputs: Mapping[str, str]) -> str:
         return self.builder.add(
@@ -306,5 +310,7 @@ class _StagePlanner:
             self.backend.toolchain,
             backend=self.backend.name,
             target=self.target.name,
-            needs_device=self.backend.needs_device(kind),
+            needs_device=self.backend.needs_device(kind, self.target.device),
+            commands=tuple(tuple(command) for command in self.backend.commands(kind, config, self.spec.source.inputs)),
+            files=dict(self.backend.files(kind, config)),
         )

@@ -8,15 +8,16 @@ calibrates, compiles and evaluates lives in `modeldeploy_jobs`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
-from modeldeploy.spec import ModelDeploymentSpec, Target
+from modeldeploy.spec import ModelDeploymentSpec, Target, TensorSpec
 
 ENTRY_POINT_GROUP = "modeldeploy.backends"
 
@@ -26,6 +27,7 @@ SAMPLE_BINS = "sample-bins"  # the same values as one raw .bin file per sample (
 RAW_UINT8_BINS = "raw-uint8-bins"  # resized and cropped uint8 NHWC, one .bin per sample; the device normalises
 
 FieldErrors = list[tuple[str, str]]  # (path below the target, message)
+Config = Mapping[str, Any]
 
 
 class Options(BaseModel):
@@ -43,10 +45,12 @@ class Device:
     """An accelerator a backend can target, and how Kubernetes exposes it."""
 
     name: str
-    resource: str  # extended resource requested in limits, e.g. huawei.com/Ascend310P
+    # Extended resource requested in limits, e.g. huawei.com/Ascend310P; None: the placement names it.
+    resource: str | None
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[Mapping[str, str], ...] = ()
     precisions: frozenset[str] | None = None  # narrower than the backend's, when the chip lacks some
+    stages: frozenset[str] | None = None  # stages that run on the device, when not the backend's device_stages
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,17 @@ class Backend:
     # What a compiled artifact is built for; devices that map to the same value share calibration and compile.
     build_target: Callable[[str], str] = lambda device: device
     check: Callable[[Target, ModelDeploymentSpec], FieldErrors] = lambda target, spec: []
+    # What calibrate and compile tasks need from the spec beyond the target (it enters their keys).
+    build_config: Callable[[Target, ModelDeploymentSpec], Config] = lambda target, spec: {}
+    # The tool command lines a task runs, for `modeldeploy plan` (empty: the stage calls a Python API).
+    commands: Callable[[str, Config, Sequence[TensorSpec]], list[list[str]]] = lambda kind, config, inputs: []
+    # The config files a task generates for its tools, by name.
+    files: Callable[[str, Config], Mapping[str, str]] = lambda kind, config: {}
 
-    def needs_device(self, stage: str) -> bool:
-        return bool(self.devices) and stage in self.device_stages
+    def needs_device(self, stage: str, device: str | None = None) -> bool:
+        known = self.devices.get(device or "")
+        stages = known.stages if known is not None and known.stages is not None else self.device_stages
+        return bool(self.devices) and stage in stages
 
     def parse_options(self, target: Target) -> Options:
         return self.options.model_validate(target.options)

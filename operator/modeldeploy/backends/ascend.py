@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from pydantic import Field
 
-from modeldeploy.backends import RAW_UINT8_BINS, SAMPLE_BINS, Backend, Device, FieldErrors, Options
-from modeldeploy.spec import ModelDeploymentSpec, Target
+from modeldeploy.backends import RAW_UINT8_BINS, SAMPLE_BINS, Backend, Config, Device, FieldErrors, Options
+from modeldeploy.backends import ascend_tools
+from modeldeploy.spec import ModelDeploymentSpec, Preprocess, Target, TensorSpec
 
 CANN_VERSION = "8.2.rc1"
 
@@ -23,6 +25,9 @@ class AscendOptions(Options):
     output_type: Literal["FP32", "FP16", "UINT8", "INT8"] | None = None
     activation_offset: bool = Field(default=True, description="AMCT asymmetric activation quantization.")
     skip_layers: list[str] = Field(default_factory=list, description="Layers AMCT leaves unquantized.")
+    calibration_batch_size: int = Field(
+        default=16, ge=1, le=4096, description="Samples per AMCT calibration batch (one .bin file each)."
+    )
 
 
 def _device(soc: str, resource: str, precisions: set[str] | None = None) -> Device:
@@ -47,6 +52,9 @@ DEVICES = {
         *(_device(soc, "huawei.com/Ascend910", WITHOUT_BF16)
           for soc in ("Ascend910A", "Ascend910ProA", "Ascend910ProB", "Ascend910PremiumA")),
         *(_device(f"Ascend910B{n}", "huawei.com/Ascend910") for n in ("1", "2", "2C", "3", "4", "4_1")),
+        # The chip is read from npu-smi inside the Job, so compile runs on the NPU node too; which NPU
+        # resource to request comes from the target's or the installation's placement.
+        Device(name="auto", resource=None, stages=frozenset({"compile", "evaluate"})),
     ]
 }
 
@@ -57,14 +65,41 @@ def check(target: Target, spec: ModelDeploymentSpec) -> FieldErrors:
     if options.enable_small_channel and not options.aipp:
         errors.append(("options.enableSmallChannel", "enableSmallChannel works only with static AIPP (aipp: true)"))
     if options.aipp:
-        preprocess = spec.dataset.preprocess if spec.dataset else None
-        if preprocess is None:
+        dataset = spec.dataset
+        preprocess = dataset.preprocess if dataset else None
+        if dataset is not None and dataset.kind in ("tensors", "synthetic"):
+            errors.append(("options.aipp", f"aipp feeds the model uint8 images, but a {dataset.kind} dataset is "
+                                           "already float tensors: use an image dataset or set aipp: false"))
+        elif preprocess is None:
             errors.append(("options.aipp", "aipp folds the dataset's preprocessing into the model: add dataset.preprocess"))
         elif len(preprocess.mean) != 3:
             errors.append(("options.aipp", "aipp needs 3-channel mean and std in dataset.preprocess"))
         if any(inp.layout not in ("NCHW", "NHWC") for inp in spec.source.inputs):
             errors.append(("options.aipp", "aipp needs NCHW or NHWC model inputs"))
+        if len(spec.source.inputs) != 1:
+            errors.append(("options.aipp", "aipp applies to a model with one image input"))
+        elif spec.source.inputs[0].dtype != "float32":
+            errors.append(("options.aipp", f"aipp replaces a float32 image input, but input "
+                                           f"{spec.source.inputs[0].name!r} is {spec.source.inputs[0].dtype}"))
     return errors
+
+
+def build_config(target: Target, spec: ModelDeploymentSpec) -> Config:
+    """The model inputs the tools' --input_shape names, and the AIPP fields from the dataset's preprocessing."""
+    inputs = [item.model_dump(mode="json", by_alias=True) for item in spec.source.inputs]
+    if not AscendOptions.model_validate(target.options).aipp or spec.dataset is None:
+        return {"inputs": inputs}
+    preprocess = (spec.dataset.preprocess or Preprocess()).model_dump(mode="json", by_alias=True)
+    return {"inputs": inputs, "aipp": ascend_tools.aipp_fields(preprocess, inputs[0])}
+
+
+def commands(kind: str, config: Config, inputs: Sequence[TensorSpec]) -> list[list[str]]:
+    spec_inputs = {"inputs": [item.model_dump(mode="json", by_alias=True) for item in inputs]}
+    return ascend_tools.commands(kind, config, ascend_tools.inputs_of(spec_inputs))
+
+
+def files(kind: str, config: Config) -> dict[str, Any]:
+    return ascend_tools.files(kind, config)
 
 
 ASCEND = Backend(
@@ -77,4 +112,7 @@ ASCEND = Backend(
     runs_as_non_root=False,
     data_variant=lambda target: RAW_UINT8_BINS if AscendOptions.model_validate(target.options).aipp else SAMPLE_BINS,
     check=check,
+    build_config=build_config,
+    commands=commands,
+    files=files,
 )

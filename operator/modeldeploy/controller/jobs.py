@@ -56,7 +56,7 @@ def job_manifest(
     config: OperatorConfig,
 ) -> dict[str, Any]:
     backend = backends.get(task.backend) if task.backend else None
-    device = backend.devices.get(target.device or "") if backend and target and backend.needs_device(task.kind) else None
+    device = backend.devices.get(target.device or "") if backend and target and task.needs_device else None
     placement = _placement(backend, device, target, config)
     job_labels = labels(owner.name, task)
     if config.kueue_queue:
@@ -149,7 +149,7 @@ def _container(
     assert placement.resources is not None
     limits = dict(placement.resources.limits)
     requests = dict(placement.resources.requests)
-    if device is not None:
+    if device is not None and device.resource is not None:
         # Extended resources are requested in limits; requests default to them.
         limits[device.resource] = 1
         requests.pop(device.resource, None)
