@@ -12,6 +12,7 @@ import platform
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -29,13 +30,17 @@ def run(context: StageContext) -> StageResult:
     backend = backends.module(config["backend"])
     upstream = context.inputs["model"]
     model = backends.model_file(upstream)
+    if hasattr(backend, "evaluate"):
+        measured = backend.evaluate(model, context.inputs.get("data"), config, context.workdir)
+        environment = measured.pop("environment")
+        return _result(context, backend, model, measured, environment)
     threads = backends.available_cpus()
     session = backend.load(model, config, threads)
     _check_precision(session, config["precision"])
     data = PreparedData.open(context.inputs["data"].directory) if "data" in context.inputs else None
     batch = config["batchSize"]
-    measured = config.get("role") != "reference"  # the reference run measures accuracy only
-    if measured and data is not None and data.count < batch:
+    timed = config.get("role") != "reference"  # the reference run measures accuracy only
+    if timed and data is not None and data.count < batch:
         raise StageError(
             "DatasetTooSmall",
             f"the prepared dataset (task {context.inputs['data'].key[:12]}) has {data.count} samples, "
@@ -45,21 +50,29 @@ def run(context: StageContext) -> StageResult:
     if config.get("accuracy") and data is not None and data.labels is not None:
         accuracy = measure_accuracy(session, data, batch)
     performance = None
-    if measured:
+    if timed:
         inputs = data.take(range(batch)) if data is not None else random_inputs(session, batch)
         performance = measure_speed(session, inputs, config["performance"], batch, threads)
+    measured = {"accuracy": accuracy, "performance": performance, "runtime": dict(session.properties)}
+    return _result(context, backend, model, measured, {"cores": threads})
+
+
+def _result(
+    context: StageContext, backend: ModuleType, model: Path, measured: Mapping[str, Any],
+    environment: Mapping[str, Any],
+) -> StageResult:
+    config = context.config
+    upstream = context.inputs["model"]
     metrics = {
         "target": None,
         "precision": config["precision"],
-        "batchSize": batch,
+        "batchSize": config["batchSize"],
         "backend": config["backend"],
         "device": config.get("device"),
-        "accuracy": accuracy,
-        "performance": performance,
+        **measured,
         "artifact": {"uri": context.artifact_uri(upstream.key, model.name),
                      "sha256": upstream.manifest.outputs[model.name].sha256},
-        "runtime": dict(session.properties),
-        "environment": {"cpu": cpu_model(), "cores": threads, "toolchain": backend.versions()},
+        "environment": {"cpu": cpu_model(), **environment, "toolchain": backend.versions()},
     }
     return StageResult(outputs={"result.json": _write(context.outputs_dir / "result.json", metrics)},
                        metrics=metrics, toolchain=backend.versions())

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from modeldeploy import __version__
 from modeldeploy.crd import crd_yaml
+from modeldeploy.parsers import PARSERS
 from modeldeploy.planner import STAGES, Plan, Task, plan
 from modeldeploy.spec import ModelDeployment
 from modeldeploy.validation import SpecError, load_documents, load_resource
@@ -100,6 +102,20 @@ def _parser() -> argparse.ArgumentParser:
         "installed backends; apply it with: modeldeploy crd | kubectl apply -f -",
     )
     crd.set_defaults(command=_crd)
+
+    tools = commands.add_parser("tools", help="helpers for people who run the vendor tools by hand")
+    tool_commands = tools.add_subparsers(title="tools", metavar="TOOL", required=True)
+    parse = tool_commands.add_parser(
+        "parse",
+        help="read a vendor tool's console output and print what it says as JSON",
+        description="Read the console output of a vendor tool (saved with e.g. 'atc ... 2>&1 | tee atc.log') and "
+        "print it as JSON: throughput and compute-time statistics (ais_bench), success or error codes with their "
+        "messages (atc), the chips of this machine (npu-smi). The pipeline's stages read their logs the same way. "
+        "Exit status 1 when the log reports a failure.",
+    )
+    parse.add_argument("tool", choices=sorted(PARSERS), help="the tool that printed the log")
+    parse.add_argument("log", metavar="LOG", help="the saved console output, or - for standard input")
+    parse.set_defaults(command=_parse_log)
     return parser
 
 
@@ -231,6 +247,20 @@ def _crd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_log(args: argparse.Namespace) -> int:
+    if args.log == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(args.log).read_text(errors="replace")
+        except OSError as error:
+            print(f"{args.log}: {error.strerror}", file=sys.stderr)
+            return EXIT_INVALID
+    parsed = PARSERS[args.tool](text)
+    print(json.dumps(parsed, indent=2))
+    return EXIT_FAILED if parsed.get("ok") is False else 0
+
+
 def render_plan(resource: ModelDeployment, result: Plan) -> str:
     spec = resource.spec
     devices = {target.name: target.device for target in spec.targets}
@@ -251,6 +281,13 @@ def render_plan(resource: ModelDeployment, result: Plan) -> str:
     for row in rows:
         cells = [value.ljust(width) for value, width in zip(row, widths, strict=False)]
         lines.append("  ".join([*cells, row[-1]]).rstrip())
+    for task in tasks:
+        if task.commands or task.files:
+            lines += ["", f"{task.kind} {task.name.removeprefix(task.kind + ' ')} ({task.short_key}):"]
+            lines += [f"  $ {shlex.join(command)}" for command in task.commands]
+            for name, content in task.files.items():
+                lines.append(f"  {name}:")
+                lines += [f"    {line}" for line in content.splitlines()]
     return "\n".join(lines)
 
 

@@ -1,0 +1,13 @@
+"""Parsers for vendor tool output: text in, JSON-ready dict out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from modeldeploy.parsers import ais_bench, atc, npu_smi
+
+PARSERS: dict[str, Callable[[str], dict]] = {
+    "ais_bench": ais_bench.parse,
+    "atc": atc.parse,
+    "npu-smi": npu_smi.parse,
+}

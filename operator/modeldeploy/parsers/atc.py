@@ -1,0 +1,94 @@
+"""Parse the console output of CANN's `atc` model compiler.
+
+Formats handled (research/ascend.md §1.5; exit codes §1.6, AMCT-inside-ATC error §2.3):
+
+* the markers `ATC start working now...`, the `...` line of newer versions, `ATC run success...` and
+  `ATC run failed...`; without either verdict (a killed run) the result is not ok;
+* error-manager blocks: `<CODE>: <message>`, then indented `Solution: ...` and
+  `TraceBack (most recent call last):` followed by traceback lines; newer versions put
+  `[PID: n] <timestamp> ` in front of the message, and a message may continue on the next line
+  (`E19999: Internal Error!` / `An unknown error occurred. Please check the log.`);
+* warnings `W11001: ...` printed after the success line;
+* `[ERROR] ...` lines such as AMCT's `[ERROR] AMCT(pid,atc.bin):<time>[file:line]...`, kept as errors without a code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+_STARTED = "ATC start working now"
+_SUCCEEDED = "ATC run success"
+_FAILED = "ATC run failed"
+_PROGRESS = "..."
+_TRACEBACK = "TraceBack (most recent call last):"
+
+_CODED = re.compile(r"^([EW](?:[A-Z]\d{4}|\d{5}))\b:?\s*(.*)$")
+_PID_PREFIX = re.compile(r"^\[PID: \d+\] \S+ ")
+_UNCODED_ERROR = re.compile(r"^\[ERROR\]\s*(.*)$")
+_SOLUTION = re.compile(r"^Solution:\s*(.*)$")
+
+
+def parse(text: str) -> dict[str, Any]:
+    """The verdict, errors with their solution and traceback, and warnings of one `atc` run; never raises."""
+    run = _Run()
+    for physical in text.splitlines():
+        run.read(physical.strip())
+    return {
+        "ok": run.succeeded and not run.failed,
+        "started": run.started,
+        "errors": run.errors,
+        "warnings": run.warnings,
+    }
+
+
+@dataclass
+class _Run:
+    started: bool = False
+    succeeded: bool = False
+    failed: bool = False
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    # The error whose Solution/TraceBack/continuation lines come next, and whether its traceback has begun.
+    open_error: dict[str, Any] | None = None
+    in_traceback: bool = False
+
+    def read(self, line: str) -> None:
+        self.started |= _STARTED in line
+        self.succeeded |= _SUCCEEDED in line
+        self.failed |= _FAILED in line
+        if _ends_error_block(line):
+            self.open_error = None
+        elif match := _CODED.match(line):
+            self._read_coded(match[1], _PID_PREFIX.sub("", match[2], count=1))
+        elif match := _UNCODED_ERROR.match(line):
+            self._open({"code": None, "message": match[1], "solution": None, "traceback": []})
+        elif self.open_error is not None:
+            self._continue_error(self.open_error, line)
+
+    def _read_coded(self, code: str, message: str) -> None:
+        if code.startswith("W"):
+            self.warnings.append({"code": code, "message": message})
+            self.open_error = None
+        else:
+            self._open({"code": code, "message": message, "solution": None, "traceback": []})
+
+    def _open(self, error: dict[str, Any]) -> None:
+        self.errors.append(error)
+        self.open_error = error
+        self.in_traceback = False
+
+    def _continue_error(self, error: dict[str, Any], line: str) -> None:
+        if line == _TRACEBACK:
+            self.in_traceback = True
+        elif self.in_traceback:
+            error["traceback"].append(line)
+        elif match := _SOLUTION.match(line):
+            error["solution"] = match[1]
+        else:
+            error["message"] = f"{error['message']} {line}".strip()
+
+
+def _ends_error_block(line: str) -> bool:
+    return not line or line == _PROGRESS or any(marker in line for marker in (_STARTED, _SUCCEEDED, _FAILED))

@@ -1,0 +1,149 @@
+"""The Ascend command lines `modeldeploy plan` shows: equal to the guides' (../shared/seeds) modulo paths."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import EXAMPLES
+
+from modeldeploy.backends import ascend_tools
+
+MODELDEPLOY = Path(sys.executable).with_name("modeldeploy")
+
+# Flags whose values are file or directory names: compared by presence, not value.
+PATHS = {"--model", "--output", "--input", "--save_path", "--data_dir", "--calibration_config", "--insert_op_conf",
+         "--output_dirname"}
+# What our commands add to a guide's, and why that changes nothing the guide measures.
+HARMLESS_EXTRAS = {
+    ("ais_bench", "--device"): "0, ais_bench's default device, named explicitly",
+    ("ais_bench", "--batchsize"): "used only to compute throughput",
+    ("ais_bench", "--warmup_count"): "the guides rely on the default; the seeds set the same value",
+    ("ais_bench", "--display_all_summary"): "adds the H2D/D2H lines to the summary",
+    ("ais_bench", "--output"): "a results directory: the summary JSON holds every iteration's time",
+    ("ais_bench", "--output_dirname"): "as --output",
+}
+
+# The guides' commands, verbatim but for line continuations; ${chip_name} is the guide's chip.
+GUIDES: dict[str, list[str]] = {
+    "000": [
+        'amct_onnx calibration --model ./models/end2end.onnx --save_path ./models/resnet50_quant '
+        '--input_shape "input:24,3,32,32" --data_dir "./amct_bin_data/" --data_types "float32" '
+        '--calibration_config ./quant.cfg',
+        'atc --framework=5 --model=models/resnet50_quant_deploy_model.onnx --output=models/resnet50_quant_bs24 '
+        '--input_format=NCHW --input_shape="input:24,3,32,32" --insert_op_conf=./aipp.conf --enable_small_channel=1 '
+        '--op_select_implmode=high_performance --soc_version=Ascend${chip_name} --log=error',
+        'python3 -m ais_bench --model ./models/resnet50_quant_bs24.om --input ./bin_data --output ./ --outfmt TXT '
+        '--output_dirname dst',
+        'python3 -m ais_bench --model ./models/resnet50_quant_bs24.om --loop 100 --batchsize 24',
+    ],
+    "001": [
+        'atc --model=./se_resnet50_dynamic_bs.onnx --framework=5 --input_format=NCHW --input_shape="image:32,3,224,224" '
+        '--output=./se_resnet50_fp16_bs32 --log=error --soc_version=Ascend${chip_name} '
+        '--insert_op_conf=./aipp_SE_ResNet50_pth.config --enable_small_channel=1',
+        'python3 -m ais_bench --model ./se_resnet50_fp16_bs32.om --batchsize 32 --input ./data/ImageNet_bin --output ./ '
+        '--output_dirname result --outfmt TXT',
+        'python3 -m ais_bench --model=${om_model_path} --loop=20 --batchsize=32',
+    ],
+    "003": [
+        # The guide builds with --log=debug; the log level only selects what ATC writes to ~/ascend/log.
+        'atc --framework=5 --model=inceptionresnetv2.onnx --output=inceptionresnetv2-b0_bs1 --input_format=NCHW '
+        '--input_shape="image:1,3,299,299" --log=error --soc_version=Ascend310',
+    ],
+    "004": [
+        'atc --framework=5 --model=./pnasnet5large_sim.onnx --input_format=NCHW --input_shape="image:4,3,331,331" '
+        '--output=pnasnet5large_bs4 --log=error --soc_version=Ascend${chip_name}',
+        'python3.7.5 -m ais_bench --model pnasnet5large_bs4.om --batchsize 4 --input ./prep_dataset --output ./result '
+        '--outfmt "TXT" --device 0',
+        'python3.7.5 -m ais_bench --model pnasnet5large_bs4.om --batchsize 4 --output ./result --loop 1000 --device 0',
+    ],
+}
+CHIPS = {"000": "310P3", "001": "310P3", "003": "310", "004": "310P3"}
+
+
+def normalised(command: list[str], chip: str) -> tuple[str, dict[str, str | None]]:
+    """(tool, {flag: value}) with --k=v and --k v unified, paths reduced to their presence."""
+    words = [word.replace("${chip_name}", chip) for word in command]
+    if words[0].startswith("python3"):
+        assert words[1:3] == ["-m", "ais_bench"]
+        tool, words = "ais_bench", words[3:]
+    elif words[0] == "amct_onnx":
+        tool, words = "amct_onnx", words[2:]
+    else:
+        tool, words = words[0], words[1:]
+    flags: dict[str, str | None] = {}
+    index = 0
+    while index < len(words):
+        flag, _, value = words[index].partition("=")
+        if not value and index + 1 < len(words) and not words[index + 1].startswith("--"):
+            index += 1
+            value = words[index]
+        flags[flag] = None if flag in PATHS else value
+        index += 1
+    return tool, flags
+
+
+def planned(seed: str) -> list[dict[str, Any]]:
+    (spec,) = EXAMPLES.glob(f"seeds/{seed}-*.yaml")
+    result = subprocess.run([str(MODELDEPLOY), "plan", str(spec), "-o", "json"], capture_output=True, text=True,
+                            check=True)
+    return json.loads(result.stdout)["tasks"]
+
+
+def commands_of(tasks: Iterable[dict[str, Any]]) -> list[list[str]]:
+    return [command for task in tasks for command in task["commands"]]
+
+
+@pytest.mark.parametrize("seed", sorted(GUIDES))
+def test_every_guide_command_is_planned_with_the_same_flags_and_values(seed: str) -> None:
+    ours = [normalised(command, CHIPS[seed]) for command in commands_of(planned(seed))]
+    for line in GUIDES[seed]:
+        tool, flags = normalised(shlex.split(line), CHIPS[seed])
+        matches = [planned_flags for planned_tool, planned_flags in ours
+                   if planned_tool == tool and all(planned_flags.get(k, "absent") == v for k, v in flags.items())]
+        assert matches, f"no planned {tool} command has the guide's {flags}"
+        extras = {flag for flag in matches[0] if flag not in flags}
+        assert extras <= {flag for (extra_tool, flag) in HARMLESS_EXTRAS if extra_tool == tool}, extras
+
+
+def test_plan_table_prints_the_commands_and_generated_files() -> None:
+    (spec,) = EXAMPLES.glob("seeds/000-*.yaml")
+    output = subprocess.run([str(MODELDEPLOY), "plan", str(spec)], capture_output=True, text=True, check=True).stdout
+    assert "$ amct_onnx calibration --model=model.onnx" in output
+    assert "$ atc --framework=5" in output and "--input_shape=input:24,3,32,32" in output
+    assert "config/quant.cfg:\n    batch_num : 10\n    activation_offset : true" in output
+    assert "aipp_mode : static" in output
+
+
+def test_aipp_from_imagenet_preprocessing_matches_the_modelzoo_config() -> None:
+    """aipp_resnet50_710.aippconfig (research/ascend.md §1.4) folds the same mean and std."""
+    preprocess = {"scale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    fields = ascend_tools.aipp_fields(preprocess, {"name": "image", "shape": [-1, 3, 224, 224]})
+    assert fields["minChn"] == pytest.approx([123.675, 116.28, 103.53])
+    assert fields["varReciChn"] == pytest.approx([0.0171247538316637, 0.0175070028011204, 0.0174291938997821])
+    assert (fields["srcImageSizeW"], fields["srcImageSizeH"]) == (224, 224)
+
+
+def test_dynamic_batch_compiles_once_with_gears_and_evaluates_each_gear() -> None:
+    config = {"options": {"aipp": False, "enableSmallChannel": False}, "precision": "fp16",
+              "dynamicBatch": {"min": 1, "max": 8, "gears": [1, 4, 8]}, "batchSize": 4,
+              "performance": {"warmup": 1, "iterations": 5}, "accuracy": False, "device": "Ascend310P3"}
+    inputs = [ascend_tools.ModelInput("image", (3, 224, 224))]
+    (atc,) = ascend_tools.commands("compile", config, inputs)
+    assert "--input_shape=image:-1,3,224,224" in atc and "--dynamic_batch_size=1,4,8" in atc
+    (_, speed) = ascend_tools.commands("evaluate", config, inputs)
+    assert speed[-2:] == ["--dymBatch", "4"]
+
+
+def test_device_auto_reads_the_chip_from_npu_smi_first() -> None:
+    config = {"options": {"aipp": False, "enableSmallChannel": False}, "precision": "mixed", "batchSize": 1,
+              "device": "auto"}
+    npu_smi, atc = ascend_tools.commands("compile", config, [ascend_tools.ModelInput("x", (3, 8, 8))])
+    assert npu_smi == ["npu-smi", "info"]
+    assert "--soc_version=Ascend${CHIP_NAME}" in atc and "--precision_mode=allow_mix_precision" in atc
