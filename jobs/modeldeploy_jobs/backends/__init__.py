@@ -1,10 +1,11 @@
 """The data-plane side of each backend: calibrate, compile and load a model for inference.
 
-Every backend module offers the same four functions:
+Every backend module offers calibrate, compile and versions, and one way to evaluate:
     calibrate(model, data, indices, config, outputs_dir) -> outputs
     compile(model, config, outputs_dir, workdir) -> (outputs, metrics)
-    load(model, config, threads) -> Session
     versions() -> {tool: version}
+    load(model, config, threads) -> Session  # evaluated in this process by the stage's own harness
+    evaluate(model, prepared, config, workdir) -> metrics  # or: the vendor's benchmark tool evaluates
 `config` is the task's config from the planner (backend, options, precision, batchSize or
 dynamicBatch, calibration, ...). Modules are imported on first use, so a job image carries
 only its own toolchain.
@@ -27,9 +28,10 @@ from modeldeploy_jobs.stage import StageError, StageInput
 MODULES = {
     "openvino": "modeldeploy_jobs.backends.openvino",
     "onnxruntime": "modeldeploy_jobs.backends.onnxruntime",
+    "ascend": "modeldeploy_jobs.backends.ascend",
 }
 # The file that is "the model" among a task's outputs, in order of preference.
-MODEL_FILES = ("model.xml", "model.onnx")
+MODEL_FILES = ("model.om", "model.xml", "model.onnx")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,271 @@
+"""Huawei Ascend in a Job: AMCT calibration, ATC compile and ais_bench evaluation through the vendor CLIs.
+
+The command lines come from `modeldeploy.backends.ascend_tools`, the same code `modeldeploy plan`
+shows them with; the tools' console output is read with `modeldeploy.parsers`. The job image's
+entrypoint sets up the CANN environment (research/ascend.md §5.5).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modeldeploy.backends import ascend_tools
+from modeldeploy.backends.ascend_tools import ModelInput, Workspace
+from modeldeploy.parsers import ais_bench, atc, npu_smi
+from modeldeploy_jobs.data import LABELS_TXT, META, PreparedData
+from modeldeploy_jobs.stage import StageError, StageInput
+
+OM = "model.om"
+MIN_PROBE_LOOP = 10
+
+
+def versions() -> dict[str, str]:
+    home = os.environ.get("ASCEND_TOOLKIT_HOME")
+    # ascend-toolkit/latest is a link to the installed version's directory
+    return {"cann": Path(home).resolve().name if home else "unknown"}
+
+
+@dataclass(frozen=True)
+class ToolRun:
+    returncode: int
+    output: str
+
+
+def run_tool(command: Sequence[str], log: Path, cwd: Path) -> ToolRun:
+    """Runs a vendor tool, keeping its console output (stdout and stderr interleaved) in `log`."""
+    try:
+        completed = subprocess.run(
+            list(command), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+        )
+    except FileNotFoundError:
+        raise StageError(
+            "ToolchainMissing", f"{command[0]} is not on PATH: this job image does not carry the CANN toolkit"
+        ) from None
+    log.write_text(f"$ {shlex.join(command)}\n{completed.stdout}")
+    return ToolRun(completed.returncode, completed.stdout)
+
+
+# ---------------------------------------------------------------- calibrate
+
+
+def calibrate(
+    model: Path, data: PreparedData, indices: Sequence[int], config: Mapping[str, Any], outputs_dir: Path
+) -> dict[str, Path]:
+    workdir = outputs_dir.parent / "amct"
+    inputs = ascend_tools.inputs_of(config)
+    batch, batch_num = ascend_tools.calibration_batches(len(indices), config["options"]["calibrationBatchSize"])
+    workspace = Workspace(model=str(model), output=str(workdir / "model"), data=str(workdir / "data"),
+                          config=str(workdir / "config"))
+    _write_calibration_bins(data, indices, inputs, batch, batch_num, workspace)
+    Path(workspace.config).mkdir(parents=True, exist_ok=True)
+    Path(workspace.quant_cfg).write_text(ascend_tools.quant_cfg(config["options"], batch_num))
+    log = outputs_dir / "amct.log"
+    run = run_tool(ascend_tools.amct_command(config, inputs, workspace), log, workdir)
+    deploy = Path(ascend_tools.deploy_model(workspace))
+    if run.returncode != 0 or not deploy.is_file():
+        raise StageError("CalibrationFailed", f"amct_onnx calibration failed (exit {run.returncode}): "
+                                              f"{_last_error(run.output)}")
+    outputs = {"model.onnx": deploy.replace(outputs_dir / "model.onnx"), "amct.log": log}
+    fake_quant = Path(f"{workspace.output}_fake_quant_model.onnx")
+    if fake_quant.is_file():
+        outputs["fake_quant_model.onnx"] = fake_quant.replace(outputs_dir / "fake_quant_model.onnx")
+    outputs["quant.cfg"] = Path(workspace.quant_cfg).replace(outputs_dir / "quant.cfg")
+    return outputs
+
+
+def _write_calibration_bins(
+    data: PreparedData, indices: Sequence[int], inputs: Sequence[ModelInput], batch: int, batch_num: int,
+    workspace: Workspace,
+) -> None:
+    for model_input in inputs:
+        Path(workspace.data_dir(model_input)).mkdir(parents=True, exist_ok=True)
+    for number in range(batch_num):
+        arrays = data.take(indices[number * batch : (number + 1) * batch])
+        for model_input in inputs:
+            array = np.ascontiguousarray(arrays[model_input.name], dtype=model_input.data_type)
+            array.tofile(Path(workspace.data_dir(model_input)) / f"calibration-{number:05d}.bin")
+
+
+def _last_error(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if "ERROR" in line or line.startswith("E")]
+    return lines[-1] if lines else (output.strip().splitlines() or ["no output"])[-1]
+
+
+# ---------------------------------------------------------------- compile
+
+
+def compile(model: Path, config: Mapping[str, Any], outputs_dir: Path, workdir: Path) -> tuple[dict[str, Path], dict]:
+    soc = _soc_version(config["device"], workdir)
+    workspace = Workspace(model=str(model), output=str(outputs_dir / "model"), config=str(workdir / "config"))
+    outputs: dict[str, Path] = {}
+    if config.get("aipp"):
+        Path(workspace.config).mkdir(parents=True, exist_ok=True)
+        aipp = Path(workspace.aipp_cfg)
+        aipp.write_text(ascend_tools.aipp_cfg(config["aipp"]))
+        outputs["aipp.cfg"] = aipp
+    log = workdir / "atc.log"
+    run = run_tool(ascend_tools.atc_command(config, ascend_tools.inputs_of(config), workspace, soc), log, workdir)
+    result = atc.parse(run.output)
+    built = outputs_dir / OM
+    if run.returncode != 0 or not result["ok"] or not built.is_file():
+        raise StageError("CompileFailed", f"atc failed (exit {run.returncode}): {_atc_errors(result, run.output)}")
+    outputs.update({OM: built, "atc.log": log.replace(outputs_dir / "atc.log")})
+    warnings = sorted({warning["code"] for warning in result["warnings"]})
+    return outputs, {"socVersion": soc, "atcWarnings": warnings}
+
+
+def _atc_errors(result: Mapping[str, Any], output: str) -> str:
+    if not result["errors"]:
+        return _last_error(output)
+    return "; ".join(f"{error['code']}: {error['message']}" if error["code"] else error["message"]
+                     for error in result["errors"])
+
+
+def _soc_version(device: str, workdir: Path) -> str:
+    if device != "auto":
+        return ascend_tools.soc_version(device)
+    chips = _chips(workdir)
+    if not chips:
+        raise StageError("DeviceMissing", "device: auto reads the chip from npu-smi, which lists no NPU on this node")
+    return chips[0]["socVersion"]
+
+
+def _chips(workdir: Path) -> list[dict[str, Any]]:
+    """The NPUs npu-smi lists here; empty when the node has no npu-smi (a CPU node)."""
+    if shutil.which(ascend_tools.NPU_SMI_INFO[0]) is None:
+        return []
+    run = run_tool(ascend_tools.NPU_SMI_INFO, workdir / "npu-smi.log", workdir)
+    return npu_smi.parse(run.output)["chips"] if run.returncode == 0 else []
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+@dataclass(frozen=True)
+class Bins:
+    """A bins-variant prepare output, unpacked for ais_bench: one directory of .bin files per input."""
+
+    directory: Path
+    inputs: list[str]
+    names: list[str]
+    labels: np.ndarray | None
+
+    @classmethod
+    def unpack(cls, prepared: StageInput, directory: Path) -> Bins:
+        meta = json.loads(prepared.path(META).read_text())
+        with tarfile.open(prepared.path("bins.tar")) as archive:
+            archive.extractall(directory, filter="data")
+        labels = None
+        if meta["labelled"]:
+            by_name = dict(line.split() for line in prepared.path(LABELS_TXT).read_text().splitlines() if line)
+            labels = np.array([int(by_name[name]) for name in meta["names"]], dtype=np.int64)
+        return cls(directory, [item["name"] for item in meta["inputs"]], list(meta["names"]), labels)
+
+    @property
+    def count(self) -> int:
+        return len(self.names)
+
+
+def evaluate(model: Path, prepared: StageInput | None, config: Mapping[str, Any], workdir: Path) -> dict[str, Any]:
+    """Accuracy from ais_bench's per-sample outputs, speed from a pure-inference run; the chip from npu-smi."""
+    chips = _chips(workdir)
+    batch = config["batchSize"]
+    bins = Bins.unpack(prepared, workdir / "data") if prepared is not None else None
+    if bins is not None and bins.count < batch:
+        raise StageError("DatasetTooSmall", f"the prepared dataset (task {prepared.key[:12]}) has {bins.count} "
+                                            f"samples, fewer than batch size {batch}; add samples or drop the batch size")
+    workspace = Workspace(model=str(model), data=str(workdir / "data"), results=str(workdir / "results"))
+    accuracy = None
+    compute_ms = None
+    if config.get("accuracy") and bins is not None and bins.labels is not None:
+        inputs = [ModelInput(name, ()) for name in bins.inputs]
+        run = _ais_bench(ascend_tools.accuracy_command(config, inputs, workspace), workdir, "accuracy")
+        accuracy = _accuracy(bins, Path(workspace.results) / "accuracy")
+        compute_ms = run["summaries"][0]["npuComputeTimeMs"]["mean"]
+    budget = config["performance"]
+    loop = budget.get("iterations")
+    if loop is None:
+        if compute_ms is None:
+            probe = _ais_bench(ascend_tools.speed_command({**config, "performance": {"warmup": 1}}, workspace,
+                                                          MIN_PROBE_LOOP), workdir, "probe")
+            compute_ms = probe["summaries"][0]["npuComputeTimeMs"]["mean"]
+        loop = max(1, math.ceil(budget["durationSeconds"] * 1000 / compute_ms))
+    speed = _ais_bench(ascend_tools.speed_command(config, workspace, loop), workdir, "speed")
+    performance = _performance(speed, Path(workspace.results) / "speed_summary.json", budget["warmup"])
+    return {
+        "accuracy": accuracy,
+        "performance": performance,
+        "runtime": {"tool": "ais_bench", "device": ascend_tools.EVALUATED_DEVICE},
+        "environment": {"npu": chips[0]["name"] if chips else None, "npuCount": len(chips)},
+    }
+
+
+def _ais_bench(command: Sequence[str], workdir: Path, name: str) -> dict[str, Any]:
+    run = run_tool(command, workdir / f"ais_bench-{name}.log", workdir)
+    result = ais_bench.parse(run.output)
+    if run.returncode != 0 or not result["ok"]:
+        errors = "; ".join(f"{e['code']}: {e['message']}" if e["code"] else e["message"] for e in result["errors"])
+        raise StageError("EvaluationFailed",
+                         f"ais_bench ({name}) failed (exit {run.returncode}): {errors or _last_error(run.output)}")
+    return result
+
+
+def _accuracy(bins: Bins, results: Path) -> dict[str, Any]:
+    assert bins.labels is not None
+    top1 = top5 = 0
+    ranked_five = True
+    for name, label in zip(bins.names, bins.labels, strict=True):
+        # ais_bench names an output after its input file up to the first dot (research/ascend.md §3.4)
+        path = results / f"{name.split('.', 1)[0]}_0.txt"
+        try:
+            with path.open() as text:
+                scores = np.array(text.readline().split(), dtype=np.float64)
+        except (OSError, ValueError) as error:
+            raise StageError("EvaluationFailed", f"ais_bench output {path.name} is missing or unreadable: {error}")
+        top1 += int(scores.argmax() == label)
+        if scores.size >= 5:
+            top5 += int(label in np.argpartition(-scores, 4)[:5])
+        else:
+            ranked_five = False
+    count = bins.count
+    return {"top1": top1 / count, "top5": top5 / count if ranked_five else None, "samples": count}
+
+
+def _performance(result: Mapping[str, Any], summary_json: Path, warmup: int) -> dict[str, Any]:
+    console = result["summaries"][0]
+    times = None
+    if summary_json.is_file():
+        times = json.loads(summary_json.read_text()).get("npu_compute_time_list")
+    if times:
+        milliseconds = np.asarray(times, dtype=np.float64)
+        latency = {"mean": float(milliseconds.mean()), "p50": float(np.percentile(milliseconds, 50)),
+                   "p90": float(np.percentile(milliseconds, 90)), "p99": float(np.percentile(milliseconds, 99))}
+        iterations, seconds = len(times), float(milliseconds.sum() / 1000)
+    else:
+        stats = console["npuComputeTimeMs"]
+        latency = {"mean": stats["mean"], "p50": stats["median"], "p90": None,
+                   "p99": stats["percentile"] if stats["percentileRank"] == 99 else None}
+        iterations, seconds = None, None
+    performance: dict[str, Any] = {
+        "throughput": result["throughput"],
+        "latencyMs": latency,
+        "iterations": iterations,
+        "seconds": seconds,
+        "warmup": warmup,
+    }
+    for key in ("h2dLatencyMs", "d2hLatencyMs"):
+        if console.get(key):
+            performance[key] = console[key]["mean"]
+    return performance
