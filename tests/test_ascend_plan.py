@@ -147,3 +147,27 @@ def test_device_auto_reads_the_chip_from_npu_smi_first() -> None:
     npu_smi, atc = ascend_tools.commands("compile", config, [ascend_tools.ModelInput("x", (3, 8, 8))])
     assert npu_smi == ["npu-smi", "info"]
     assert "--soc_version=Ascend${CHIP_NAME}" in atc and "--precision_mode=allow_mix_precision" in atc
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ascend"
+
+
+def parse_log(tool: str, log: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(MODELDEPLOY), "tools", "parse", tool, log], capture_output=True, text=True,
+                          input=stdin, check=False)
+
+
+def test_tools_parse_prints_json_and_fails_on_a_failed_run() -> None:
+    speed = parse_log("ais_bench", str(FIXTURES / "ais_bench_310p_bs64_txt.log"))
+    assert speed.returncode == 0
+    assert json.loads(speed.stdout)["throughput"] == pytest.approx(4749.03127425521)
+    failed = parse_log("atc", "-", stdin=(FIXTURES / "atc_err_e19010.log").read_text())
+    assert failed.returncode == 1
+    assert json.loads(failed.stdout)["errors"][0]["code"] == "E19010"
+    chips = json.loads(parse_log("npu-smi", str(FIXTURES / "npu_smi_310p3_duo_24.1.log")).stdout)["chips"]
+    assert [chip["socVersion"] for chip in chips] == ["Ascend310P3"] * 4
+
+
+def test_tools_parse_names_a_missing_log() -> None:
+    missing = parse_log("atc", "no-such.log")
+    assert missing.returncode == 2 and missing.stderr.strip() == "no-such.log: No such file or directory"
