@@ -1,0 +1,85 @@
+"""Test stand-in for `npu-smi`: `npu-smi info` and `npu-smi info -m` in the 310P3 layout of research/ascend.md §4.1.
+
+The chips come from `ASCEND_STANDIN_CHIPS` (comma-separated names such as `310P3,310P3`), else one
+`ASCEND_STANDIN_CHIP`, else one `310P3`; each chip is its own NPU (NPU id = device id = its index), idle,
+with the fixture's temperature and memory figures. Other subcommands print a usage error and exit 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+CHIPS_ENV = "ASCEND_STANDIN_CHIPS"
+CHIP_ENV = "ASCEND_STANDIN_CHIP"
+DEFAULT_CHIP = "310P3"
+VERSION = "24.1.0.1"
+USAGE = "Usage: npu-smi info [-m]"
+
+FULL_RULE = "+" + "-" * 104 + "+"
+CELL_RULE = "+" + "-" * 31 + "+" + "-" * 17 + "+" + "-" * 54 + "+"
+DOUBLE_RULE = "+" + "=" * 31 + "+" + "=" * 17 + "+" + "=" * 54 + "+"
+HEADER = [
+    FULL_RULE,
+    f"| npu-smi {VERSION}                                 Version: {VERSION}                                     |",
+    CELL_RULE,
+    "| NPU     Name                  | Health          | Power(W)     Temp(C)           Hugepages-Usage(page) |",
+    "| Chip    Device                | Bus-Id          | AICore(%)    Memory-Usage(MB)                        |",
+    DOUBLE_RULE,
+]
+PROCESS_HEADER = [
+    CELL_RULE,
+    "| NPU     Chip                  | Process id      | Process name             | Process memory(MB)        |",
+    DOUBLE_RULE,
+]
+TEMPERATURE_C = 54
+MEMORY_USED_MB = 1904
+MEMORY_TOTAL_MB = 44280
+
+
+def chips() -> list[str]:
+    listed = os.environ.get(CHIPS_ENV)
+    if listed:
+        return [chip.strip() for chip in listed.split(",") if chip.strip()]
+    return [os.environ.get(CHIP_ENV) or DEFAULT_CHIP]
+
+
+def info_table(chip_names: Sequence[str]) -> str:
+    lines = list(HEADER)
+    for npu, name in enumerate(chip_names):
+        lines += [_npu_row(npu, name), _chip_row(npu), DOUBLE_RULE]
+    lines += PROCESS_HEADER
+    for npu in range(len(chip_names)):
+        lines += [f"| {f'No running processes found in NPU {npu}':<103}|", DOUBLE_RULE]
+    return "\n".join(lines)
+
+
+def _npu_row(npu: int, name: str) -> str:
+    hugepages = f"{0:<6}/ {0:<14}"
+    return f"| {npu:<8}{name:<22}| {'OK':<16}| {'NA':<13}{TEMPERATURE_C:<18}{hugepages}|"
+
+
+def _chip_row(npu: int) -> str:
+    bus_id = f"0000:{npu + 1:02X}:00.0"
+    memory = f"{MEMORY_USED_MB:<5}/ {MEMORY_TOTAL_MB}"
+    return f"| {0:<8}{npu:<22}| {bus_id:<16}| {0:<13}{memory:<40}|"
+
+
+def mapping_table(chip_names: Sequence[str]) -> str:
+    rows = [("NPU ID", "Chip ID", "Chip Logic ID", "Chip Name")]
+    for npu, name in enumerate(chip_names):
+        rows += [(str(npu), "0", str(npu), f"Ascend {name}"), (str(npu), "1", "-", "Mcu")]
+    return "\n".join(f"{a:<13}{b:<14}{c:<20}{d}" for a, b, c, d in rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments == ["info"]:
+        print(info_table(chips()))
+        return 0
+    if arguments == ["info", "-m"]:
+        print(mapping_table(chips()))
+        return 0
+    print(f"Error: the command [{' '.join(arguments)}] is not supported by the npu-smi stand-in.\n{USAGE}")
+    return 1
