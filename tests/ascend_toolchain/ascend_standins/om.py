@@ -34,7 +34,7 @@ class OmFormatError(ValueError):
 
 
 def write(path: Path, onnx_bytes: bytes, info: OmInfo) -> None:
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr(MODEL_MEMBER, onnx_bytes)
         archive.writestr(INFO_MEMBER, json.dumps(info, indent=2, sort_keys=True))
 
