@@ -92,12 +92,14 @@ def test_only_device_stages_request_the_device() -> None:
 def test_placement_layers_installation_then_target_and_config_extras() -> None:
     doc = base()
     doc["spec"]["targets"][2]["placement"] = {"nodeSelector": {"pool": "inference"},
-                                              "resources": {"limits": {"memory": "32Gi"}}}
+                                              "resources": {"limits": {"memory": "32Gi"}},
+                                              "env": {"ASCEND_GLOBAL_LOG_LEVEL": "1"}}
     spec = load_resource(doc).spec
     result = plan(spec)
     config = OperatorConfig.model_validate({
         "placement": {"ascend": {"nodeSelector": {"pool": "npu", "zone": "a"},
-                                 "tolerations": [{"key": "dedicated", "operator": "Exists"}]}},
+                                 "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+                                 "env": {"ASCEND_GLOBAL_LOG_LEVEL": "3", "HTTPS_PROXY": "http://proxy:3128"}}},
         "images": {"ascend": "registry.local/ascend-jobs:1"},
         "kueueQueue": "npu-queue", "schedulerName": "volcano",
     })
@@ -107,6 +109,8 @@ def test_placement_layers_installation_then_target_and_config_extras() -> None:
     assert pod["nodeSelector"] == {"node.kubernetes.io/npu.chip.name": "310P3", "pool": "inference", "zone": "a"}
     assert {"key": "dedicated", "operator": "Exists"} in pod["tolerations"]
     assert pod["containers"][0]["resources"]["limits"]["memory"] == "32Gi"
+    values = {e["name"]: e["value"] for e in pod["containers"][0]["env"] if "value" in e}
+    assert values["ASCEND_GLOBAL_LOG_LEVEL"] == "1" and values["HTTPS_PROXY"] == "http://proxy:3128"
     assert pod["containers"][0]["image"] == "registry.local/ascend-jobs:1"
     assert pod["schedulerName"] == "volcano"
     assert body["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "npu-queue"

@@ -157,6 +157,10 @@ BAD_SPECS: list[tuple[str, Callable[[Doc], None], str, str]] = [
      "spec.targets[0].placement.resources.limits.cpu", "Kubernetes quantity"),
     ("toleration-effect", setting("spec.targets[0].placement", {"tolerations": [{"effect": "Sometimes"}]}),
      "spec.targets[0].placement.tolerations[0].effect", "must be one of"),
+    ("env-name", setting("spec.targets[0].placement", {"env": {"1ST": "x"}}),
+     "spec.targets[0].placement.env", "environment variable names are letters"),
+    ("env-credentials", setting("spec.targets[0].placement", {"env": {"AWS_SECRET_ACCESS_KEY": "x"}}),
+     "spec.targets[0].placement.env", "store credentials and endpoints come from artifacts"),
 ]
 
 

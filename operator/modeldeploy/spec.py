@@ -269,10 +269,25 @@ class Resources(Model):
 class Placement(Model):
     """Where this target's Jobs run; merged over the backend's and the installation's defaults."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("!has(self.env) || self.env.all(name, name.matches('^[A-Za-z_][A-Za-z0-9_]*$'))",
+                    "environment variable names are letters, digits and _, not starting with a digit", ".env"),
+                cel("!has(self.env) || self.env.all(name, !name.startsWith('AWS_'))",
+                    "store credentials and endpoints come from artifacts (secretRef, endpoint, region), not env",
+                    ".env"),
+            ]
+        }
+    )
+
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
     affinity: dict[str, Any] = Field(default_factory=dict, description="A core/v1 Affinity.")
     resources: Resources | None = None
+    env: dict[str, Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=dict, max_length=64, description="Environment variables of the stage containers."
+    )
 
 
 class DynamicBatch(Model):

@@ -123,9 +123,11 @@ def _placement(
     node_selector: dict[str, str] = {}
     tolerations: list[Any] = []
     affinity: dict[str, Any] = {}
+    env: dict[str, str] = {}
     resources = config.jobs.resources
     for layer in layers:
         node_selector.update(layer.node_selector)
+        env.update(layer.env)
         tolerations.extend(t for t in layer.tolerations if t not in tolerations)
         affinity = dict(layer.affinity) or affinity
         if layer.resources is not None:
@@ -133,7 +135,8 @@ def _placement(
                 "limits": {**resources.limits, **layer.resources.limits},
                 "requests": {**resources.requests, **layer.resources.requests},
             })
-    return Placement(node_selector=node_selector, tolerations=tolerations, affinity=affinity, resources=resources)
+    return Placement(node_selector=node_selector, tolerations=tolerations, affinity=affinity, resources=resources,
+                     env=env)
 
 
 def _container(
@@ -157,7 +160,8 @@ def _container(
         "name": CONTAINER,
         "image": target.image if target is not None and target.image else config.image(backend),
         "command": ["modeldeploy-stage", task_uri],
-        "env": _environment(artifacts, config),
+        "env": [{"name": name, "value": value} for name, value in placement.env.items()]
+        + _environment(artifacts, config),
         "resources": {"limits": limits, "requests": requests},
         "securityContext": {
             "allowPrivilegeEscalation": False,
