@@ -1,0 +1,110 @@
+"""What the four Ascend guides' specs (examples/seeds/000, 001, 003, 004) point at, for moto's S3 server.
+
+The specs run as written: the guide's architecture with seeded random weights in the checkpoint
+layout the spec expects (prefixes and all), and a small dataset in the guide's format. Only the
+scale is cut for the test suite (`scaled_down`): 8 samples of ImageNet (32 for the batch-32
+guide), 48 of CIFAR-100, two timed iterations, and batch sizes up to 4 where a guide has several.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from conftest import EXAMPLES
+from PIL import Image
+
+BUCKETS = ("modeldeploy-models", "modeldeploy-datasets", "modeldeploy-artifacts")
+IMAGES = 32  # seeds/001 runs batch 32 only
+
+
+def _random_state(build: Callable[[], torch.nn.Module]) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return build().state_dict()
+
+
+def resnet50_cifar_checkpoint() -> dict[str, Any]:
+    """mmcls's layout: {"state_dict": {"backbone.<torchvision name>", "head.fc.*"}}."""
+    import importlib.util
+
+    location = importlib.util.spec_from_file_location("resnet_cifar", EXAMPLES / "seeds" / "resnet_cifar.py")
+    assert location is not None and location.loader is not None
+    module = importlib.util.module_from_spec(location)
+    location.loader.exec_module(module)
+    state = _random_state(lambda: module.resnet50_cifar(num_classes=100))
+    return {"state_dict": {("head." if key.startswith("fc.") else "backbone.") + key: value
+                           for key, value in state.items()}, "meta": {"mmcls_version": "0.12.0"}}
+
+
+def timm_state(name: str, num_classes: int, rename: tuple[str, str] | None = None) -> dict[str, torch.Tensor]:
+    import timm
+
+    state = _random_state(lambda: timm.create_model(name, num_classes=num_classes, pretrained=False))
+    if rename is None:
+        return state
+    old, new = rename
+    return {(new + key.removeprefix(old) if key.startswith(old) else key): value for key, value in state.items()}
+
+
+def cifar_test_pickle(count: int) -> bytes:
+    rng = np.random.default_rng(0)
+    content = {b"filenames": [f"img{i}.png".encode() for i in range(count)], b"batch_label": b"testing batch 1 of 1",
+               b"fine_labels": rng.integers(0, 100, count).tolist(), b"coarse_labels": [0] * count,
+               b"data": rng.integers(0, 256, size=(count, 3072), dtype=np.uint8)}
+    return pickle.dumps(content, protocol=2)
+
+
+def jpeg(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(375, 500, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+WEIGHTS: dict[str, tuple[str, Callable[[], Any]]] = {
+    "000": ("resnet50_b16x8_cifar100_20210528-67b58a1b.pth", resnet50_cifar_checkpoint),
+    "001": ("se_resnet50-ce0d4300.pth", lambda: timm_state("legacy_seresnet50", 1000)),
+    "003": ("inceptionresnetv2-520b38e4.pth",
+            lambda: timm_state("inception_resnet_v2", 1001, rename=("classif.", "last_linear."))),
+    "004": ("pnasnet5large-bf079911.pth", lambda: timm_state("pnasnet5large", 1000)),
+}
+
+
+def upload_seed_inputs(s3: Any) -> None:
+    """The datasets and code every seed reads; each seed's weights are uploaded by `upload_weights`."""
+    for name in BUCKETS:
+        s3.create_bucket(Bucket=name)
+    names = [f"ILSVRC2012_val_{index:08d}.JPEG" for index in range(1, IMAGES + 1)]
+    labels = "".join(f"{name} {index * 97 % 1000}\n" for index, name in enumerate(names))
+    for folder in ("val", "val_union"):
+        for index, name in enumerate(names):
+            s3.put_object(Bucket="modeldeploy-datasets", Key=f"imagenet/{folder}/{name}", Body=jpeg(index))
+    s3.put_object(Bucket="modeldeploy-datasets", Key="imagenet/val_label.txt", Body=labels.encode())
+    s3.put_object(Bucket="modeldeploy-datasets", Key="cifar-100-python/test", Body=cifar_test_pickle(48))
+    s3.put_object(Bucket="modeldeploy-models", Key="code/resnet_cifar.py",
+                  Body=(EXAMPLES / "seeds" / "resnet_cifar.py").read_bytes())
+
+
+def upload_weights(s3: Any, seed: str) -> None:
+    name, checkpoint = WEIGHTS[seed]
+    buffer = io.BytesIO()
+    torch.save(checkpoint(), buffer)
+    s3.put_object(Bucket="modeldeploy-models", Key=name, Body=buffer.getvalue())
+
+
+def scaled_down(seed: str) -> dict[str, Any]:
+    (path,) = EXAMPLES.glob(f"seeds/{seed}-*.yaml")
+    document = yaml.safe_load(path.read_text())
+    spec = document["spec"]
+    spec["performance"]["iterations"] = 2
+    for target in spec["targets"]:
+        target["batchSizes"] = [size for size in target["batchSizes"] if size <= 4] or target["batchSizes"][:1]
+    if spec["dataset"]["kind"] == "imagenet":
+        spec["dataset"]["limit"] = max(8, *(max(target["batchSizes"]) for target in spec["targets"]))
+    return document
