@@ -109,8 +109,9 @@ def _parser() -> argparse.ArgumentParser:
         "parse",
         help="read a vendor tool's console output and print what it says as JSON",
         description="Read the console output of a vendor tool (saved with e.g. 'atc ... 2>&1 | tee atc.log') and "
-        "print it as JSON: throughput and compute-time statistics (ais_bench), success or error codes with their "
-        "messages (atc), the chips of this machine (npu-smi). The pipeline's stages read their logs the same way. "
+        "print it as JSON: throughput and compute-time statistics (ais_bench, mm_run), success or error codes with "
+        "their messages (atc), the chips or cards of a machine (npu-smi, cnmon). The pipeline's stages read their "
+        "logs the same way. "
         "Exit status 1 when the log reports a failure.",
     )
     parse.add_argument("tool", choices=sorted(PARSERS), help="the tool that printed the log")
