@@ -145,39 +145,34 @@ def _write_bins(path: Path, inputs: Sequence[InputInfo], names: Sequence[str], s
 
 
 class PreparedData:
-    """A `tensors`-variant prepare output, read one shard at a time."""
+    """A prepare output, read a few samples at a time: by shard (tensors) or by tar member (the bins variants)."""
 
     def __init__(self, directory: Path, meta: Mapping[str, Any], labels: np.ndarray | None):
         self.directory = directory
         self.count: int = meta["count"]
         self.inputs: list[InputInfo] = [InputInfo.from_json(item) for item in meta["inputs"]]
         self.labels = labels
-        self._shards: list[str] = [shard["name"] for shard in meta["shards"]]
-        self._starts = np.cumsum([0] + [shard["count"] for shard in meta["shards"]])[:-1]
-        self._loaded: tuple[int, dict[str, np.ndarray]] | None = None
 
     @classmethod
     def open(cls, directory: Path) -> PreparedData:
         meta = json.loads((directory / META).read_text())
-        if meta["variant"] != TENSORS:
-            raise ValueError(f"{directory} holds {meta['variant']} data; only the {TENSORS} variant can be read")
-        labels = np.load(directory / LABELS_NPY) if meta["labelled"] else None
-        return cls(directory, meta, labels)
+        if meta["variant"] == TENSORS:
+            return TensorShards(directory, meta, np.load(directory / LABELS_NPY) if meta["labelled"] else None)
+        labels = None
+        if meta["labelled"]:
+            by_name = dict(line.split() for line in (directory / LABELS_TXT).read_text().splitlines() if line)
+            labels = np.array([int(by_name[name]) for name in meta["names"]], dtype=np.int64)
+        return SampleBins(directory, meta, labels)
 
     def take(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
         """The samples at `indices`, stacked in the given order."""
         positions = np.asarray(indices, dtype=np.int64).reshape(-1)
         if np.any((positions < 0) | (positions >= self.count)):
             raise IndexError(f"sample indices must lie in [0, {self.count})")
-        taken = {info.name: np.empty((len(positions), *info.shape), info.dtype) for info in self.inputs}
-        shard_of = np.searchsorted(self._starts, positions, side="right") - 1
-        for shard in dict.fromkeys(shard_of.tolist()):
-            rows = np.flatnonzero(shard_of == shard)
-            arrays = self._shard(shard)
-            local = positions[rows] - self._starts[shard]
-            for name, array in taken.items():
-                array[rows] = arrays[name][local]
-        return taken
+        return self._take(positions)
+
+    def _take(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
 
     def batches(self, batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], int]]:
         """Every sample in order, batch_size at a time; the last batch is padded by repeating its last sample.
@@ -196,9 +191,49 @@ class PreparedData:
         n = min(samples, self.count)
         return np.unique(np.linspace(0, self.count - 1, n).round().astype(int))
 
+
+class TensorShards(PreparedData):
+    """The tensors variant, one shard in memory at a time."""
+
+    def __init__(self, directory: Path, meta: Mapping[str, Any], labels: np.ndarray | None):
+        super().__init__(directory, meta, labels)
+        self._shards: list[str] = [shard["name"] for shard in meta["shards"]]
+        self._starts = np.cumsum([0] + [shard["count"] for shard in meta["shards"]])[:-1]
+        self._loaded: tuple[int, dict[str, np.ndarray]] | None = None
+
+    def _take(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        taken = {info.name: np.empty((len(positions), *info.shape), info.dtype) for info in self.inputs}
+        shard_of = np.searchsorted(self._starts, positions, side="right") - 1
+        for shard in dict.fromkeys(shard_of.tolist()):
+            rows = np.flatnonzero(shard_of == shard)
+            arrays = self._shard(shard)
+            local = positions[rows] - self._starts[shard]
+            for name, array in taken.items():
+                array[rows] = arrays[name][local]
+        return taken
+
     def _shard(self, index: int) -> dict[str, np.ndarray]:
         if self._loaded is None or self._loaded[0] != index:
             self._loaded = None  # release the previous shard before reading the next
             with np.load(self.directory / self._shards[index]) as npz:
                 self._loaded = (index, {info.name: npz[info.name] for info in self.inputs})
         return self._loaded[1]
+
+
+class SampleBins(PreparedData):
+    """A bins variant: each sample's raw `.bin` per input read from bins.tar when asked for."""
+
+    def __init__(self, directory: Path, meta: Mapping[str, Any], labels: np.ndarray | None):
+        super().__init__(directory, meta, labels)
+        self.names: list[str] = list(meta["names"])
+        self._archive = tarfile.open(directory / BINS_TAR)
+        self._members = {member.name: member for member in self._archive.getmembers()}
+
+    def _take(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        taken = {info.name: np.empty((len(positions), *info.shape), info.dtype) for info in self.inputs}
+        for row, position in enumerate(positions.tolist()):
+            for info in self.inputs:
+                member = self._archive.extractfile(self._members[f"{info.name}/{self.names[position]}.bin"])
+                assert member is not None
+                taken[info.name][row] = np.frombuffer(member.read(), dtype=info.dtype).reshape(info.shape)
+        return taken
