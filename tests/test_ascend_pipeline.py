@@ -5,6 +5,7 @@ accuracy they report is real."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -16,13 +17,12 @@ from typing import Any
 
 import pytest
 import yaml
-from test_pipeline import quickstart, results_of, run
-
 from modeldeploy.manifest import read_failure
 from modeldeploy.planner import Plan, plan
 from modeldeploy.runner import localize
 from modeldeploy.store import open_store
 from modeldeploy.validation import load_resource
+from test_pipeline import quickstart, results_of, run
 
 TOOLCHAIN = Path(__file__).resolve().parent / "ascend_toolchain"
 NPU = {"name": "npu", "backend": "ascend", "device": "Ascend310P3"}
@@ -139,10 +139,12 @@ def test_aipp_normalises_on_the_device_as_prepare_does_on_the_cpu(tmp_path: Path
     import torch
 
     (tmp_path / "tiny_cnn.py").write_text(TINY_CNN)
-    namespace: dict[str, Any] = {}
-    exec(TINY_CNN, namespace)
+    location = importlib.util.spec_from_file_location("tiny_cnn", tmp_path / "tiny_cnn.py")
+    assert location is not None and location.loader is not None
+    module = importlib.util.module_from_spec(location)
+    location.loader.exec_module(module)
     torch.manual_seed(0)
-    model = namespace["tiny_cnn"]().eval()
+    model = module.tiny_cnn().eval()
     torch.save(model.state_dict(), tmp_path / "tiny_cnn.pt")
     pixels = np.random.default_rng(0).integers(0, 256, size=(48, 3072), dtype=np.uint8)
     images = (pixels.reshape(-1, 3, 32, 32).astype(np.float32) - np.float32(CIFAR_MEAN)[:, None, None]) / np.float32(

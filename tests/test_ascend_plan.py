@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from conftest import EXAMPLES
-
 from modeldeploy.backends import ascend_tools
 
 MODELDEPLOY = Path(sys.executable).with_name("modeldeploy")
@@ -33,34 +32,34 @@ HARMLESS_EXTRAS = {
 # The guides' commands, verbatim but for line continuations; ${chip_name} is the guide's chip.
 GUIDES: dict[str, list[str]] = {
     "000": [
-        'amct_onnx calibration --model ./models/end2end.onnx --save_path ./models/resnet50_quant '
+        ('amct_onnx calibration --model ./models/end2end.onnx --save_path ./models/resnet50_quant '
         '--input_shape "input:24,3,32,32" --data_dir "./amct_bin_data/" --data_types "float32" '
-        '--calibration_config ./quant.cfg',
-        'atc --framework=5 --model=models/resnet50_quant_deploy_model.onnx --output=models/resnet50_quant_bs24 '
+        '--calibration_config ./quant.cfg'),
+        ('atc --framework=5 --model=models/resnet50_quant_deploy_model.onnx --output=models/resnet50_quant_bs24 '
         '--input_format=NCHW --input_shape="input:24,3,32,32" --insert_op_conf=./aipp.conf --enable_small_channel=1 '
-        '--op_select_implmode=high_performance --soc_version=Ascend${chip_name} --log=error',
-        'python3 -m ais_bench --model ./models/resnet50_quant_bs24.om --input ./bin_data --output ./ --outfmt TXT '
-        '--output_dirname dst',
+        '--op_select_implmode=high_performance --soc_version=Ascend${chip_name} --log=error'),
+        ('python3 -m ais_bench --model ./models/resnet50_quant_bs24.om --input ./bin_data --output ./ --outfmt TXT '
+        '--output_dirname dst'),
         'python3 -m ais_bench --model ./models/resnet50_quant_bs24.om --loop 100 --batchsize 24',
     ],
     "001": [
-        'atc --model=./se_resnet50_dynamic_bs.onnx --framework=5 --input_format=NCHW --input_shape="image:32,3,224,224" '
+        ('atc --model=./se_resnet50_dynamic_bs.onnx --framework=5 --input_format=NCHW --input_shape="image:32,3,224,224" '
         '--output=./se_resnet50_fp16_bs32 --log=error --soc_version=Ascend${chip_name} '
-        '--insert_op_conf=./aipp_SE_ResNet50_pth.config --enable_small_channel=1',
-        'python3 -m ais_bench --model ./se_resnet50_fp16_bs32.om --batchsize 32 --input ./data/ImageNet_bin --output ./ '
-        '--output_dirname result --outfmt TXT',
+        '--insert_op_conf=./aipp_SE_ResNet50_pth.config --enable_small_channel=1'),
+        ('python3 -m ais_bench --model ./se_resnet50_fp16_bs32.om --batchsize 32 --input ./data/ImageNet_bin --output ./ '
+        '--output_dirname result --outfmt TXT'),
         'python3 -m ais_bench --model=${om_model_path} --loop=20 --batchsize=32',
     ],
     "003": [
         # The guide builds with --log=debug; the log level only selects what ATC writes to ~/ascend/log.
-        'atc --framework=5 --model=inceptionresnetv2.onnx --output=inceptionresnetv2-b0_bs1 --input_format=NCHW '
-        '--input_shape="image:1,3,299,299" --log=error --soc_version=Ascend310',
+        ('atc --framework=5 --model=inceptionresnetv2.onnx --output=inceptionresnetv2-b0_bs1 --input_format=NCHW '
+        '--input_shape="image:1,3,299,299" --log=error --soc_version=Ascend310'),
     ],
     "004": [
-        'atc --framework=5 --model=./pnasnet5large_sim.onnx --input_format=NCHW --input_shape="image:4,3,331,331" '
-        '--output=pnasnet5large_bs4 --log=error --soc_version=Ascend${chip_name}',
-        'python3.7.5 -m ais_bench --model pnasnet5large_bs4.om --batchsize 4 --input ./prep_dataset --output ./result '
-        '--outfmt "TXT" --device 0',
+        ('atc --framework=5 --model=./pnasnet5large_sim.onnx --input_format=NCHW --input_shape="image:4,3,331,331" '
+        '--output=pnasnet5large_bs4 --log=error --soc_version=Ascend${chip_name}'),
+        ('python3.7.5 -m ais_bench --model pnasnet5large_bs4.om --batchsize 4 --input ./prep_dataset --output ./result '
+        '--outfmt "TXT" --device 0'),
         'python3.7.5 -m ais_bench --model pnasnet5large_bs4.om --batchsize 4 --output ./result --loop 1000 --device 0',
     ],
 }

@@ -226,14 +226,15 @@ class SampleBins(PreparedData):
     def __init__(self, directory: Path, meta: Mapping[str, Any], labels: np.ndarray | None):
         super().__init__(directory, meta, labels)
         self.names: list[str] = list(meta["names"])
-        self._archive = tarfile.open(directory / BINS_TAR)
-        self._members = {member.name: member for member in self._archive.getmembers()}
+        with tarfile.open(directory / BINS_TAR) as archive:
+            self._members = {member.name: member for member in archive.getmembers()}
 
     def _take(self, positions: np.ndarray) -> dict[str, np.ndarray]:
         taken = {info.name: np.empty((len(positions), *info.shape), info.dtype) for info in self.inputs}
-        for row, position in enumerate(positions.tolist()):
-            for info in self.inputs:
-                member = self._archive.extractfile(self._members[f"{info.name}/{self.names[position]}.bin"])
-                assert member is not None
-                taken[info.name][row] = np.frombuffer(member.read(), dtype=info.dtype).reshape(info.shape)
+        with tarfile.open(self.directory / BINS_TAR) as archive:
+            for row, position in enumerate(positions.tolist()):
+                for info in self.inputs:
+                    member = archive.extractfile(self._members[f"{info.name}/{self.names[position]}.bin"])
+                    assert member is not None
+                    taken[info.name][row] = np.frombuffer(member.read(), dtype=info.dtype).reshape(info.shape)
         return taken

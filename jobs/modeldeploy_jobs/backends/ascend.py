@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import shlex
 import shutil
-import subprocess
 import tarfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from modeldeploy.backends import ascend_tools
 from modeldeploy.backends.ascend_tools import ModelInput, Workspace
 from modeldeploy.parsers import ais_bench, atc, npu_smi
+
 from modeldeploy_jobs.data import LABELS_TXT, META, PreparedData
 from modeldeploy_jobs.stage import StageError, StageInput
+from modeldeploy_jobs.tools import run_tool
 
 OM = "model.om"
 MIN_PROBE_LOOP = 10
@@ -35,26 +34,6 @@ def versions() -> dict[str, str]:
     home = os.environ.get("ASCEND_TOOLKIT_HOME")
     # ascend-toolkit/latest is a link to the installed version's directory
     return {"cann": Path(home).resolve().name if home else "unknown"}
-
-
-@dataclass(frozen=True)
-class ToolRun:
-    returncode: int
-    output: str
-
-
-def run_tool(command: Sequence[str], log: Path, cwd: Path) -> ToolRun:
-    """Runs a vendor tool, keeping its console output (stdout and stderr interleaved) in `log`."""
-    try:
-        completed = subprocess.run(
-            list(command), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
-        )
-    except FileNotFoundError:
-        raise StageError(
-            "ToolchainMissing", f"{command[0]} is not on PATH: this job image does not carry the CANN toolkit"
-        ) from None
-    log.write_text(f"$ {shlex.join(command)}\n{completed.stdout}")
-    return ToolRun(completed.returncode, completed.stdout)
 
 
 # ---------------------------------------------------------------- calibrate

@@ -7,8 +7,16 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from modeldeploy.backends import RAW_UINT8_BINS, SAMPLE_BINS, Backend, Config, Device, FieldErrors, Options
-from modeldeploy.backends import ascend_tools
+from modeldeploy.backends import (
+    RAW_UINT8_BINS,
+    SAMPLE_BINS,
+    Backend,
+    Config,
+    Device,
+    FieldErrors,
+    Options,
+    ascend_tools,
+)
 from modeldeploy.spec import ModelDeploymentSpec, Preprocess, Target, TensorSpec
 
 CANN_VERSION = "8.2.rc1"
@@ -68,8 +76,8 @@ def check(target: Target, spec: ModelDeploymentSpec) -> FieldErrors:
         dataset = spec.dataset
         preprocess = dataset.preprocess if dataset else None
         if dataset is not None and dataset.kind in ("tensors", "synthetic"):
-            errors.append(("options.aipp", f"aipp feeds the model uint8 images, but a {dataset.kind} dataset is "
-                                           "already float tensors: use an image dataset or set aipp: false"))
+            errors.append(("options.aipp", (f"aipp feeds the model uint8 images, but a {dataset.kind} dataset is "
+                                            "already float tensors: use an image dataset or set aipp: false")))
         elif preprocess is None:
             errors.append(("options.aipp", "aipp folds the dataset's preprocessing into the model: add dataset.preprocess"))
         elif len(preprocess.mean) != 3:
@@ -79,8 +87,8 @@ def check(target: Target, spec: ModelDeploymentSpec) -> FieldErrors:
         if len(spec.source.inputs) != 1:
             errors.append(("options.aipp", "aipp applies to a model with one image input"))
         elif spec.source.inputs[0].dtype != "float32":
-            errors.append(("options.aipp", f"aipp replaces a float32 image input, but input "
-                                           f"{spec.source.inputs[0].name!r} is {spec.source.inputs[0].dtype}"))
+            errors.append(("options.aipp", (f"aipp replaces a float32 image input, but input "
+                                            f"{spec.source.inputs[0].name!r} is {spec.source.inputs[0].dtype}")))
     return errors
 
 
