@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import Field
 
-from modeldeploy.backends import RAW_UINT8_BINS, TENSORS, Backend, Device, FieldErrors, Options
-from modeldeploy.spec import ModelDeploymentSpec, Target
+from modeldeploy.backends import RAW_UINT8_BINS, TENSORS, Backend, Config, Device, FieldErrors, Options, magicmind_tools
+from modeldeploy.spec import ModelDeploymentSpec, Preprocess, Target, TensorSpec
 
 MAGICMIND_VERSION = "1.7.0"
 
@@ -49,6 +50,19 @@ def check(target: Target, spec: ModelDeploymentSpec) -> FieldErrors:
     return errors
 
 
+def build_config(target: Target, spec: ModelDeploymentSpec) -> Config:
+    """The model inputs (for input dims and dim_range) and insertBn's mean and var from the preprocessing."""
+    config: dict = {"inputs": [item.model_dump(mode="json", by_alias=True) for item in spec.source.inputs]}
+    if MagicMindOptions.model_validate(target.options).insert_bn and spec.dataset is not None:
+        preprocess = (spec.dataset.preprocess or Preprocess()).model_dump(mode="json", by_alias=True)
+        config["insertBn"] = magicmind_tools.normalisation(preprocess)
+    return config
+
+
+def commands(kind: str, config: Config, inputs: Sequence[TensorSpec]) -> list[list[str]]:
+    return magicmind_tools.commands(kind, config, MAGICMIND_VERSION)
+
+
 MAGICMIND = Backend(
     name="magicmind",
     precisions=frozenset({"fp32", "fp16", "int8", "int16"}),
@@ -63,4 +77,7 @@ MAGICMIND = Backend(
     device_stages=frozenset({"compile", "evaluate"}),
     data_variant=lambda target: RAW_UINT8_BINS if MagicMindOptions.model_validate(target.options).insert_bn else TENSORS,
     check=check,
+    build_config=build_config,
+    commands=commands,
+    files=magicmind_tools.files,
 )

@@ -1,0 +1,88 @@
+"""The MagicMind build configuration and mm_run command lines `modeldeploy plan` shows, against guide 002."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import EXAMPLES
+
+from modeldeploy.backends import magicmind_tools
+
+MODELDEPLOY = Path(sys.executable).with_name("modeldeploy")
+# Guide 002 (gen_model/run.sh and the mm_run line of its README), MagicMind 0.14.
+GUIDE_MM_RUN = "mm_run --magicmind_model $MM_MODEL --batch $BATCH_SIZE --devices $DEV_ID --threads 1 --iterations 1000"
+GUIDE_MODES = {"fp32": "force_float32", "fp16": "force_float16", "int8": "qint8_mixed_float16"}
+
+
+@pytest.fixture(scope="module")
+def tasks() -> list[dict[str, Any]]:
+    (spec,) = EXAMPLES.glob("seeds/002-*.yaml")
+    result = subprocess.run([str(MODELDEPLOY), "plan", str(spec), "-o", "json"], capture_output=True, text=True,
+                            check=True)
+    return json.loads(result.stdout)["tasks"]
+
+
+def test_one_shape_mutable_model_per_mode_with_the_guides_build_settings(tasks: list[dict[str, Any]]) -> None:
+    compiles = [task for task in tasks if task["kind"] == "compile"]
+    assert len(compiles) == 3  # S4 and X4 share the mtp_372 model
+    for task in compiles:
+        config = json.loads(task["files"]["config/builder_config.json"])
+        assert config["archs"] == ["mtp_372"]
+        assert config["precision_config"]["precision_mode"] == GUIDE_MODES[task["config"]["precision"]]
+        assert config["graph_shape_mutable"] is True
+        assert config["dim_range"] == {"0": {"min": [1, 3, 224, 224], "max": [64, 3, 224, 224]}}
+        assert config["convert_input_layout"] == {"0": {"src": "NCHW", "dst": "NHWC"}}
+        normalisation = config["insert_bn_before_firstnode"]["0"]
+        assert normalisation["mean"] == pytest.approx([123.675, 116.28, 103.53])
+        assert normalisation["var"] == pytest.approx([3409.976, 3262.694, 3291.891], abs=1e-3)  # the guide's --vars
+        (build,) = task["commands"]
+        assert build[:3] == ["python3", "-m", "modeldeploy_jobs.magicmind_build"]
+        assert build[build.index("--input_dims") + 1] == "1,3,224,224"
+        calibrated = "--calibration_data" in build
+        assert calibrated == (task["config"]["precision"] == "int8")
+        if calibrated:
+            assert build[build.index("--calibration_algo") + 1] == "linear"
+            assert config["precision_config"]["activation_quant_algo"] == "symmetric"
+
+
+def test_mm_run_matches_the_guide_with_the_1x_batch_flag(tasks: list[dict[str, Any]]) -> None:
+    guide = GUIDE_MM_RUN.split()
+    evaluations = [task for task in tasks if task["kind"] == "evaluate"]
+    assert len(evaluations) == 18
+    for task in evaluations:
+        mm_run = task["commands"][-1]
+        assert mm_run[0] == "mm_run" and len(mm_run) == len(guide)
+        flags = dict(zip(mm_run[1::2], mm_run[2::2], strict=True))
+        assert flags == {"--magicmind_model": "model.mm", "--batch_size": str(task["config"]["batchSize"]),
+                         "--devices": "0", "--threads": "1", "--iterations": "1000"}
+
+
+def test_mm_run_flags_follow_the_magicmind_version() -> None:
+    config = {"batchSize": 4, "performance": {"warmup": 1, "iterations": 50}}
+    assert "--batch" in magicmind_tools.mm_run_command(config, "m", "0.14.0")
+    assert "--batch_size" in magicmind_tools.mm_run_command(config, "m", "1.0.1")
+    timed = magicmind_tools.mm_run_command({"batchSize": 1, "performance": {"warmup": 1, "durationSeconds": 2.5}},
+                                           "m", "1.7.0")
+    assert timed[-4:] == ["--iterations", "1", "--duration", "2500"]
+
+
+def test_a_static_int8_model_is_built_at_its_batch_with_per_axis_eqnm() -> None:
+    config = {"device": "mtp_372", "precision": "int8", "batchSize": 8,
+              "inputs": [{"name": "data", "shape": [-1, 3, 32, 32]}],
+              "calibration": {"samples": 64, "method": "auto"},
+              "options": {"quantizedMixed": "float32", "weightQuantGranularity": "per_axis",
+                          "activationQuantAlgo": "symmetric", "calibrationAlgorithm": "eqnm",
+                          "computationPreference": "fast", "clusterNum": [6, 8]}}
+    built = magicmind_tools.builder_config(config)
+    assert built["archs"] == [{"mtp_372": [6, 8]}]
+    assert built["precision_config"] == {"precision_mode": "qint8_mixed_float32",
+                                         "weight_quant_granularity": "per_axis", "activation_quant_algo": "symmetric"}
+    assert built["graph_shape_mutable"] is False and "dim_range" not in built
+    command = magicmind_tools.build_command(config, magicmind_tools.Workspace())
+    assert command[command.index("--input_dims") + 1] == "8,3,32,32"
+    assert command[-2:] == ["--calibration_algo", "eqnm"]
