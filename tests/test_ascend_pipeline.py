@@ -131,21 +131,21 @@ def tiny_cnn(num_classes: int = 100) -> nn.Module:
 CIFAR_MEAN, CIFAR_STD = [129.304, 124.070, 112.434], [68.170, 65.392, 70.418]
 
 
-def test_aipp_normalises_on_the_device_as_prepare_does_on_the_cpu(tmp_path: Path) -> None:
-    """Labels are the model's own predictions on CPU-normalised images, so a wrong AIPP mean or scale shows."""
+def write_tiny_cifar(directory: Path, targets: list[dict[str, Any]]) -> Path:
+    """A spec over 48 CIFAR-style images labelled with a small CNN's own predictions on CPU-normalised pixels."""
     import pickle
 
     import numpy as np
     import torch
 
-    (tmp_path / "tiny_cnn.py").write_text(TINY_CNN)
-    location = importlib.util.spec_from_file_location("tiny_cnn", tmp_path / "tiny_cnn.py")
+    (directory / "tiny_cnn.py").write_text(TINY_CNN)
+    location = importlib.util.spec_from_file_location("tiny_cnn", directory / "tiny_cnn.py")
     assert location is not None and location.loader is not None
     module = importlib.util.module_from_spec(location)
     location.loader.exec_module(module)
     torch.manual_seed(0)
     model = module.tiny_cnn().eval()
-    torch.save(model.state_dict(), tmp_path / "tiny_cnn.pt")
+    torch.save(model.state_dict(), directory / "tiny_cnn.pt")
     pixels = np.random.default_rng(0).integers(0, 256, size=(48, 3072), dtype=np.uint8)
     images = (pixels.reshape(-1, 3, 32, 32).astype(np.float32) - np.float32(CIFAR_MEAN)[:, None, None]) / np.float32(
         CIFAR_STD)[:, None, None]
@@ -153,24 +153,31 @@ def test_aipp_normalises_on_the_device_as_prepare_does_on_the_cpu(tmp_path: Path
         labels = model(torch.from_numpy(images)).argmax(1).tolist()
     cifar = {b"filenames": [b"x.png"] * 48, b"batch_label": b"testing batch 1 of 1", b"fine_labels": labels,
              b"coarse_labels": [0] * 48, b"data": pixels}
-    (tmp_path / "test").write_bytes(pickle.dumps(cifar, protocol=2))
+    (directory / "test").write_bytes(pickle.dumps(cifar, protocol=2))
     document = {
-        "apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "aipp"},
+        "apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "tiny"},
         "spec": {
             "source": {"format": "pytorch", "architecture": "python:tiny_cnn:tiny_cnn", "code": "tiny_cnn.py",
                        "weights": "tiny_cnn.pt", "inputs": [{"name": "input", "shape": [-1, 3, 32, 32]}]},
             "dataset": {"kind": "cifar100", "uri": "test",
                         "preprocess": {"scale": 1.0, "mean": CIFAR_MEAN, "std": CIFAR_STD}},
-            "targets": [
-                {"name": "cpu", "backend": "onnxruntime", "precisions": ["fp32"], "batchSizes": [4]},
-                {**NPU, "name": "aipp", "precisions": ["fp16"], "batchSizes": [4], "options": {"aipp": True}},
-                {**NPU, "precisions": ["fp16"], "batchSizes": [4]},
-            ],
+            "calibration": {"samples": 32},
+            "targets": targets,
             "performance": {"warmup": 1, "iterations": 3},
         },
     }
-    spec = tmp_path / "aipp.yaml"
+    spec = directory / "tiny.yaml"
     spec.write_text(yaml.safe_dump(document))
+    return spec
+
+
+def test_aipp_normalises_on_the_device_as_prepare_does_on_the_cpu(tmp_path: Path) -> None:
+    """Labels are the model's own predictions on CPU-normalised images, so a wrong AIPP mean or scale shows."""
+    spec = write_tiny_cifar(tmp_path, [
+        {"name": "cpu", "backend": "onnxruntime", "precisions": ["fp32"], "batchSizes": [4]},
+        {**NPU, "name": "aipp", "precisions": ["fp16"], "batchSizes": [4], "options": {"aipp": True}},
+        {**NPU, "precisions": ["fp16"], "batchSizes": [4]},
+    ])
     store = (tmp_path / "store").as_uri()
     result = run(spec, store, env=ascend_environment(), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,11 +1,13 @@
 """The data-plane side of each backend: calibrate, compile and load a model for inference.
 
-Every backend module offers calibrate, compile and versions, and one way to evaluate:
+Every backend module offers compile and versions, calibrate unless it calibrates while it
+builds, and one way to evaluate:
     calibrate(model, data, indices, config, outputs_dir) -> outputs
-    compile(model, config, outputs_dir, workdir) -> (outputs, metrics)
+    compile(model, config, outputs_dir, workdir[, calibration=(data, indices)]) -> (outputs, metrics)
     versions() -> {tool: version}
-    load(model, config, threads) -> Session  # evaluated in this process by the stage's own harness
-    evaluate(model, prepared, config, workdir) -> metrics  # or: the vendor's benchmark tool evaluates
+    load(model, config, threads) -> Session  # the stage's harness measures accuracy in this process,
+    benchmark(model, config, workdir) -> performance  # and speed too, unless the vendor's tool times it
+    evaluate(model, prepared, config, workdir) -> metrics  # or: the vendor's tools measure both
 `config` is the task's config from the planner (backend, options, precision, batchSize or
 dynamicBatch, calibration, ...). Modules are imported on first use, so a job image carries
 only its own toolchain.
@@ -29,9 +31,10 @@ MODULES = {
     "openvino": "modeldeploy_jobs.backends.openvino",
     "onnxruntime": "modeldeploy_jobs.backends.onnxruntime",
     "ascend": "modeldeploy_jobs.backends.ascend",
+    "magicmind": "modeldeploy_jobs.backends.magicmind",
 }
 # The file that is "the model" among a task's outputs, in order of preference.
-MODEL_FILES = ("model.om", "model.xml", "model.onnx")
+MODEL_FILES = ("model.om", "model.mm", "model.xml", "model.onnx")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,146 @@
+"""Cambricon MLU in a Job: the MagicMind build program, runtime accuracy and mm_run speed.
+
+compile runs `modeldeploy_jobs.magicmind_build` (calibrating on the MLU for the qint modes) with
+the BuilderConfig from `modeldeploy.backends.magicmind_tools`, the code `modeldeploy plan` shows
+it with; `load` runs the serialized model with the MagicMind Python runtime for the accuracy
+pass; `benchmark` measures speed with `mm_run`, whose report is read with `modeldeploy.parsers`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from modeldeploy.backends import magicmind_tools
+from modeldeploy.backends.magicmind import MAGICMIND_VERSION
+from modeldeploy.backends.magicmind_tools import Workspace
+from modeldeploy.parsers import cnmon, mm_run
+
+from modeldeploy_jobs import magicmind_build
+from modeldeploy_jobs.backends import InputSpec, Session
+from modeldeploy_jobs.data import PreparedData
+from modeldeploy_jobs.stage import StageError
+from modeldeploy_jobs.tools import run_tool
+
+MODEL = "model.mm"
+
+
+def version() -> str:
+    """The installed MagicMind wheel's version; the toolchain's when the wheel carries no metadata."""
+    try:
+        return metadata.version("magicmind")
+    except metadata.PackageNotFoundError:
+        return MAGICMIND_VERSION
+
+
+def versions() -> dict[str, str]:
+    return {"magicmind": version()}
+
+
+def compile(
+    model: Path, config: Mapping[str, Any], outputs_dir: Path, workdir: Path,
+    calibration: tuple[PreparedData, Sequence[int]] | None = None,
+) -> tuple[dict[str, Path], dict]:
+    workspace = Workspace(model=str(model), builder_config=str(workdir / "builder_config.json"),
+                          calibration_data=str(workdir / "calibration"), magicmind_model=str(outputs_dir / MODEL))
+    Path(workspace.builder_config).write_text(json.dumps(magicmind_tools.builder_config(config), indent=2))
+    if magicmind_tools.quantized(config["precision"]):
+        if calibration is None:
+            raise StageError("CalibrationMissing", f"{config['precision']} needs calibration data")
+        _write_calibration_data(*calibration, Path(workspace.calibration_data))
+    log = outputs_dir / "build.log"
+    run = run_tool(magicmind_tools.build_command(config, workspace), log, workdir)
+    built = magicmind_build.BUILT in run.output and magicmind_build.SERIALIZED in run.output
+    if run.returncode != 0 or not built or not (outputs_dir / MODEL).is_file():
+        raise StageError("CompileFailed", f"the MagicMind build failed (exit {run.returncode}): {_last_error(run.output)}")
+    outputs = {MODEL: outputs_dir / MODEL, "build.log": log,
+               "builder_config.json": Path(workspace.builder_config).replace(outputs_dir / "builder_config.json")}
+    return outputs, {"precisionMode": magicmind_tools.precision_mode(config["precision"], config["options"])}
+
+
+def _write_calibration_data(data: PreparedData, indices: Sequence[int], directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, samples in data.take(indices).items():
+        np.save(directory / f"{name}.npy", samples)
+
+
+def _last_error(output: str) -> str:
+    lines = [line for line in output.splitlines() if "ERROR" in line or "Error" in line]
+    return (lines or output.strip().splitlines() or ["no output"])[-1].strip()
+
+
+def load(model: Path, config: Mapping[str, Any], threads: int) -> Session:
+    """The model on MLU 0 with the MagicMind Python runtime (research/magicmind.md §4.1)."""
+    try:
+        import magicmind.python.runtime as mm
+    except ImportError:
+        raise StageError("ToolchainMissing", "this job image does not carry the MagicMind runtime") from None
+    loaded = mm.Model()
+    _check(loaded.deserialize_from_file(str(model)), f"loading {model.name}")
+    # The runtime stays open until the stage's process ends: every inference of the evaluation uses it.
+    mm.System().__enter__()
+    device = mm.Device()
+    device.id = 0
+    _check(device.active(), "activating MLU 0")
+    engine_config = mm.Model.EngineConfig()
+    engine_config.device_type = "MLU"
+    engine = loaded.create_i_engine(engine_config)
+    if engine is None:
+        raise StageError("EvaluationFailed", f"{model.name} does not run on this MLU (built for another arch)")
+    context = engine.create_i_context()
+    queue = device.create_queue()
+
+    def infer(inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        tensors = context.create_inputs()
+        for tensor, name in zip(tensors, loaded.get_input_names(), strict=True):
+            tensor.from_numpy(np.ascontiguousarray(inputs[name]))
+            tensor.to(device)
+        outputs: list[Any] = []
+        _check(context.enqueue(tensors, outputs, queue), "enqueue")
+        _check(queue.sync(), "sync")
+        return [output.asnumpy() for output in outputs]
+
+    names = loaded.get_input_names()
+    shapes = [tuple(dim if dim > 0 else None for dim in dims.GetDims()) for dims in loaded.get_input_dimensions()]
+    specs = [InputSpec(name, shape, np.dtype("float32")) for name, shape in zip(names, shapes, strict=True)]
+    return Session(specs, infer, {"device": "MLU 0", **_card()})
+
+
+def _card() -> dict[str, str]:
+    """The card model as cnmon names it, as Cambricon's scripts read it (research/magicmind.md §5.2)."""
+    try:
+        run = run_tool(["cnmon", "info"], Path("/tmp") / "cnmon.log", Path("/tmp"))
+    except StageError:
+        return {}
+    cards = cnmon.parse(run.output)["cards"]
+    return {"card": cards[0]["name"]} if cards else {}
+
+
+def _check(status: Any, what: str) -> None:
+    if not status.ok():
+        raise StageError("EvaluationFailed", f"MagicMind runtime: {what} failed: {status}")
+
+
+def benchmark(model: Path, config: Mapping[str, Any], workdir: Path) -> dict[str, Any]:
+    """Speed from mm_run on MLU 0 with one thread; its report goes to stderr, which run_tool keeps."""
+    run = run_tool(magicmind_tools.mm_run_command(config, str(model), version()), workdir / "mm_run.log", workdir)
+    report = mm_run.parse(run.output)
+    if run.returncode != 0 or not report["ok"]:
+        errors = "; ".join(error["message"] for error in report["errors"]) or _last_error(run.output)
+        raise StageError("EvaluationFailed", f"mm_run failed (exit {run.returncode}): {errors}")
+    summary = report["summaries"][0]
+    compute = summary["latencyMs"]["compute"] or {}
+    return {
+        "throughput": report["throughput"],
+        "latencyMs": {"mean": compute.get("mean"), "p50": compute.get("median"), "p90": compute.get("p90"),
+                      "p99": compute.get("p99")},
+        "iterations": summary["iterations"],
+        "seconds": summary["hostWallTimeS"],
+        "mluComputeSeconds": summary["mluComputeTimeS"],
+        "h2dLatencyMs": (summary["latencyMs"]["h2d"] or {}).get("mean"),
+        "d2hLatencyMs": (summary["latencyMs"]["d2h"] or {}).get("mean"),
+    }
