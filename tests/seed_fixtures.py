@@ -1,7 +1,8 @@
-"""What the four Ascend guides' specs (examples/seeds/000, 001, 003, 004) point at, for moto's S3 server.
+"""What the five guides' specs (examples/seeds/000-004) point at, for moto's S3 server.
 
 The specs run as written: the guide's architecture with seeded random weights in the checkpoint
-layout the spec expects (prefixes and all), and a small dataset in the guide's format. Only the
+layout the spec expects (prefixes and all) or as the ONNX file it names, and a small dataset in the
+guide's format. Only the
 scale is cut for the test suite (`scaled_down`): 8 samples of ImageNet (32 for the batch-32
 guide), 48 of CIFAR-100, two timed iterations, and batch sizes up to 4 where a guide has several.
 """
@@ -67,17 +68,40 @@ def jpeg(seed: int) -> bytes:
     return buffer.getvalue()
 
 
-WEIGHTS: dict[str, tuple[str, Callable[[], Any]]] = {
-    "000": ("resnet50_b16x8_cifar100_20210528-67b58a1b.pth", resnet50_cifar_checkpoint),
-    "001": ("se_resnet50-ce0d4300.pth", lambda: timm_state("legacy_seresnet50", 1000)),
+def torch_file(build: Callable[[], Any]) -> Callable[[], bytes]:
+    def saved() -> bytes:
+        buffer = io.BytesIO()
+        torch.save(build(), buffer)
+        return buffer.getvalue()
+
+    return saved
+
+
+def resnet50_v1_onnx() -> bytes:
+    """The ONNX model zoo's resnet50-v1-7 layout: input `data`, dynamic batch, torchvision's ResNet-50."""
+    import torchvision
+
+    torch.manual_seed(0)
+    buffer = io.BytesIO()
+    torch.onnx.export(torchvision.models.resnet50().eval(), (torch.zeros(1, 3, 224, 224),), buffer,
+                      input_names=["data"], output_names=["resnetv17_dense0_fwd"], opset_version=11,
+                      dynamic_axes={"data": {0: "N"}}, dynamo=False)
+    return buffer.getvalue()
+
+
+# What each seed's source points at, by key in the modeldeploy-models bucket.
+MODELS: dict[str, tuple[str, Callable[[], bytes]]] = {
+    "000": ("resnet50_b16x8_cifar100_20210528-67b58a1b.pth", torch_file(resnet50_cifar_checkpoint)),
+    "001": ("se_resnet50-ce0d4300.pth", torch_file(lambda: timm_state("legacy_seresnet50", 1000))),
+    "002": ("resnet50-v1-7.onnx", resnet50_v1_onnx),
     "003": ("inceptionresnetv2-520b38e4.pth",
-            lambda: timm_state("inception_resnet_v2", 1001, rename=("classif.", "last_linear."))),
-    "004": ("pnasnet5large-bf079911.pth", lambda: timm_state("pnasnet5large", 1000)),
+            torch_file(lambda: timm_state("inception_resnet_v2", 1001, rename=("classif.", "last_linear.")))),
+    "004": ("pnasnet5large-bf079911.pth", torch_file(lambda: timm_state("pnasnet5large", 1000))),
 }
 
 
 def upload_seed_inputs(s3: Any) -> None:
-    """The datasets and code every seed reads; each seed's weights are uploaded by `upload_weights`."""
+    """The datasets and code every seed reads; each seed's model by `upload_model`."""
     for name in BUCKETS:
         s3.create_bucket(Bucket=name)
     names = [f"ILSVRC2012_val_{index:08d}.JPEG" for index in range(1, IMAGES + 1)]
@@ -91,11 +115,9 @@ def upload_seed_inputs(s3: Any) -> None:
                   Body=(EXAMPLES / "seeds" / "resnet_cifar.py").read_bytes())
 
 
-def upload_weights(s3: Any, seed: str) -> None:
-    name, checkpoint = WEIGHTS[seed]
-    buffer = io.BytesIO()
-    torch.save(checkpoint(), buffer)
-    s3.put_object(Bucket="modeldeploy-models", Key=name, Body=buffer.getvalue())
+def upload_model(s3: Any, seed: str) -> None:
+    name, content = MODELS[seed]
+    s3.put_object(Bucket="modeldeploy-models", Key=name, Body=content())
 
 
 def scaled_down(seed: str) -> dict[str, Any]:
@@ -103,8 +125,12 @@ def scaled_down(seed: str) -> dict[str, Any]:
     document = yaml.safe_load(path.read_text())
     spec = document["spec"]
     spec["performance"]["iterations"] = 2
+    sizes = []
     for target in spec["targets"]:
-        target["batchSizes"] = [size for size in target["batchSizes"] if size <= 4] or target["batchSizes"][:1]
+        listed = target.get("dynamicBatch", target)
+        key = "evaluate" if "dynamicBatch" in target else "batchSizes"
+        listed[key] = [size for size in listed[key] if size <= 4] or listed[key][:1]
+        sizes += listed[key]
     if spec["dataset"]["kind"] == "imagenet":
-        spec["dataset"]["limit"] = max(8, *(max(target["batchSizes"]) for target in spec["targets"]))
+        spec["dataset"]["limit"] = max(8, *sizes, spec.get("calibration", {}).get("samples", 0))
     return document

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from conftest import EXAMPLES
-
 from modeldeploy.backends import magicmind_tools
 
 MODELDEPLOY = Path(sys.executable).with_name("modeldeploy")

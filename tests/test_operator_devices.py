@@ -1,9 +1,11 @@
-"""Ascend targets through the operator: kubectl apply → Jobs placed for the NPU → stand-in tools → status.
+"""Ascend and MLU targets through the operator: kubectl apply → Jobs placed for the device → stand-in
+tools → status.
 
 The test API server, node agent and moto are those of tests/test_operator.py. The installation's
-placement for the ascend backend sets PATH and PYTHONPATH to the stand-ins (tests/ascend_toolchain),
-as the CANN image's environment would; a target's placement.env picks the chip the emulated node
-has (ASCEND_STANDIN_CHIP) or an ATC failure to inject (ATC_STANDIN_FAIL).
+placement for the ascend and magicmind backends sets PATH and PYTHONPATH to the stand-ins
+(tests/ascend_toolchain, tests/magicmind_toolchain), as the vendor images' environment would; a
+target's placement.env picks the chip or card the emulated node has (ASCEND_STANDIN_CHIP,
+MAGICMIND_STANDIN_CARDS) or an ATC failure to inject (ATC_STANDIN_FAIL).
 """
 
 from __future__ import annotations
@@ -21,11 +23,19 @@ from conftest import EXAMPLES
 from kube.apiserver import ApiServer, wait_for
 from kube.node_agent import NodeAgent
 from scenarios import Operator, apply, condition, deployment, jobs_of, quickstart, ready
-from seed_fixtures import WEIGHTS, scaled_down, upload_seed_inputs, upload_weights
+from seed_fixtures import MODELS, scaled_down, upload_model, upload_seed_inputs
 
-TOOLCHAIN = Path(__file__).resolve().parent / "ascend_toolchain"
+TESTS = Path(__file__).resolve().parent
 READY_SECONDS = 600
 NPU = {"name": "npu", "backend": "ascend", "device": "Ascend310P3"}
+MLU = {"name": "mlu", "backend": "magicmind", "device": "MLU370-X4"}
+EMULATED_NODE = {"ascend": ("ASCEND_STANDIN_CHIP", lambda device: device.removeprefix("Ascend")),
+                 "magicmind": ("MAGICMIND_STANDIN_CARDS", lambda device: device)}
+
+
+def image_environment(toolchain: Path) -> dict[str, str]:
+    path = os.pathsep.join([str(toolchain / "bin"), str(Path(sys.executable).parent), os.defpath])
+    return {"PATH": path, "PYTHONPATH": str(toolchain)}
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +47,10 @@ def cluster(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     s3.create_bucket(Bucket="modeldeploy-examples")
     for name in ("digits_cnn.py", "digits_cnn.pt"):
         s3.upload_file(str(EXAMPLES / name), "modeldeploy-examples", f"quickstart/{name}")
-    image_path = os.pathsep.join([str(TOOLCHAIN / "bin"), str(Path(sys.executable).parent), os.defpath])
     config = workdir / "operator.yaml"
     config.write_text(yaml.safe_dump({
-        "placement": {"ascend": {"env": {"PATH": image_path, "PYTHONPATH": str(TOOLCHAIN)}}},
+        "placement": {"ascend": {"env": image_environment(TESTS / "ascend_toolchain")},
+                      "magicmind": {"env": image_environment(TESTS / "magicmind_toolchain")}},
         "maxJobsPerDeployment": 2,
     }))
     with ApiServer() as server, NodeAgent(server.kubeconfig, workdir / "node") as agent:
@@ -89,17 +99,34 @@ def test_an_atc_error_stalls_with_its_code_and_message(cluster: tuple[ApiServer,
     assert stages["evaluate npu/fp16/bs2"] == "Skipped"
 
 
-@pytest.mark.parametrize("seed", sorted(WEIGHTS))
+def test_an_mlu_target_builds_and_evaluates_on_the_mlu_node(cluster: tuple[ApiServer, Any]) -> None:
+    server, _ = cluster
+    target = {**MLU, "precisions": ["fp16", "int8"], "batchSizes": [4],
+              "placement": {"env": {"MAGICMIND_STANDIN_CARDS": "MLU370-X4"}}}
+    apply(server, digits_on("digits-mlu", target))
+    body = wait_for(lambda: ready(server, "digits-mlu"), READY_SECONDS, interval=1, what="digits-mlu Ready")
+    results = body["status"]["results"]
+    assert len(results) == 2 and all(cell["top1"] > 0.9 and cell["throughput"] > 0 for cell in results)
+    jobs = {job["metadata"]["labels"]["modeldeploy.io/stage"]: job for job in jobs_of(server, "digits-mlu")}
+    assert "calibrate" not in jobs  # MagicMind calibrates on the MLU while it builds
+    for stage in ("compile", "evaluate"):
+        pod = jobs[stage]["spec"]["template"]["spec"]
+        assert pod["containers"][0]["resources"]["limits"]["cambricon.com/mlu370"] == 1, stage
+        assert {"key": "cambricon.com/mlu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+
+
+@pytest.mark.parametrize("seed", sorted(MODELS))
 def test_the_guides_specs_reach_ready(seed: str, cluster: tuple[ApiServer, Any]) -> None:
     server, s3 = cluster
-    upload_weights(s3, seed)
+    upload_model(s3, seed)
     document = scaled_down(seed)
     for target in document["spec"]["targets"]:
-        target["placement"] = {"env": {"ASCEND_STANDIN_CHIP": target["device"].removeprefix("Ascend")}}
+        variable, value = EMULATED_NODE[target["backend"]]
+        target["placement"] = {"env": {variable: value(target["device"])}}
     apply(server, document)
     name = document["metadata"]["name"]
     body = wait_for(lambda: ready(server, name), READY_SECONDS, interval=2, what=f"{name} Ready")
     cells = body["status"]["results"]
     assert cells and all(cell["top1"] is not None and cell["throughput"] > 0 for cell in cells)
-    assert all(cell["artifact"].endswith("/model.om") for cell in cells)
+    assert all(cell["artifact"].endswith(("/model.om", "/model.mm")) for cell in cells)
     server.kubectl("delete", "mdep", name, "--timeout=60s")
