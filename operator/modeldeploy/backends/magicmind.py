@@ -25,16 +25,18 @@ class MagicMindOptions(Options):
     insert_bn: bool = Field(default=False, description="Fold mean/std into the model; the input becomes uint8 NHWC.")
 
 
-def _mlu370(card: str) -> Device:
+def _card(card: str) -> Device:
     return Device(
         name=card,
-        # The device plugin's default --enable-device-type names the resource after the chip.
-        resource="cambricon.com/mlu370",
+        # With --enable-device-type (the shipped default) the device plugin names the resource after the
+        # model's prefix, MLU370-X4 -> cambricon.com/mlu370; operator config resourceNames maps it to
+        # plain cambricon.com/mlu for a plugin without device types (research/magicmind.md §6.1).
+        resource=f"cambricon.com/{card.split('-', 1)[0].lower()}",
         tolerations=({"key": "cambricon.com/mlu", "operator": "Exists", "effect": "NoSchedule"},),
     )
 
 
-DEVICES = {card: _mlu370(card) for card in ("MLU370-S4", "MLU370-X4", "MLU370-X8")}
+DEVICES = {card: _card(card) for card in ("MLU370-S4", "MLU370-X4", "MLU370-X8")}
 ARCHS = {"MLU370-S4": "mtp_372", "MLU370-X4": "mtp_372", "MLU370-X8": "mtp_372"}
 
 

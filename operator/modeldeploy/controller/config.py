@@ -47,6 +47,11 @@ class OperatorConfig(_Config):
     placement: dict[str, Placement] = Field(
         default_factory=dict, description="Placement per backend, over the backend's defaults, under the target's."
     )
+    resource_names: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extended resources to request instead of a backend's default, e.g. cambricon.com/mlu370: "
+        "cambricon.com/mlu when the device plugin runs without --enable-device-type.",
+    )
     default_store: str | None = Field(default=None, description="s3://bucket/prefix for specs without artifacts.")
     default_secret: str | None = Field(default=None, description="Secret with S3 credentials for the default store.")
     s3_endpoint: str | None = None

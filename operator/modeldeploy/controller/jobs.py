@@ -154,8 +154,9 @@ def _container(
     requests = dict(placement.resources.requests)
     if device is not None and device.resource is not None:
         # Extended resources are requested in limits; requests default to them.
-        limits[device.resource] = 1
-        requests.pop(device.resource, None)
+        resource = config.resource_names.get(device.resource, device.resource)
+        limits[resource] = 1
+        requests.pop(resource, None)
     return {
         "name": CONTAINER,
         "image": target.image if target is not None and target.image else config.image(backend),

@@ -1,0 +1,34 @@
+"""Where device stages run: the extended resource per backend device, renamed per installation."""
+
+from __future__ import annotations
+
+from specs import base
+
+from modeldeploy.controller.config import OperatorConfig
+from modeldeploy.controller.jobs import Owner, job_manifest
+from modeldeploy.planner import plan
+from modeldeploy.validation import load_resource
+
+OWNER = Owner("cases", "team-a", "uid-1234", 3)
+
+
+def limits_of(config: OperatorConfig, device: str, stage: str) -> dict[str, object]:
+    doc = base()
+    doc["spec"]["targets"] = [{"name": "mlu", "backend": "magicmind", "device": device, "precisions": ["int8"],
+                               "batchSizes": [4]}]
+    spec = load_resource(doc).spec
+    task = next(task for task in plan(spec).tasks if task.kind == stage and task.target == "mlu")
+    body = job_manifest(OWNER, task, spec.targets[0], "u", spec.artifacts, config)
+    return body["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+
+
+def test_mlu_resource_is_named_after_the_card_model() -> None:
+    for card in ("MLU370-S4", "MLU370-X4", "MLU370-X8"):
+        for stage in ("compile", "evaluate"):
+            assert limits_of(OperatorConfig(), card, stage)["cambricon.com/mlu370"] == 1
+
+
+def test_an_installation_renames_the_resource_for_a_plugin_without_device_types() -> None:
+    config = OperatorConfig.model_validate({"resourceNames": {"cambricon.com/mlu370": "cambricon.com/mlu"}})
+    limits = limits_of(config, "MLU370-X4", "evaluate")
+    assert limits["cambricon.com/mlu"] == 1 and "cambricon.com/mlu370" not in limits
