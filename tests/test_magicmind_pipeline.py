@@ -76,3 +76,13 @@ def test_insert_bn_normalises_on_the_mlu_as_prepare_does_on_the_cpu(tmp_path: Pa
     assert cells["cpu", "fp32", 4]["top1"] == 1.0
     assert cells["mlu", "fp32", 4]["top1"] == 1.0
     assert cells["mlu", "int8", 4]["top1"] >= 0.75
+
+
+def test_fewer_calibration_samples_than_the_batch_fail_the_build_clearly(tmp_path: Path) -> None:
+    spec = quickstart(tmp_path, **{"calibration.samples": 4,
+                                   "targets": [{**MLU, "precisions": ["int8"], "batchSizes": [8]}]})
+    result = run(spec, (tmp_path / "store").as_uri(), env=magicmind_environment(), cwd=tmp_path)
+    assert result.returncode == 1
+    assert ("FAILED  compile mlu/int8/bs8: CompileFailed: the MagicMind build failed (exit 1): "
+            in result.stdout)
+    assert "4 calibration samples for input 'image', fewer than its batch 8" in result.stdout

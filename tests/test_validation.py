@@ -120,6 +120,7 @@ BAD_SPECS: list[tuple[str, Callable[[Doc], None], str, str]] = [
      "aipp replaces a float32 image input, but input 'input' is float16"),
     ("ascend-calibration-batch", setting(f"{NPU}.options.calibrationBatchSize", 0),
      f"{NPU}.options.calibrationBatchSize", "must be at least 1 (got 0)"),
+    ("magicmind-unknown-card", setting(f"{MLU}.device", "MLU290-M5"), f"{MLU}.device", "unknown magicmind device"),
     ("magicmind-eqnm-asymmetric", setting(f"{MLU}.options", {"calibrationAlgorithm": "eqnm",
                                                             "activationQuantAlgo": "asymmetric"}),
      f"{MLU}.options.calibrationAlgorithm", "only with symmetric"),
