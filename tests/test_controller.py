@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,9 +12,11 @@ from specs import base
 
 from modeldeploy.controller.config import OperatorConfig, load
 from modeldeploy.controller.jobs import Owner, job_manifest, job_name
-from modeldeploy.controller.reconcile import JobState, Observed, decide, invalid, job_state
-from modeldeploy.manifest import Failure, Manifest
+from modeldeploy.controller.observe import StoreCache
+from modeldeploy.controller.reconcile import JobState, Observed, decide, invalid, job_state, share
+from modeldeploy.manifest import Failure, Manifest, commit, manifest_name
 from modeldeploy.planner import Plan, plan
+from modeldeploy.store import FileStore
 from modeldeploy.validation import FieldError, load_resource
 
 OWNER = Owner("cases", "team-a", "uid-1234", 3)
@@ -247,6 +251,86 @@ def test_an_invalid_spec_stalls_without_jobs_and_warns_once() -> None:
     assert decision.create == [] and decision.status["phase"] == "Failed"
     assert [e[1] for e in decision.events] == ["InvalidSpec"]
     assert invalid(META, errors, NOW, decision.status).events == []
+
+
+def test_a_job_not_started_yet_leaves_its_stage_as_written() -> None:
+    _, result = the_plan()
+    created = decide(META, result, Observed({}, {}, {}), 4, NOW, {})
+    convert = created.create[0]
+    pending = JobState(job_name("cases", convert), convert.key, True, False, False, 3, None, None, None, None)
+    later = decide(META, result, Observed({convert.key: pending}, {}, {}), 4, "2026-11-24T10:05:00Z", created.status)
+    stage = next(stage for stage in later.status["stages"] if stage["key"] == convert.key)
+    assert (stage["phase"], stage["startTime"], stage["message"]) == ("Running", NOW, "Job created")
+    started = job(convert.key, active=True)
+    running = decide(META, result, Observed({convert.key: started}, {}, {}), 4, NOW, later.status)
+    stage = next(stage for stage in running.status["stages"] if stage["key"] == convert.key)
+    assert (stage["startTime"], stage["message"]) == (started.start_time, None)
+
+
+def test_slots_go_first_to_the_deployments_that_waited_for_them() -> None:
+    assert share("new", wanted=2, free=5, waiting=[]) == (2, [])
+    assert share("busy", wanted=4, free=3, waiting=["a", "b"]) == (1, ["a", "b", "busy"])  # one each for a and b
+    assert share("busy", wanted=4, free=1, waiting=["a", "b"]) == (0, ["a", "b", "busy"])
+    assert share("b", wanted=4, free=1, waiting=["a", "b", "c"]) == (0, ["a", "b", "c"])  # keeps its place
+    assert share("a", wanted=4, free=3, waiting=["a", "b", "c"]) == (1, ["b", "c", "a"])  # served: to the back
+    assert share("a", wanted=2, free=3, waiting=["a", "b"]) == (2, ["b"])
+    assert share("c", wanted=2, free=1, waiting=["a", "b", "c"]) == (0, ["a", "b", "c"])
+    assert share("a", wanted=0, free=0, waiting=["a", "b"]) == (0, ["b"])  # nothing to start: waits for nothing
+
+
+class ReadCounting(FileStore):
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self.read: list[str] = []
+
+    def get_bytes(self, name: str) -> bytes:
+        self.read.append(name)
+        return super().get_bytes(name)
+
+
+def committed(store: FileStore, result: Plan, tmp_path: Path, kinds: set[str]) -> None:
+    output = tmp_path / "results.json"
+    output.write_text('{"cells": [], "best": []}')
+    for task in result.tasks:
+        if task.kind in kinds:
+            commit(store, task.key, task.kind, {output.name: output}, datetime.now(UTC))
+
+
+def test_a_new_deployment_reads_only_the_tasks_it_can_start(tmp_path: Path) -> None:
+    _, result = the_plan()
+    store = ReadCounting(tmp_path / "store")
+    observed = asyncio.run(StoreCache().observe(store, result, {}))
+    assert observed.results == {}
+    assert sorted(store.read) == sorted(manifest_name(task.key) for task in result.tasks if not task.inputs)
+
+
+def test_results_done_before_are_found_down_the_whole_plan(tmp_path: Path) -> None:
+    _, result = the_plan()
+    store = ReadCounting(tmp_path / "store")
+    committed(store, result, tmp_path, {task.kind for task in result.tasks})
+    cache = StoreCache()
+    observed = asyncio.run(cache.observe(store, result, {}))
+    assert observed.results.keys() == {task.key for task in result.tasks}
+    assert observed.report == {"cells": [], "best": []}
+    store.read.clear()
+    asyncio.run(cache.observe(store, result, {}))
+    assert store.read == []  # a committed manifest is read once
+
+
+def test_a_task_not_done_is_read_again_once_its_job_finished(tmp_path: Path) -> None:
+    _, result = the_plan()
+    store = ReadCounting(tmp_path / "store")
+    cache = StoreCache()
+    convert = task_named(result, "convert")
+    asyncio.run(cache.observe(store, result, {convert.key: job(convert.key, active=True)}))
+    committed(store, result, tmp_path, {"convert"})
+    store.read.clear()
+    asyncio.run(cache.observe(store, result, {convert.key: job(convert.key, active=True)}))
+    assert store.read == []
+    observed = asyncio.run(cache.observe(store, result, {convert.key: job(convert.key, succeeded=True)}))
+    assert convert.key in observed.results
+    unblocked = {manifest_name(task.key) for task in result.tasks if set(task.inputs.values()) == {convert.key}}
+    assert unblocked and set(store.read) == {manifest_name(convert.key)} | unblocked
 
 
 @pytest.mark.parametrize(

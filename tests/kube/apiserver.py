@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import copy
 import datetime
 import re
@@ -108,7 +109,7 @@ def _header(request: kmock.Request, name: str) -> str:
 def _json_object(request: kmock.Request) -> Obj:
     if not isinstance(request.data, dict):
         raise _error(400, "BadRequest", "the request body must be a JSON object")
-    return copy.deepcopy(request.data)
+    return request.data
 
 
 def _resource_version(body: Any) -> str | None:
@@ -117,6 +118,7 @@ def _resource_version(body: Any) -> str | None:
 
 
 def _prune_nulls(value: Any) -> Any:
+    """A copy of a JSON value without its nulls."""
     if isinstance(value, dict):
         return {key: _prune_nulls(item) for key, item in value.items() if item is not None}
     if isinstance(value, list):
@@ -260,8 +262,10 @@ def _generation_part(obj: Obj) -> Obj:
 def _settle(info: kmock.ResourceInfo, subresource: str | None, old: Obj, new: Obj) -> Obj:
     """What the server keeps of a client's new version: status isolation, server-owned metadata, generation."""
     if subresource == "status":
-        result = copy.deepcopy(old)
-        result.pop("status", None)
+        # The rest is the old version's: shared, not copied (stored versions never change), but for the metadata
+        # the new version gets its own resourceVersion in.
+        result = {key: value for key, value in old.items() if key != "status"}
+        result["metadata"] = copy.deepcopy(old["metadata"])
         if "status" in new:
             result["status"] = new["status"]
         return result
@@ -409,7 +413,7 @@ class ApiEmulator(kmock.KubernetesEmulator):
     async def _serve_fetch(self, request: kmock.Request) -> Obj:
         key = self._key(request, self._info(request))
         async with self._lock:
-            obj = self._live(key)
+            obj = self._stored(key)
             version = str(self._resource_version)
         if obj is None:
             raise _not_found(request.resource, request.name)
@@ -429,7 +433,8 @@ class ApiEmulator(kmock.KubernetesEmulator):
             if since in ("", "0"):
                 backlog = [{"type": "ADDED", "object": obj} for obj in self._select(request.resource)]
             else:
-                backlog = [event for version, event in self._log[request.resource] if version > int(since)]
+                log = self._log[request.resource]
+                backlog = [event for _, event in log[bisect.bisect_right(log, int(since), key=lambda entry: entry[0]):]]
         loop = asyncio.get_running_loop()
         timeout = float(request.params.get("timeoutSeconds") or 0)
         deadline = loop.time() + timeout if timeout else None
@@ -489,10 +494,10 @@ class ApiEmulator(kmock.KubernetesEmulator):
     async def _serve_delete(self, request: kmock.Request) -> Obj:
         key = self._key(request, self._info(request))
         async with self._lock:
-            obj = self._live(key)
+            obj = self._stored(key)
             if obj is None:
                 raise _not_found(request.resource, request.name)
-            return await self._delete(key, obj)
+            return await self._delete(key, copy.deepcopy(obj))
 
     async def create(self, resource: kmock.resource, obj: Obj) -> Obj:
         """Store an object as a POST would, e.g. to seed the server before it serves."""
@@ -501,7 +506,7 @@ class ApiEmulator(kmock.KubernetesEmulator):
 
     async def _create(self, resource: kmock.resource, info: kmock.ResourceInfo, namespace: str | None, body: Obj
                       ) -> Obj:
-        obj = _prune_nulls(copy.deepcopy(body))
+        obj = _prune_nulls(body)  # a copy: the request's body stays as it came
         meta = obj.setdefault("metadata", {})
         namespace = self._namespace_of(info, namespace, meta)
         if not meta.get("name") and not meta.get("generateName"):
@@ -509,10 +514,10 @@ class ApiEmulator(kmock.KubernetesEmulator):
         meta["name"] = meta.get("name") or meta["generateName"] + "".join(
             secrets.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5))
         key = (resource, namespace, meta["name"])
-        if self._live(key) is not None:
+        if self._stored(key) is not None:
             raise _error(409, "AlreadyExists", f'{resource.plural} "{meta["name"]}" already exists',
                          name=meta["name"], group=resource.group, kind=resource.plural)
-        if namespace is not None and self._live((NAMESPACES, None, namespace)) is None:
+        if namespace is not None and self._stored((NAMESPACES, None, namespace)) is None:
             await self._create(NAMESPACES, self.resources[NAMESPACES], None, {"metadata": {"name": namespace}})
         for field in SERVER_METADATA[2:]:
             meta.pop(field, None)
@@ -541,7 +546,7 @@ class ApiEmulator(kmock.KubernetesEmulator):
         info = self._info(request)
         key = self._key(request, info)
         async with self._lock:
-            old = self._live(key)
+            old = self._stored(key)
             if old is None:
                 raise _not_found(request.resource, request.name)
             if precondition is not None and precondition != old["metadata"]["resourceVersion"]:
@@ -569,12 +574,12 @@ class ApiEmulator(kmock.KubernetesEmulator):
     async def _remove(self, key: Key, obj: Obj) -> Obj:
         """Really delete, then garbage-collect the dependents left without any live owner (background)."""
         gone = await self._commit(key, obj, "DELETED")
-        live_uids = {other["metadata"]["uid"] for other in map(self._live, list(self._objects)) if other is not None}
+        live_uids = {other["metadata"]["uid"] for other in map(self._stored, list(self._objects)) if other is not None}
         for other_key in list(self._objects):
-            other = self._live(other_key)  # read now: an earlier collection may have removed it already
+            other = self._stored(other_key)  # read now: an earlier collection may have removed it already
             owners = {ref.get("uid") for ref in (other or {}).get("metadata", {}).get("ownerReferences") or ()}
             if other is not None and gone["metadata"]["uid"] in owners and not owners & live_uids:
-                await self._delete(other_key, other)
+                await self._delete(other_key, copy.deepcopy(other))
         return gone
 
     def _admit(self, resource: kmock.resource, obj: Obj) -> None:
@@ -611,7 +616,7 @@ class ApiEmulator(kmock.KubernetesEmulator):
         event = {"type": event_type, "object": obj}
         self._log[resource].append((self._resource_version, event))
         await self._buses[resource].put(event)
-        return copy.deepcopy(obj)
+        return obj
 
     def _serve_crd(self, crd: Obj, served: bool) -> None:
         for resource, info, columns in _crd_resources(crd):
@@ -638,14 +643,16 @@ class ApiEmulator(kmock.KubernetesEmulator):
             raise _error(404, "NotFound", "the server could not find the requested resource")
         return request.resource, request.namespace, request.name
 
-    def _live(self, key: Key) -> Obj | None:
+    def _stored(self, key: Key) -> Obj | None:
+        """The current version, not a copy: a stored version never changes (a write stores a new one), so what is
+        only read and rendered is served as it is; whoever changes an object changes a copy."""
         if key not in self._objects or self._objects[key].deleted:
             return None
-        return copy.deepcopy(self._objects[key].raw)
+        return self._objects[key].raw
 
     def _select(self, resource: kmock.resource | None) -> list[Obj]:
         keys = sorted((key for key in self._objects if key[0] == resource), key=lambda key: key[1:])
-        return [obj for obj in map(self._live, keys) if obj is not None]
+        return [obj for obj in map(self._stored, keys) if obj is not None]
 
     def resolve(self, name: str) -> kmock.resource:
         """A resource by its plural, singular, kind or short name, optionally `.group`-qualified, or `group/v/plural`."""
@@ -659,12 +666,12 @@ class ApiEmulator(kmock.KubernetesEmulator):
 
     async def read(self, resource: str, namespace: str | None, name: str) -> Obj | None:
         async with self._lock:
-            return self._live((self.resolve(resource), namespace, name))
+            return copy.deepcopy(self._stored((self.resolve(resource), namespace, name)))
 
     async def read_all(self, resource: str, namespace: str | None, label_selector: str) -> list[Obj]:
         selector = Selector(namespace, None, _requirements(label_selector), ())
         async with self._lock:
-            return [obj for obj in self._select(self.resolve(resource)) if selector.matches(obj)]
+            return [copy.deepcopy(obj) for obj in self._select(self.resolve(resource)) if selector.matches(obj)]
 
 
 class ApiServer:

@@ -1,35 +1,48 @@
 """kopf handlers: thin glue between the API, the store and the pure reconcile.
 
-One daemon per ModelDeployment is the only status writer. It reconciles, then sleeps until a
-Job of its deployment changes (the Job index wakes it), its spec changes, or the resync period
-passes, so reacting to a finished Job takes moments, not a timer period.
+One daemon per ModelDeployment is the only status writer. It reconciles, then sleeps until it
+is woken — by a Job of its deployment finishing, by a new generation of its spec, by a slot
+freeing up while it waits for one — or the resync period passes, so reacting to a finished Job
+takes moments, not a timer period.
+
+Slots (maxJobs across every deployment) go to the deployments that waited longest first: a new
+deployment, or one short of slots, joins a queue, each free slot wakes the next deployment in
+it, and a deployment takes more than one slot only if one is left for each other one waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime
+import logging
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlparse
 
 import kopf
+from pydantic import ValidationError
 
 from modeldeploy.controller import config as operator_config
 from modeldeploy.controller import metrics
-from modeldeploy.controller.jobs import LABEL_DEPLOYMENT, MANAGED_BY, Owner, job_manifest
+from modeldeploy.controller.jobs import LABEL_DEPLOYMENT, MANAGED_BY, Owner, job_manifest, job_name
 from modeldeploy.controller.kube import Api, connect
 from modeldeploy.controller.observe import StoreCache
-from modeldeploy.controller.reconcile import Decision, JobState, decide, invalid, job_state, timestamp
+from modeldeploy.controller.reconcile import (
+    Decision, JobState, Observed, decide, invalid, job_state, share, timestamp,
+)
 from modeldeploy.manifest import write_task
-from modeldeploy.planner import Plan, plan
-from modeldeploy.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION, ModelDeploymentSpec
+from modeldeploy.planner import Plan, Task, plan
+from modeldeploy.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION, ModelDeployment, ModelDeploymentSpec, Target
 from modeldeploy.store import Store, open_store
-from modeldeploy.validation import FieldError, SpecError, load_resource
+from modeldeploy.validation import FieldError, SpecError, load_resource, semantic_errors
 
 REMOTE_SCHEMES = ("s3", "http", "https")
 STORE_SECONDS = 60
+
+Deployment = tuple[str, str]  # (namespace, name)
 
 
 @kopf.on.startup()
@@ -42,29 +55,46 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 30
     settings.posting.reporting_component = "modeldeploy-operator"
+    # Events are what reconcile decides to tell (StageStarted, StageFailed, ...); routine log lines stay in the log.
+    settings.posting.level = logging.WARNING
     settings.execution.max_workers = 16
     memo.config = operator_config.load()
     memo.api = Api(connect())
     memo.stores = StoreCache()
     memo.wakeups = {}
     memo.plans = {}
+    # Validation is CPU-bound: on threads of their own, specs would only share the GIL and all finish late.
+    memo.planning = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planning")
     memo.open_stores = {}
     memo.phases = {}
-    memo.slots = asyncio.Lock()
+    memo.written = {}  # the status each deployment last wrote: newer than its body until the watch brings it
+    memo.launching = {}  # Jobs created (or being created) that the index does not show yet, by deployment
+    memo.waiting = []  # deployments owed slots (new ones, those left short), the longest waiting first
     metrics.serve(memo.config.metrics_port)
 
 
 @kopf.index("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
 async def owned_jobs(namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: kopf.Memo, **_: Any) -> Any:
-    owner = labels.get(LABEL_DEPLOYMENT)
-    _wake(memo, namespace, owner)
     state = job_state(body)
-    return {(namespace, owner): state} if state is not None else None
+    if state is None:
+        return None
+    deployment = (namespace, labels.get(LABEL_DEPLOYMENT))
+    memo.launching.get(deployment, {}).pop(state.key, None)
+    if not state.active:  # a Job that starts changes nothing; one that ends frees a slot and may unblock stages
+        _wake(memo, deployment)
+        _wake_next_waiting(memo)
+    return {deployment: state}
 
 
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+def _new_generation(namespace: str, name: str, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> bool:
+    """A spec whose generation the deployment's status was not written for (yet)."""
+    written = memo.written.get((namespace, name))
+    return written is not None and written.get("observedGeneration") != meta.get("generation")
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, when=_new_generation)
 async def spec_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-    _wake(memo, namespace, name)
+    _wake(memo, (namespace, name))
 
 
 def _deletes_artifacts(spec: kopf.Spec, **_: Any) -> bool:
@@ -78,10 +108,10 @@ async def delete_artifacts(body: kopf.Body, namespace: str, memo: kopf.Memo, log
         spec = _validated(body, memo.config)
     except SpecError:
         return  # an invalid spec never ran a task
-    store = await asyncio.to_thread(_store, spec, namespace, memo)
+    store = await _store(spec, namespace, memo)
     removed = 0
     for task in plan(spec).tasks:
-        removed += await asyncio.to_thread(store.delete_prefix, f"tasks/{task.key}")
+        removed += await memo.stores.run(store.delete_prefix, f"tasks/{task.key}")
     logger.info(f"deleted {removed} artifact objects from {store.uri}")
 
 
@@ -90,7 +120,10 @@ async def pipeline(
     name: str, namespace: str, body: kopf.Body, memo: kopf.Memo, owned_jobs: kopf.Index, stopped: kopf.DaemonStopped,
     logger: Any, **_: Any,
 ) -> None:
-    wakeup = memo.wakeups.setdefault((namespace, name), asyncio.Event())
+    deployment = (namespace, name)
+    wakeup = memo.wakeups.setdefault(deployment, asyncio.Event())
+    if deployment not in memo.waiting:
+        memo.waiting.append(deployment)  # owed a slot from the start: deployments that are busy already wait for it
     try:
         while not stopped:
             wakeup.clear()
@@ -98,61 +131,84 @@ async def pipeline(
                 await reconcile(body, memo, owned_jobs, logger)
                 metrics.RECONCILES.labels("ok").inc()
             except Exception:  # noqa: BLE001 - the loop keeps going: the next pass starts from the facts again
+                _stop_waiting(memo, deployment)  # a pass that failed keeps no place in the queue for slots
                 metrics.RECONCILES.labels("error").inc()
                 logger.exception("reconcile failed; retrying")
             await _sleep(wakeup, stopped, memo.config.resync_seconds)
     finally:
-        memo.wakeups.pop((namespace, name), None)
+        memo.wakeups.pop(deployment, None)
+        _stop_waiting(memo, deployment)
+        memo.launching.pop(deployment, None)
+        memo.written.pop(deployment, None)
         uid = body["metadata"]["uid"]
         for key in [key for key in memo.plans if key[0] == uid]:
             del memo.plans[key]
-        memo.phases.pop((namespace, name), None)
+        memo.phases.pop(deployment, None)
         metrics.count_phases(memo.phases)
 
 
 async def reconcile(body: kopf.Body, memo: kopf.Memo, owned_jobs: kopf.Index, logger: Any) -> None:
-    meta = body["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
-    previous = dict(body.get("status") or {})
+    # One moment's metadata and spec: the live body changes under the awaits below.
+    snapshot = {"metadata": dict(body["metadata"]), "spec": copy.deepcopy(dict(body["spec"]))}
+    meta = snapshot["metadata"]
+    deployment = (meta["namespace"], meta["name"])
+    previous = memo.written.get(deployment) or dict(body.get("status") or {})
     now = timestamp(datetime.datetime.now(datetime.UTC))
-    jobs: dict[str, JobState] = {state.key: state for state in owned_jobs.get((namespace, name), [])}
-    planned = _planned(body, memo)
+    planned = await _planned(snapshot, memo)
     if isinstance(planned, SpecError):
+        _stop_waiting(memo, deployment)
         decision = invalid(meta, planned.errors, now, previous)
     else:
         spec, pipeline_plan = planned
-        store = await asyncio.to_thread(_store, spec, namespace, memo)
-        observed = await asyncio.to_thread(memo.stores.observe, store, pipeline_plan, jobs)
-        async with memo.slots:
-            decision = decide(meta, pipeline_plan, observed, _free_slots(memo, owned_jobs, jobs), now, previous)
-            await _start(decision, spec, store, body, memo, logger)
-    for job in decision.delete:
-        await asyncio.to_thread(memo.api.delete_job, namespace, job)
+        store = await _store(spec, deployment[0], memo)
+        observed = await memo.stores.observe(store, pipeline_plan, _jobs(memo, owned_jobs, deployment))
+        decision = _decide_within_slots(meta, pipeline_plan, observed, memo, owned_jobs, now, previous)
+        await _start(decision, spec, store, meta, memo, logger)
+    await asyncio.gather(*(memo.api.delete_job(deployment[0], job) for job in decision.delete))
     if _changed(previous, decision.status):
-        await asyncio.to_thread(memo.api.patch_status, namespace, name, decision.status)
+        await memo.api.patch_status(*deployment, decision.status)
+        memo.written[deployment] = decision.status
     _report(decision, body)
-    memo.phases[(namespace, name)] = decision.status["phase"]
+    memo.phases[deployment] = decision.status["phase"]
     metrics.count_phases(memo.phases)
 
 
-def _planned(body: kopf.Body, memo: kopf.Memo) -> tuple[ModelDeploymentSpec, Plan] | SpecError:
-    """The validated spec and its plan, computed once per generation of the spec."""
+async def _planned(body: Mapping[str, Any], memo: kopf.Memo) -> tuple[ModelDeploymentSpec, Plan] | SpecError:
+    """The validated spec and its plan, computed once per generation of the spec, off the event loop."""
     meta = body["metadata"]
     key = (meta["uid"], meta.get("generation"))
     if key not in memo.plans:
-        try:
-            spec = _validated(body, memo.config)
-            memo.plans[key] = (spec, plan(spec))
-        except SpecError as error:
-            memo.plans[key] = error
+        memo.plans[key] = await asyncio.get_running_loop().run_in_executor(memo.planning, _validated_plan, body,
+                                                                            memo.config)
     return memo.plans[key]
 
 
-def _validated(body: kopf.Body, config: operator_config.OperatorConfig) -> ModelDeploymentSpec:
-    """The spec, with the checks `modeldeploy validate` makes plus what only a cluster needs."""
+def _validated_plan(
+    body: Mapping[str, Any], config: operator_config.OperatorConfig
+) -> tuple[ModelDeploymentSpec, Plan] | SpecError:
+    try:
+        spec = _validated(body, config)
+    except SpecError as error:
+        return error
+    return spec, plan(spec)
+
+
+def _validated(body: Mapping[str, Any], config: operator_config.OperatorConfig) -> ModelDeploymentSpec:
+    """The spec, with the checks the API server cannot make: the typed model, those that need Python and those
+    that need a cluster.
+
+    The CRD's own rules (CEL, list uniqueness) held when the API server admitted the object, and evaluating them
+    again would cost more than everything else a new deployment needs; a spec that fails a check here gets the
+    whole list of its problems, those rules' included, as `modeldeploy validate` reports them.
+    """
     document = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": body["metadata"]["name"]},
                 "spec": dict(body["spec"])}
-    spec = load_resource(document).spec
+    try:
+        spec: ModelDeploymentSpec | None = ModelDeployment.model_validate(document).spec
+    except ValidationError:
+        spec = None
+    if spec is None or semantic_errors(spec):
+        spec = load_resource(document).spec
     errors = []
     store = spec.artifacts.uri if spec.artifacts else config.default_store
     if store is None:
@@ -172,8 +228,11 @@ def _validated(body: kopf.Body, config: operator_config.OperatorConfig) -> Model
     return spec
 
 
-def _store(spec: ModelDeploymentSpec, namespace: str, memo: kopf.Memo) -> Store:
-    """The deployment's store, with credentials from its Secret, reused for STORE_SECONDS (so rotation lands)."""
+async def _store(spec: ModelDeploymentSpec, namespace: str, memo: kopf.Memo) -> Store:
+    """The deployment's store, with credentials from its Secret, reused for STORE_SECONDS (so rotation lands).
+
+    Deployments that need the same store at once share one opening of it (one Secret read, one client).
+    """
     config = memo.config
     artifacts = spec.artifacts
     secret = artifacts.secret_ref.name if artifacts and artifacts.secret_ref else config.default_secret
@@ -181,33 +240,93 @@ def _store(spec: ModelDeploymentSpec, namespace: str, memo: kopf.Memo) -> Store:
     endpoint = (artifacts.endpoint if artifacts else None) or config.s3_endpoint
     region = (artifacts.region if artifacts else None) or config.s3_region
     key = (namespace, uri, secret, endpoint, region)
-    cached = memo.open_stores.get(key)
-    if cached is not None and cached[1] > time.monotonic():
-        return cached[0]
-    credentials = memo.api.secret(namespace, secret) if secret else None
-    store = open_store(uri, endpoint=endpoint, region=region, credentials=credentials)
-    memo.open_stores[key] = (store, time.monotonic() + STORE_SECONDS)
-    return store
+    opening = memo.open_stores.get(key)
+    if opening is None or opening[1] <= time.monotonic():
+        opening = (asyncio.ensure_future(_open_store(memo, namespace, uri, secret, endpoint, region)),
+                   time.monotonic() + STORE_SECONDS)
+        memo.open_stores[key] = opening
+    try:
+        return await asyncio.shield(opening[0])
+    except Exception:
+        if memo.open_stores.get(key) is opening:
+            del memo.open_stores[key]  # the next pass tries again
+        raise
 
 
-def _free_slots(memo: kopf.Memo, owned_jobs: kopf.Index, jobs: Mapping[str, JobState]) -> int:
+async def _open_store(memo: kopf.Memo, namespace: str, uri: str, secret: str | None, endpoint: str | None,
+                      region: str | None) -> Store:
+    credentials = await memo.api.secret(namespace, secret) if secret else None
+    return await asyncio.to_thread(open_store, uri, endpoint=endpoint, region=region, credentials=credentials)
+
+
+def _jobs(memo: kopf.Memo, owned_jobs: kopf.Index, deployment: Deployment) -> dict[str, JobState]:
+    """The deployment's Jobs by task key: those the index shows and those it created since."""
+    return {state.key: state for state in owned_jobs.get(deployment, [])} | memo.launching.get(deployment, {})
+
+
+def _decide_within_slots(
+    meta: Mapping[str, Any], pipeline_plan: Plan, observed: Observed, memo: kopf.Memo, owned_jobs: kopf.Index,
+    now: str, previous: Mapping[str, Any],
+) -> Decision:
+    """The decision, with no more new Jobs than the deployment's share of the free slots, which it reserves.
+
+    No await from the count of free slots to the reservation, so two deployments never take the same slot.
+    """
     config = memo.config
-    everywhere = sum(state.active for states in owned_jobs.values() for state in states)
-    here = sum(state.active for state in jobs.values())
-    return max(0, min(config.max_jobs - everywhere, config.max_jobs_per_deployment - here))
+    deployment = (meta["namespace"], meta["name"])
+    here = sum(state.active for state in observed.jobs.values())
+    decision = decide(meta, pipeline_plan, observed, max(0, config.max_jobs_per_deployment - here), now, previous)
+    free = config.max_jobs - _active_everywhere(memo, owned_jobs)
+    granted, queue = share(deployment, len(decision.create), free, memo.waiting)
+    memo.waiting[:] = queue  # in place: each daemon's memo is a shallow copy of the operator's
+    if granted < len(decision.create):
+        decision = decide(meta, pipeline_plan, observed, granted, now, previous)
+    launching = memo.launching.setdefault(deployment, {})
+    for task in decision.create:
+        launching[task.key] = _launching(meta, task)
+    _wake_served(memo, free - granted, but=deployment)
+    return decision
 
 
-async def _start(decision: Decision, spec: ModelDeploymentSpec, store: Store, body: kopf.Body, memo: kopf.Memo,
-                 logger: Any) -> None:
-    meta = body["metadata"]
+def _active_everywhere(memo: kopf.Memo, owned_jobs: kopf.Index) -> int:
+    indexed = sum(state.active for states in owned_jobs.values() for state in states)
+    return indexed + sum(len(launching) for launching in memo.launching.values())
+
+
+def _launching(meta: Mapping[str, Any], task: Task) -> JobState:
+    """A Job as the index will show it once created: active, not started yet."""
+    return JobState(name=job_name(meta["name"], task), key=task.key, active=True, succeeded=False, failed=False,
+                    generation=int(meta.get("generation") or 0), start_time=None, completion_time=None, reason=None,
+                    message=None)
+
+
+async def _start(decision: Decision, spec: ModelDeploymentSpec, store: Store, meta: Mapping[str, Any],
+                 memo: kopf.Memo, logger: Any) -> None:
     owner = Owner(meta["name"], meta["namespace"], meta["uid"], int(meta.get("generation") or 0))
     targets = {target.name: target for target in spec.targets}
-    for task in decision.create:
-        task_uri = await asyncio.to_thread(write_task, store, task.task_document(store.uri))
-        manifest = job_manifest(owner, task, targets.get(task.target or ""), task_uri, spec.artifacts, memo.config)
-        if await asyncio.to_thread(memo.api.create_job, manifest):
-            metrics.JOBS_CREATED.labels(task.kind).inc()
-            logger.info(f"created Job {manifest['metadata']['name']} for {task.name}")
+    outcomes = await asyncio.gather(
+        *(_launch(task, owner, spec, targets.get(task.target or ""), store, memo, logger) for task in decision.create),
+        return_exceptions=True,
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+async def _launch(task: Task, owner: Owner, spec: ModelDeploymentSpec, target: Target | None, store: Store,
+                  memo: kopf.Memo, logger: Any) -> None:
+    """Write the task document and create the Job; a Job not created (failed, or there already) frees its slot."""
+    created = False
+    try:
+        task_uri = await memo.stores.run(write_task, store, task.task_document(store.uri))
+        manifest = job_manifest(owner, task, target, task_uri, spec.artifacts, memo.config)
+        created = await memo.api.create_job(manifest)
+    finally:
+        if not created:
+            memo.launching.get((owner.namespace, owner.name), {}).pop(task.key, None)
+    if created:
+        metrics.JOBS_CREATED.labels(task.kind).inc()
+        logger.info(f"created Job {manifest['metadata']['name']} for {task.name}")
 
 
 def _changed(previous: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
@@ -225,10 +344,31 @@ def _report(decision: Decision, body: kopf.Body) -> None:
             metrics.STAGE_SECONDS.labels(stage).observe(seconds)
 
 
-def _wake(memo: kopf.Memo, namespace: str, name: str | None) -> None:
-    event = memo.get("wakeups", {}).get((namespace, name))
+def _wake(memo: kopf.Memo, deployment: Deployment) -> None:
+    event = memo.wakeups.get(deployment)
     if event is not None:
         event.set()
+
+
+def _stop_waiting(memo: kopf.Memo, deployment: Deployment) -> None:
+    if deployment in memo.waiting:
+        memo.waiting.remove(deployment)
+
+
+def _wake_next_waiting(memo: kopf.Memo) -> None:
+    """A slot came free: wake the deployment that waited longest for one and is not woken yet."""
+    for deployment in memo.waiting:
+        wakeup = memo.wakeups.get(deployment)
+        if wakeup is not None and not wakeup.is_set():
+            wakeup.set()
+            return
+
+
+def _wake_served(memo: kopf.Memo, free: int, but: Deployment) -> None:
+    """Wake the waiting deployments the free slots go to (only those: the others would find none for them)."""
+    for deployment in memo.waiting[:max(0, free)]:
+        if deployment != but:
+            _wake(memo, deployment)
 
 
 async def _sleep(wakeup: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:

@@ -1,23 +1,36 @@
-"""The Kubernetes API edge: the few calls the operator makes, with 404/409 meaning done."""
+"""The Kubernetes API edge: the few calls the operator makes, with 404/409 meaning done.
+
+The `kubernetes` client blocks, so every call runs on a thread of the API's own, as many as
+the client keeps connections: the event loop never waits on a socket, and no connection is
+dropped for want of room in the pool.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import Mapping
-from typing import Any
+import functools
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from modeldeploy.spec import GROUP, PLURAL, VERSION
 
+CONNECTIONS = 16
+T = TypeVar("T")
+
 
 def connect() -> client.ApiClient:
+    configuration = client.Configuration()
     try:
-        config.load_incluster_config()
+        config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
-        config.load_kube_config()
-    return client.ApiClient()
+        config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = CONNECTIONS
+    return client.ApiClient(configuration)
 
 
 class Api:
@@ -25,27 +38,33 @@ class Api:
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.threads = ThreadPoolExecutor(max_workers=CONNECTIONS, thread_name_prefix="kube-api")
 
-    def create_job(self, manifest: Mapping[str, Any]) -> bool:
+    async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.threads, functools.partial(function, *args,
+                                                                                                **kwargs))
+
+    async def create_job(self, manifest: Mapping[str, Any]) -> bool:
         """Create the Job; False when it exists already (a deterministic name: same task, same Job)."""
         try:
-            self.batch.create_namespaced_job(manifest["metadata"]["namespace"], manifest)
+            await self._call(self.batch.create_namespaced_job, manifest["metadata"]["namespace"], manifest)
         except ApiException as error:
             if error.status == 409:
                 return False
             raise
         return True
 
-    def delete_job(self, namespace: str, name: str) -> None:
+    async def delete_job(self, namespace: str, name: str) -> None:
         try:
-            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+            await self._call(self.batch.delete_namespaced_job, name, namespace, propagation_policy="Background")
         except ApiException as error:
             if error.status != 404:
                 raise
 
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": status})
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        await self._call(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, PLURAL, name,
+                         {"status": status})
 
-    def secret(self, namespace: str, name: str) -> dict[str, str]:
-        data = self.core.read_namespaced_secret(name, namespace).data or {}
+    async def secret(self, namespace: str, name: str) -> dict[str, str]:
+        data = (await self._call(self.core.read_namespaced_secret, name, namespace)).data or {}
         return {key: base64.b64decode(value).decode() for key, value in data.items()}

@@ -1,24 +1,32 @@
 """Reading a deployment's results from its store, with caches for what cannot change.
 
-A committed manifest is immutable, so it is read once per operator process. A task known not
-to be done is read again only when its Job has finished, or when the plan first shows it.
+A committed manifest is immutable, so it is read once per operator process. A task is read
+only once its inputs are done (a task cannot be done before them), so a new deployment costs
+a read per task it can start, not one per task of its plan; a task known not to be done is
+read again only when its Job has finished.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from modeldeploy.controller.reconcile import JobState, Observed
 from modeldeploy.manifest import Manifest, fetch_bytes, output_name, read_failure, read_manifest
-from modeldeploy.planner import Plan
+from modeldeploy.planner import Plan, Task
 from modeldeploy.store import Store
 
+# Fewer than botocore's 10 pooled connections per client: a request never waits for, nor drops, one.
+STORE_THREADS = 8
+T = TypeVar("T")
 
-PARALLEL_READS = 8
+
+def _store_threads() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=STORE_THREADS, thread_name_prefix="store")
 
 
 @dataclass
@@ -26,17 +34,18 @@ class StoreCache:
     manifests: dict[tuple[str, str], Manifest] = field(default_factory=dict)
     not_done: set[tuple[str, str]] = field(default_factory=set)
     reports: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    threads: ThreadPoolExecutor = field(default_factory=_store_threads)
 
-    def observe(self, store: Store, plan: Plan, jobs: Mapping[str, JobState]) -> Observed:
-        unknown = [
-            task.key
-            for task in plan.tasks
-            if (store.uri, task.key) not in self.manifests
-            and not ((store.uri, task.key) in self.not_done and (task.key not in jobs or jobs[task.key].active))
-        ]
-        # One request per unknown task, several at a time: a new deployment's first pass reads them all.
-        with ThreadPoolExecutor(max_workers=PARALLEL_READS) as pool:
-            for key, manifest in zip(unknown, pool.map(lambda key: read_manifest(store, key), unknown), strict=True):
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        """A blocking store call, on the store threads every deployment shares."""
+        return await asyncio.get_running_loop().run_in_executor(self.threads, function, *args)
+
+    async def observe(self, store: Store, plan: Plan, jobs: Mapping[str, JobState]) -> Observed:
+        asked: set[str] = set()
+        while wave := [task.key for task in plan.tasks if task.key not in asked and self._worth_reading(store, task, jobs)]:
+            asked.update(wave)
+            manifests = await asyncio.gather(*(self.run(read_manifest, store, key) for key in wave))
+            for key, manifest in zip(wave, manifests, strict=True):
                 if manifest is None:
                     self.not_done.add((store.uri, key))
                 else:
@@ -47,14 +56,25 @@ class StoreCache:
             for task in plan.tasks
             if (store.uri, task.key) in self.manifests
         }
-        failures = {}
-        for key, job in jobs.items():
-            if job.failed and key not in results and (failure := read_failure(store, key)) is not None:
-                failures[key] = failure
+        failed = [key for key, job in jobs.items() if job.failed and key not in results]
+        failures = {
+            key: failure
+            for key, failure in zip(failed, await asyncio.gather(*(self.run(read_failure, store, key) for key in failed)),
+                                    strict=True)
+            if failure is not None
+        }
         report = None
         if plan.report in results:
             report = self.reports.get((store.uri, plan.report))
             if report is None:
-                report = json.loads(fetch_bytes(store, results[plan.report], "results.json"))
+                report = json.loads(await self.run(fetch_bytes, store, results[plan.report], "results.json"))
                 self.reports[(store.uri, plan.report)] = report
         return Observed(jobs, results, failures, report, store.uri_of(output_name(plan.report, "report.html")))
+
+    def _worth_reading(self, store: Store, task: Task, jobs: Mapping[str, JobState]) -> bool:
+        known = (store.uri, task.key)
+        if known in self.manifests:
+            return False
+        if known in self.not_done and (task.key not in jobs or jobs[task.key].active):
+            return False
+        return all((store.uri, key) in self.manifests for key in task.inputs.values())

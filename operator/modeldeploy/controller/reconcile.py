@@ -12,7 +12,7 @@ import datetime
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from modeldeploy.controller.jobs import ANNOTATION_GENERATION, job_name, task_key_of
 from modeldeploy.manifest import Failure, Manifest
@@ -21,6 +21,7 @@ from modeldeploy.validation import FieldError
 
 Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Blocked"]
 MAX_MESSAGE = 1024
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -104,12 +105,17 @@ def decide(
     stages: dict[str, _Stage] = {}
     delete = [state.name for key, state in observed.jobs.items() if key not in plan and state.active]
     create: list[Task] = []
+    before = {stage.get("key"): stage for stage in previous.get("stages") or []}
     for task in plan.tasks:
         job = observed.jobs.get(task.key)
         if job is not None and job.failed and job.generation < generation:
             delete.append(job.name)  # a new generation retries what failed before it
             job = None
         stage = _stage(task, job, observed)
+        written = before.get(task.key, {})
+        if stage.phase == "Running" and stage.start_time is None and written.get("phase") == "Running":
+            # A Job not started yet tells nothing new: the stage stays as written (and the status needs no write).
+            stage = _Stage(task, "Running", stage.job, written.get("startTime"), message=written.get("message"))
         if stage.phase == "Pending":
             inputs = [stages[key].phase for key in task.inputs.values()]
             if any(phase in ("Failed", "Blocked") for phase in inputs):
@@ -132,6 +138,23 @@ def decide(
         "reportUri": observed.report_uri if stages[plan.report].phase == "Succeeded" else None,
     }
     return Decision(create, delete, status, _events(stages, previous, phase), _finished(stages, previous))
+
+
+def share(deployment: T, wanted: int, free: int, waiting: Sequence[T]) -> tuple[int, list[T]]:
+    """How many of the new Jobs it wants a deployment may start, and the queue of deployments waiting for slots.
+
+    The first deployments of the queue get a free slot each, and a deployment takes more than one only if a slot
+    is left for every other one waiting, so busy deployments cannot starve a new one. A deployment left short
+    waits: where it was if it got nothing, else at the end (its turn is over).
+    """
+    others = [other for other in waiting if other != deployment]
+    ahead = waiting.index(deployment) if deployment in waiting else len(waiting)
+    granted = min(wanted, max(free - len(others), 1 if ahead < free else 0))
+    if granted == wanted:
+        return granted, others
+    if granted == 0 and deployment in waiting:
+        return granted, list(waiting)
+    return granted, [*others, deployment]
 
 
 def invalid(meta: Mapping[str, Any], errors: Sequence[FieldError], now: str, previous: Mapping[str, Any]) -> Decision:
