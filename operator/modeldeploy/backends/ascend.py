@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
@@ -106,10 +106,6 @@ def commands(kind: str, config: Config, inputs: Sequence[TensorSpec]) -> list[li
     return ascend_tools.commands(kind, config, ascend_tools.inputs_of(spec_inputs))
 
 
-def files(kind: str, config: Config) -> dict[str, Any]:
-    return ascend_tools.files(kind, config)
-
-
 ASCEND = Backend(
     name="ascend",
     precisions=frozenset({"fp32", "fp16", "bf16", "mixed", "int8"}),
@@ -122,5 +118,5 @@ ASCEND = Backend(
     check=check,
     build_config=build_config,
     commands=commands,
-    files=files,
+    files=ascend_tools.files,
 )
