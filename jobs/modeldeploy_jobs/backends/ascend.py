@@ -1,8 +1,8 @@
 """Huawei Ascend in a Job: AMCT calibration, ATC compile and ais_bench evaluation through the vendor CLIs.
 
 The command lines come from `modeldeploy.backends.ascend_tools`, the same code `modeldeploy plan`
-shows them with; the tools' console output is read with `modeldeploy.parsers`. The job image's
-entrypoint sets up the CANN environment (research/ascend.md §5.5).
+shows them with; the tools' console output is read with `modeldeploy.parsers`. The job image
+provides the CANN environment (research/ascend.md §5.5).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def calibrate(
     Path(workspace.config).mkdir(parents=True, exist_ok=True)
     Path(workspace.quant_cfg).write_text(ascend_tools.quant_cfg(config["options"], batch_num))
     log = outputs_dir / "amct.log"
-    run = run_tool(ascend_tools.amct_command(config, inputs, workspace), log, workdir)
+    run = run_tool(ascend_tools.amct_command(inputs, workspace, batch), log, workdir)
     deploy = Path(ascend_tools.deploy_model(workspace))
     if run.returncode != 0 or not deploy.is_file():
         raise StageError("CalibrationFailed", f"amct_onnx calibration failed (exit {run.returncode}): "

@@ -83,8 +83,8 @@ def quant_cfg(options: Mapping[str, Any], batch_num: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def amct_command(config: Mapping[str, Any], inputs: Sequence[ModelInput], workspace: Workspace) -> list[str]:
-    batch, _ = calibration_batches(config["calibration"]["samples"], config["options"]["calibrationBatchSize"])
+def amct_command(inputs: Sequence[ModelInput], workspace: Workspace, batch: int) -> list[str]:
+    """AMCT over .bin files of `batch` samples each (research/ascend.md §2.1)."""
     return [
         "amct_onnx", "calibration",
         f"--model={workspace.model}",
@@ -224,7 +224,8 @@ def commands(kind: str, config: Mapping[str, Any], inputs: Sequence[ModelInput])
     workspace = Workspace()
     device = config.get("device", "auto")
     if kind == "calibrate":
-        return [amct_command(config, inputs, workspace)]
+        batch, _ = calibration_batches(config["calibration"]["samples"], config["options"]["calibrationBatchSize"])
+        return [amct_command(inputs, workspace, batch)]
     if kind == "compile":
         if device == "auto":
             return [list(NPU_SMI_INFO), atc_command(config, inputs, workspace, "Ascend${CHIP_NAME}")]
