@@ -32,3 +32,15 @@ def test_an_installation_renames_the_resource_for_a_plugin_without_device_types(
     config = OperatorConfig.model_validate({"resourceNames": {"cambricon.com/mlu370": "cambricon.com/mlu"}})
     limits = limits_of(config, "MLU370-X4", "evaluate")
     assert limits["cambricon.com/mlu"] == 1 and "cambricon.com/mlu370" not in limits
+
+
+def test_mlu_stages_get_the_neuware_home_their_image_installs_to() -> None:
+    doc = base()
+    doc["spec"]["targets"] = [{"name": "mlu", "backend": "magicmind", "device": "MLU370-S4", "precisions": ["fp16"],
+                               "batchSizes": [1], "placement": {"env": {"MM_CPP_MIN_LOG_LEVEL": "3"}}}]
+    spec = load_resource(doc).spec
+    task = next(task for task in plan(spec).tasks if task.kind == "evaluate" and task.target == "mlu")
+    container = job_manifest(OWNER, task, spec.targets[0], "u", spec.artifacts, OperatorConfig())["spec"]["template"][
+        "spec"]["containers"][0]
+    values = {item["name"]: item["value"] for item in container["env"] if "value" in item}
+    assert values["NEUWARE_HOME"] == "/usr/local/neuware" and values["MM_CPP_MIN_LOG_LEVEL"] == "3"

@@ -49,6 +49,7 @@ class Device:
     resource: str | None
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[Mapping[str, str], ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)  # what the device's runtime needs in the container
     precisions: frozenset[str] | None = None  # narrower than the backend's, when the chip lacks some
     stages: frozenset[str] | None = None  # stages that run on the device, when not the backend's device_stages
 

@@ -33,6 +33,7 @@ def _card(card: str) -> Device:
         # plain cambricon.com/mlu for a plugin without device types (research/magicmind.md §6.1).
         resource=f"cambricon.com/{card.split('-', 1)[0].lower()}",
         tolerations=({"key": "cambricon.com/mlu", "operator": "Exists", "effect": "NoSchedule"},),
+        env={"NEUWARE_HOME": "/usr/local/neuware"},  # where mm_run and the runtime libraries live in the image
     )
 
 

@@ -115,7 +115,8 @@ def _placement(
     layers: list[Placement] = []
     if device is not None:
         layers.append(Placement.model_validate({"nodeSelector": dict(device.node_selector),
-                                                "tolerations": [dict(t) for t in device.tolerations]}))
+                                                "tolerations": [dict(t) for t in device.tolerations],
+                                                "env": dict(device.env)}))
     if backend is not None and backend.name in config.placement:
         layers.append(config.placement[backend.name])
     if target is not None and target.placement is not None:
