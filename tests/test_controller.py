@@ -145,6 +145,16 @@ def test_a_new_deployment_starts_the_tasks_without_inputs() -> None:
     assert ("Normal", "StageStarted", f"convert: Job {job_name('cases', decision.create[0])}") in decision.events
 
 
+def test_a_task_another_deployment_computes_waits_for_its_result() -> None:
+    _, result = the_plan()
+    convert = next(task for task in result.tasks if task.kind == "convert")
+    decision = decide(META, result, Observed({}, {}, {}), slots=4, now=NOW, previous={},
+                      running_elsewhere={convert.key})
+    assert {task.kind for task in decision.create} == {"prepare"}
+    stage = next(stage for stage in decision.status["stages"] if stage["key"] == convert.key)
+    assert stage["phase"] == "Pending" and stage["message"] == "computed by another ModelDeployment's Job"
+
+
 def test_slots_limit_how_many_jobs_start() -> None:
     _, result = the_plan()
     assert len(decide(META, result, Observed({}, {}, {}), slots=1, now=NOW, previous={}).create) == 1

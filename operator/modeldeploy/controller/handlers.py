@@ -27,13 +27,27 @@ from pydantic import ValidationError
 
 from modeldeploy.controller import config as operator_config
 from modeldeploy.controller import metrics
-from modeldeploy.controller.jobs import LABEL_DEPLOYMENT, MANAGED_BY, Owner, job_manifest, job_name
+from modeldeploy.controller.jobs import (
+    ANNOTATION_TASK_URI,
+    LABEL_DEPLOYMENT,
+    MANAGED_BY,
+    Owner,
+    job_manifest,
+    job_name,
+)
 from modeldeploy.controller.kube import Api, connect
 from modeldeploy.controller.observe import StoreCache
 from modeldeploy.controller.reconcile import (
-    Decision, JobState, Observed, decide, invalid, job_state, share, timestamp,
+    Decision,
+    JobState,
+    Observed,
+    decide,
+    invalid,
+    job_state,
+    share,
+    timestamp,
 )
-from modeldeploy.manifest import write_task
+from modeldeploy.manifest import task_document_name, write_task
 from modeldeploy.planner import Plan, Task, plan
 from modeldeploy.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION, ModelDeployment, ModelDeploymentSpec, Target
 from modeldeploy.store import Store, open_store
@@ -70,6 +84,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.written = {}  # the status each deployment last wrote: newer than its body until the watch brings it
     memo.launching = {}  # Jobs created (or being created) that the index does not show yet, by deployment
     memo.waiting = []  # deployments owed slots (new ones, those left short), the longest waiting first
+    memo.claimed = {}  # task document URI -> the deployment whose Job computes that task in that store
+    memo.deferred = {}  # task document URI -> deployments waiting for that Job's result
     metrics.serve(memo.config.metrics_port)
 
 
@@ -80,7 +96,14 @@ async def owned_jobs(namespace: str, labels: Mapping[str, str], body: kopf.Body,
         return None
     deployment = (namespace, labels.get(LABEL_DEPLOYMENT))
     memo.launching.get(deployment, {}).pop(state.key, None)
+    task_uri = (body.metadata.annotations or {}).get(ANNOTATION_TASK_URI)
+    if task_uri and state.active:
+        memo.claimed.setdefault(task_uri, deployment)
     if not state.active:  # a Job that starts changes nothing; one that ends frees a slot and may unblock stages
+        if task_uri and memo.claimed.get(task_uri) == deployment:
+            del memo.claimed[task_uri]
+        for waiting in memo.deferred.pop(task_uri, ()):
+            _wake(memo, waiting)
         _wake(memo, deployment)
         _wake_next_waiting(memo)
     return {deployment: state}
@@ -130,7 +153,7 @@ async def pipeline(
             try:
                 await reconcile(body, memo, owned_jobs, logger)
                 metrics.RECONCILES.labels("ok").inc()
-            except Exception:  # noqa: BLE001 - the loop keeps going: the next pass starts from the facts again
+            except Exception:  # the loop keeps going: the next pass starts from the facts again
                 _stop_waiting(memo, deployment)  # a pass that failed keeps no place in the queue for slots
                 metrics.RECONCILES.labels("error").inc()
                 logger.exception("reconcile failed; retrying")
@@ -140,6 +163,8 @@ async def pipeline(
         _stop_waiting(memo, deployment)
         memo.launching.pop(deployment, None)
         memo.written.pop(deployment, None)
+        for task_uri in [uri for uri, claimer in memo.claimed.items() if claimer == deployment]:
+            del memo.claimed[task_uri]
         uid = body["metadata"]["uid"]
         for key in [key for key in memo.plans if key[0] == uid]:
             del memo.plans[key]
@@ -162,7 +187,7 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, owned_jobs: kopf.Index, lo
         spec, pipeline_plan = planned
         store = await _store(spec, deployment[0], memo)
         observed = await memo.stores.observe(store, pipeline_plan, _jobs(memo, owned_jobs, deployment))
-        decision = _decide_within_slots(meta, pipeline_plan, observed, memo, owned_jobs, now, previous)
+        decision = _decide_within_slots(meta, pipeline_plan, observed, store, memo, owned_jobs, now, previous)
         await _start(decision, spec, store, meta, memo, logger)
     await asyncio.gather(*(memo.api.delete_job(deployment[0], job) for job in decision.delete))
     if _changed(previous, decision.status):
@@ -265,27 +290,44 @@ def _jobs(memo: kopf.Memo, owned_jobs: kopf.Index, deployment: Deployment) -> di
 
 
 def _decide_within_slots(
-    meta: Mapping[str, Any], pipeline_plan: Plan, observed: Observed, memo: kopf.Memo, owned_jobs: kopf.Index,
-    now: str, previous: Mapping[str, Any],
+    meta: Mapping[str, Any], pipeline_plan: Plan, observed: Observed, store: Store, memo: kopf.Memo,
+    owned_jobs: kopf.Index, now: str, previous: Mapping[str, Any],
 ) -> Decision:
     """The decision, with no more new Jobs than the deployment's share of the free slots, which it reserves.
 
-    No await from the count of free slots to the reservation, so two deployments never take the same slot.
+    No await from the count of free slots to the reservation, so two deployments never take the same slot,
+    nor start the same task in the same store: one computes it, the others wait for its result.
     """
     config = memo.config
     deployment = (meta["namespace"], meta["name"])
+    uris = {task.key: store.uri_of(task_document_name(task.key)) for task in pipeline_plan.tasks}
+    elsewhere = {key for key, uri in uris.items() if _computed_elsewhere(memo, owned_jobs, uri, key, deployment)}
+    for key in elsewhere:
+        memo.deferred.setdefault(uris[key], set()).add(deployment)
     here = sum(state.active for state in observed.jobs.values())
-    decision = decide(meta, pipeline_plan, observed, max(0, config.max_jobs_per_deployment - here), now, previous)
+    slots = max(0, config.max_jobs_per_deployment - here)
+    decision = decide(meta, pipeline_plan, observed, slots, now, previous, elsewhere)
     free = config.max_jobs - _active_everywhere(memo, owned_jobs)
     granted, queue = share(deployment, len(decision.create), free, memo.waiting)
     memo.waiting[:] = queue  # in place: each daemon's memo is a shallow copy of the operator's
     if granted < len(decision.create):
-        decision = decide(meta, pipeline_plan, observed, granted, now, previous)
+        decision = decide(meta, pipeline_plan, observed, granted, now, previous, elsewhere)
     launching = memo.launching.setdefault(deployment, {})
     for task in decision.create:
         launching[task.key] = _launching(meta, task)
+        memo.claimed[uris[task.key]] = deployment
     _wake_served(memo, free - granted, but=deployment)
     return decision
+
+
+def _computed_elsewhere(memo: kopf.Memo, owned_jobs: kopf.Index, task_uri: str, key: str, deployment: Deployment
+                        ) -> bool:
+    """Another deployment's active Job computes this task in this store (its claim is checked against its Jobs)."""
+    claimer = memo.claimed.get(task_uri)
+    if claimer is None or claimer == deployment:
+        return False
+    state = _jobs(memo, owned_jobs, claimer).get(key)
+    return state is not None and state.active
 
 
 def _active_everywhere(memo: kopf.Memo, owned_jobs: kopf.Index) -> int:
@@ -324,6 +366,9 @@ async def _launch(task: Task, owner: Owner, spec: ModelDeploymentSpec, target: T
     finally:
         if not created:
             memo.launching.get((owner.namespace, owner.name), {}).pop(task.key, None)
+            task_uri = store.uri_of(task_document_name(task.key))
+            if memo.claimed.get(task_uri) == (owner.namespace, owner.name):
+                del memo.claimed[task_uri]
     if created:
         metrics.JOBS_CREATED.labels(task.kind).inc()
         logger.info(f"created Job {manifest['metadata']['name']} for {task.name}")

@@ -19,6 +19,7 @@ LABEL_STAGE = f"{GROUP}/stage"
 LABEL_TARGET = f"{GROUP}/target"
 ANNOTATION_KEY = f"{GROUP}/task-key"
 ANNOTATION_GENERATION = f"{GROUP}/generation"
+ANNOTATION_TASK_URI = f"{GROUP}/task-uri"  # one store's task: equal for every deployment that plans it
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,8 @@ def job_manifest(
             "name": job_name(owner.name, task),
             "namespace": owner.namespace,
             "labels": job_labels,
-            "annotations": {ANNOTATION_KEY: task.key, ANNOTATION_GENERATION: str(owner.generation)},
+            "annotations": {ANNOTATION_KEY: task.key, ANNOTATION_GENERATION: str(owner.generation),
+                            ANNOTATION_TASK_URI: task_uri},
             "ownerReferences": [{
                 "apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": owner.name, "uid": owner.uid,
                 "controller": True, "blockOwnerDeletion": True,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -98,8 +98,13 @@ def decide(
     slots: int,
     now: str,
     previous: Mapping[str, Any],
+    running_elsewhere: Collection[str] = (),
 ) -> Decision:
-    """The Jobs to create and delete and the whole status, for a valid spec."""
+    """The Jobs to create and delete and the whole status, for a valid spec.
+
+    A task in `running_elsewhere` (keys another deployment's Job is computing in the same store) waits for
+    that Job's result instead of computing it again.
+    """
     generation = int(meta.get("generation") or 0)
     owner = meta["name"]
     stages: dict[str, _Stage] = {}
@@ -120,6 +125,8 @@ def decide(
             inputs = [stages[key].phase for key in task.inputs.values()]
             if any(phase in ("Failed", "Blocked") for phase in inputs):
                 stage = _Stage(task, "Blocked", message="an input failed")
+            elif task.key in running_elsewhere:
+                stage = _Stage(task, "Pending", message="computed by another ModelDeployment's Job")
             elif all(phase == "Succeeded" for phase in inputs) and len(create) < slots:
                 create.append(task)
                 stage = _Stage(task, "Running", job=job_name(owner, task), start_time=now, message="Job created")
