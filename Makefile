@@ -20,6 +20,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/cpu_backends.py
 	$(BIN)/python bench/harness_overhead.py
 	$(BIN)/python bench/cached_rerun.py
+	$(BIN)/python bench/operator_scale.py
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
