@@ -13,7 +13,6 @@ import os
 import shutil
 import tarfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,9 @@ from modeldeploy.backends import ascend_tools
 from modeldeploy.backends.ascend_tools import ModelInput, Workspace
 from modeldeploy.parsers import ais_bench, atc, npu_smi
 
-from modeldeploy_jobs.data import LABELS_TXT, META, PreparedData
+from modeldeploy_jobs.data import BINS_TAR, PreparedData, SampleBins
 from modeldeploy_jobs.stage import StageError, StageInput
-from modeldeploy_jobs.tools import run_tool
+from modeldeploy_jobs.tools import last_error, run_tool
 
 OM = "model.om"
 MIN_PROBE_LOOP = 10
@@ -55,7 +54,7 @@ def calibrate(
     deploy = Path(ascend_tools.deploy_model(workspace))
     if run.returncode != 0 or not deploy.is_file():
         raise StageError("CalibrationFailed", f"amct_onnx calibration failed (exit {run.returncode}): "
-                                              f"{_last_error(run.output)}")
+                                              f"{last_error(run.output)}")
     outputs = {"model.onnx": deploy.replace(outputs_dir / "model.onnx"), "amct.log": log}
     fake_quant = Path(f"{workspace.output}_fake_quant_model.onnx")
     if fake_quant.is_file():
@@ -75,11 +74,6 @@ def _write_calibration_bins(
         for model_input in inputs:
             array = np.ascontiguousarray(arrays[model_input.name], dtype=model_input.data_type)
             array.tofile(Path(workspace.data_dir(model_input)) / f"calibration-{number:05d}.bin")
-
-
-def _last_error(output: str) -> str:
-    lines = [line.strip() for line in output.splitlines() if "ERROR" in line or line.startswith("E")]
-    return lines[-1] if lines else (output.strip().splitlines() or ["no output"])[-1]
 
 
 # ---------------------------------------------------------------- compile
@@ -107,7 +101,7 @@ def compile(model: Path, config: Mapping[str, Any], outputs_dir: Path, workdir: 
 
 def _atc_errors(result: Mapping[str, Any], output: str) -> str:
     if not result["errors"]:
-        return _last_error(output)
+        return last_error(output)
     return "; ".join(f"{error['code']}: {error['message']}" if error["code"] else error["message"]
                      for error in result["errors"])
 
@@ -132,36 +126,21 @@ def _chips(workdir: Path) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- evaluate
 
 
-@dataclass(frozen=True)
-class Bins:
-    """A bins-variant prepare output, unpacked for ais_bench: one directory of .bin files per input."""
-
-    directory: Path
-    inputs: list[str]
-    names: list[str]
-    labels: np.ndarray | None
-
-    @classmethod
-    def unpack(cls, prepared: StageInput, directory: Path) -> Bins:
-        meta = json.loads(prepared.path(META).read_text())
-        with tarfile.open(prepared.path("bins.tar")) as archive:
-            archive.extractall(directory, filter="data")
-        labels = None
-        if meta["labelled"]:
-            by_name = dict(line.split() for line in prepared.path(LABELS_TXT).read_text().splitlines() if line)
-            labels = np.array([int(by_name[name]) for name in meta["names"]], dtype=np.int64)
-        return cls(directory, [item["name"] for item in meta["inputs"]], list(meta["names"]), labels)
-
-    @property
-    def count(self) -> int:
-        return len(self.names)
+def _unpack(prepared: StageInput, directory: Path) -> SampleBins:
+    """A bins-variant prepare output with its .bin files unpacked for ais_bench: one directory per input."""
+    data = PreparedData.open(prepared.directory)
+    if not isinstance(data, SampleBins):
+        raise StageError("InputMissing", f"task {prepared.key[:12]} prepared tensors, not the .bin files ais_bench reads")
+    with tarfile.open(prepared.path(BINS_TAR)) as archive:
+        archive.extractall(directory, filter="data")
+    return data
 
 
 def evaluate(model: Path, prepared: StageInput | None, config: Mapping[str, Any], workdir: Path) -> dict[str, Any]:
     """Accuracy from ais_bench's per-sample outputs, speed from a pure-inference run; the chip from npu-smi."""
     chips = _chips(workdir)
     batch = config["batchSize"]
-    bins = Bins.unpack(prepared, workdir / "data") if prepared is not None else None
+    bins = _unpack(prepared, workdir / "data") if prepared is not None else None
     if bins is not None and bins.count < batch:
         raise StageError("DatasetTooSmall", f"the prepared dataset (task {prepared.key[:12]}) has {bins.count} "
                                             f"samples, fewer than batch size {batch}; add samples or drop the batch size")
@@ -169,7 +148,7 @@ def evaluate(model: Path, prepared: StageInput | None, config: Mapping[str, Any]
     accuracy = None
     compute_ms = None
     if config.get("accuracy") and bins is not None and bins.labels is not None:
-        inputs = [ModelInput(name, ()) for name in bins.inputs]
+        inputs = [ModelInput(info.name, ()) for info in bins.inputs]
         run = _ais_bench(ascend_tools.accuracy_command(config, inputs, workspace), workdir, "accuracy")
         accuracy = _accuracy(bins, Path(workspace.results) / "accuracy")
         compute_ms = run["summaries"][0]["npuComputeTimeMs"]["mean"]
@@ -197,11 +176,11 @@ def _ais_bench(command: Sequence[str], workdir: Path, name: str) -> dict[str, An
     if run.returncode != 0 or not result["ok"]:
         errors = "; ".join(f"{e['code']}: {e['message']}" if e["code"] else e["message"] for e in result["errors"])
         raise StageError("EvaluationFailed",
-                         f"ais_bench ({name}) failed (exit {run.returncode}): {errors or _last_error(run.output)}")
+                         f"ais_bench ({name}) failed (exit {run.returncode}): {errors or last_error(run.output)}")
     return result
 
 
-def _accuracy(bins: Bins, results: Path) -> dict[str, Any]:
+def _accuracy(bins: SampleBins, results: Path) -> dict[str, Any]:
     assert bins.labels is not None
     top1 = top5 = 0
     ranked_five = True

@@ -24,7 +24,7 @@ from modeldeploy_jobs import magicmind_build
 from modeldeploy_jobs.backends import InputSpec, Session
 from modeldeploy_jobs.data import PreparedData
 from modeldeploy_jobs.stage import StageError
-from modeldeploy_jobs.tools import run_tool
+from modeldeploy_jobs.tools import last_error, run_tool
 
 MODEL = "model.mm"
 
@@ -56,7 +56,7 @@ def compile(
     run = run_tool(magicmind_tools.build_command(config, workspace), log, workdir)
     built = magicmind_build.BUILT in run.output and magicmind_build.SERIALIZED in run.output
     if run.returncode != 0 or not built or not (outputs_dir / MODEL).is_file():
-        raise StageError("CompileFailed", f"the MagicMind build failed (exit {run.returncode}): {_last_error(run.output)}")
+        raise StageError("CompileFailed", f"the MagicMind build failed (exit {run.returncode}): {last_error(run.output)}")
     outputs = {MODEL: outputs_dir / MODEL, "build.log": log,
                "builder_config.json": Path(workspace.builder_config).replace(outputs_dir / "builder_config.json")}
     return outputs, {"precisionMode": magicmind_tools.precision_mode(config["precision"], config["options"])}
@@ -66,11 +66,6 @@ def _write_calibration_data(data: PreparedData, indices: Sequence[int], director
     directory.mkdir(parents=True, exist_ok=True)
     for name, samples in data.take(indices).items():
         np.save(directory / f"{name}.npy", samples)
-
-
-def _last_error(output: str) -> str:
-    lines = [line for line in output.splitlines() if "ERROR" in line or "Error" in line]
-    return (lines or output.strip().splitlines() or ["no output"])[-1].strip()
 
 
 def load(model: Path, config: Mapping[str, Any], threads: int) -> Session:
@@ -130,7 +125,7 @@ def benchmark(model: Path, config: Mapping[str, Any], workdir: Path) -> dict[str
     run = run_tool(magicmind_tools.mm_run_command(config, str(model), version()), workdir / "mm_run.log", workdir)
     report = mm_run.parse(run.output)
     if run.returncode != 0 or not report["ok"]:
-        errors = "; ".join(error["message"] for error in report["errors"]) or _last_error(run.output)
+        errors = "; ".join(error["message"] for error in report["errors"]) or last_error(run.output)
         raise StageError("EvaluationFailed", f"mm_run failed (exit {run.returncode}): {errors}")
     summary = report["summaries"][0]
     compute = summary["latencyMs"]["compute"] or {}
