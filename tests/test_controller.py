@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -341,6 +342,43 @@ def test_a_task_not_done_is_read_again_once_its_job_finished(tmp_path: Path) -> 
     assert convert.key in observed.results
     unblocked = {manifest_name(task.key) for task in result.tasks if set(task.inputs.values()) == {convert.key}}
     assert unblocked and set(store.read) == {manifest_name(convert.key)} | unblocked
+
+
+class AnswersHeld(ReadCounting):
+    """Reads the store at once, but answers only when released: a read that began before a later write."""
+
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self.released = threading.Event()
+
+    def get_bytes(self, name: str) -> bytes:
+        try:
+            return super().get_bytes(name)
+        finally:
+            self.released.wait(timeout=30)
+
+
+def test_deployments_asking_at_once_share_one_read_unless_their_job_just_finished(tmp_path: Path) -> None:
+    _, result = the_plan()
+    store = AnswersHeld(tmp_path / "store")
+    convert = task_named(result, "convert")
+    starting = [task.key for task in result.tasks if not task.inputs]
+
+    async def asking_at_once() -> list[Observed]:
+        cache = StoreCache()
+        first = [asyncio.ensure_future(cache.observe(store, result, {})) for _ in range(5)]
+        while len(store.read) < len(starting):
+            await asyncio.sleep(0.01)
+        committed(store, result, tmp_path, {"convert"})  # its Job committed convert after the reads above began
+        finished = asyncio.ensure_future(cache.observe(store, result, {convert.key: job(convert.key, succeeded=True)}))
+        await asyncio.sleep(0.1)
+        store.released.set()
+        return await asyncio.gather(*first, finished)
+
+    *_, after = asyncio.run(asking_at_once())
+    unblocked = [task.key for task in result.tasks if set(task.inputs.values()) == {convert.key}]
+    assert sorted(store.read) == sorted(manifest_name(key) for key in [*starting, convert.key, *unblocked])
+    assert convert.key in after.results
 
 
 @pytest.mark.parametrize(

@@ -210,6 +210,7 @@ class S3Store:
         endpoint: str | None = None,
         region: str | None = None,
         credentials: Mapping[str, str] | None = None,
+        connections: int = 10,
     ):
         import boto3
         from botocore.config import Config
@@ -221,6 +222,7 @@ class S3Store:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             retries={"max_attempts": 5, "mode": "standard"},
+            max_pool_connections=connections,
             # Path-style addressing works with every S3-compatible server behind a custom endpoint.
             s3={"addressing_style": "path"} if endpoint or _endpoint_from_environment() else None,
         )
@@ -315,6 +317,18 @@ class S3Store:
         return len(keys)
 
 
+def load_s3_model() -> None:
+    """Load botocore's S3 service model now: the first S3 store opened would otherwise spend a quarter second on it.
+
+    The client is unsigned, so nothing looks for credentials, and it is dropped: the model stays cached.
+    """
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    boto3.client("s3", region_name="us-east-1", config=Config(signature_version=UNSIGNED))
+
+
 def _error_code(error: Exception) -> str:
     return str(getattr(error, "response", {}).get("Error", {}).get("Code", ""))
 
@@ -324,14 +338,19 @@ def _endpoint_from_environment() -> str | None:
 
 
 def open_store(
-    uri: str, endpoint: str | None = None, region: str | None = None, credentials: Mapping[str, str] | None = None
+    uri: str, endpoint: str | None = None, region: str | None = None, credentials: Mapping[str, str] | None = None,
+    connections: int = 10,
 ) -> Store:
-    """The store behind a `file://` or `s3://` URI (a plain path is a directory)."""
+    """The store behind a `file://` or `s3://` URI (a plain path is a directory).
+
+    `connections` bounds the requests an S3 store sends at once (botocore's connection pool).
+    """
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise ValueError(f"{uri}: an s3 URI needs a bucket, as in s3://bucket/prefix")
-        return S3Store(parsed.netloc, parsed.path, endpoint=endpoint, region=region, credentials=credentials)
+        return S3Store(parsed.netloc, parsed.path, endpoint=endpoint, region=region, credentials=credentials,
+                       connections=connections)
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
             raise ValueError(f"{uri}: a file URI needs an absolute path, as in file:///data/artifacts")

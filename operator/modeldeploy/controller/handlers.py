@@ -36,7 +36,7 @@ from modeldeploy.controller.jobs import (
     job_name,
 )
 from modeldeploy.controller.kube import Api, connect
-from modeldeploy.controller.observe import StoreCache
+from modeldeploy.controller.observe import STORE_CONNECTIONS, StoreCache
 from modeldeploy.controller.reconcile import (
     Decision,
     JobState,
@@ -50,7 +50,7 @@ from modeldeploy.controller.reconcile import (
 from modeldeploy.manifest import task_document_name, write_task
 from modeldeploy.planner import Plan, Task, plan
 from modeldeploy.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION, ModelDeployment, ModelDeploymentSpec, Target
-from modeldeploy.store import Store, open_store
+from modeldeploy.store import Store, load_s3_model, open_store
 from modeldeploy.validation import FieldError, SpecError, load_resource, semantic_errors
 
 REMOTE_SCHEMES = ("s3", "http", "https")
@@ -75,6 +75,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.config = operator_config.load()
     memo.api = Api(connect())
     memo.stores = StoreCache()
+    load_s3_model()
     memo.wakeups = {}
     memo.plans = {}
     # Validation is CPU-bound: on threads of their own, specs would only share the GIL and all finish late.
@@ -134,7 +135,7 @@ async def delete_artifacts(body: kopf.Body, namespace: str, memo: kopf.Memo, log
     store = await _store(spec, namespace, memo)
     removed = 0
     for task in plan(spec).tasks:
-        removed += await memo.stores.run(store.delete_prefix, f"tasks/{task.key}")
+        removed += await memo.stores.write(store.delete_prefix, f"tasks/{task.key}")
     logger.info(f"deleted {removed} artifact objects from {store.uri}")
 
 
@@ -281,7 +282,8 @@ async def _store(spec: ModelDeploymentSpec, namespace: str, memo: kopf.Memo) -> 
 async def _open_store(memo: kopf.Memo, namespace: str, uri: str, secret: str | None, endpoint: str | None,
                       region: str | None) -> Store:
     credentials = await memo.api.secret(namespace, secret) if secret else None
-    return await asyncio.to_thread(open_store, uri, endpoint=endpoint, region=region, credentials=credentials)
+    return await asyncio.to_thread(open_store, uri, endpoint=endpoint, region=region, credentials=credentials,
+                                   connections=STORE_CONNECTIONS)
 
 
 def _jobs(memo: kopf.Memo, owned_jobs: kopf.Index, deployment: Deployment) -> dict[str, JobState]:
@@ -360,7 +362,7 @@ async def _launch(task: Task, owner: Owner, spec: ModelDeploymentSpec, target: T
     """Write the task document and create the Job; a Job not created (failed, or there already) frees its slot."""
     created = False
     try:
-        task_uri = await memo.stores.run(write_task, store, task.task_document(store.uri))
+        task_uri = await memo.stores.write(write_task, store, task.task_document(store.uri))
         manifest = job_manifest(owner, task, target, task_uri, spec.artifacts, memo.config)
         created = await memo.api.create_job(manifest)
     finally:

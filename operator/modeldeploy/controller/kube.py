@@ -44,10 +44,20 @@ class Api:
         return await asyncio.get_running_loop().run_in_executor(self.threads, functools.partial(function, *args,
                                                                                                 **kwargs))
 
+    async def _send(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """A call whose answer the operator does not use: left undecoded, as decoding it costs more than the call."""
+
+        def send() -> None:
+            response = function(*args, _preload_content=False, **kwargs)
+            response.read()
+            response.release_conn()
+
+        await self._call(send)
+
     async def create_job(self, manifest: Mapping[str, Any]) -> bool:
         """Create the Job; False when it exists already (a deterministic name: same task, same Job)."""
         try:
-            await self._call(self.batch.create_namespaced_job, manifest["metadata"]["namespace"], manifest)
+            await self._send(self.batch.create_namespaced_job, manifest["metadata"]["namespace"], manifest)
         except ApiException as error:
             if error.status == 409:
                 return False
@@ -56,13 +66,13 @@ class Api:
 
     async def delete_job(self, namespace: str, name: str) -> None:
         try:
-            await self._call(self.batch.delete_namespaced_job, name, namespace, propagation_policy="Background")
+            await self._send(self.batch.delete_namespaced_job, name, namespace, propagation_policy="Background")
         except ApiException as error:
             if error.status != 404:
                 raise
 
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        await self._call(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, PLURAL, name,
+        await self._send(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, PLURAL, name,
                          {"status": status})
 
     async def secret(self, namespace: str, name: str) -> dict[str, str]:

@@ -20,13 +20,17 @@ from modeldeploy.manifest import Manifest, fetch_bytes, output_name, read_failur
 from modeldeploy.planner import Plan, Task
 from modeldeploy.store import Store
 
-# Fewer than botocore's 10 pooled connections per client: a request never waits for, nor drops, one.
-STORE_THREADS = 8
+# Store requests in flight at once. Writes (the task document a new Job reads) have threads of their own, so
+# starting a Job never queues behind the reads of every other deployment; each store opening pools a connection
+# per thread, so a request never waits for, nor drops, one.
+READ_THREADS = 32
+WRITE_THREADS = 16
+STORE_CONNECTIONS = READ_THREADS + WRITE_THREADS
 T = TypeVar("T")
 
 
-def _store_threads() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=STORE_THREADS, thread_name_prefix="store")
+def _threads(count: int, name: str) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=count, thread_name_prefix=name)
 
 
 @dataclass
@@ -34,17 +38,23 @@ class StoreCache:
     manifests: dict[tuple[str, str], Manifest] = field(default_factory=dict)
     not_done: set[tuple[str, str]] = field(default_factory=set)
     reports: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    threads: ThreadPoolExecutor = field(default_factory=_store_threads)
+    reading: dict[tuple[str, str], asyncio.Future[Manifest | None]] = field(default_factory=dict)
+    readers: ThreadPoolExecutor = field(default_factory=lambda: _threads(READ_THREADS, "store-read"))
+    writers: ThreadPoolExecutor = field(default_factory=lambda: _threads(WRITE_THREADS, "store-write"))
 
-    async def run(self, function: Callable[..., T], *args: Any) -> T:
-        """A blocking store call, on the store threads every deployment shares."""
-        return await asyncio.get_running_loop().run_in_executor(self.threads, function, *args)
+    async def read(self, function: Callable[..., T], *args: Any) -> T:
+        """A blocking store read, on the read threads every deployment shares."""
+        return await asyncio.get_running_loop().run_in_executor(self.readers, function, *args)
+
+    async def write(self, function: Callable[..., T], *args: Any) -> T:
+        """A blocking store write (or delete), on the write threads every deployment shares."""
+        return await asyncio.get_running_loop().run_in_executor(self.writers, function, *args)
 
     async def observe(self, store: Store, plan: Plan, jobs: Mapping[str, JobState]) -> Observed:
         asked: set[str] = set()
         while wave := [task.key for task in plan.tasks if task.key not in asked and self._worth_reading(store, task, jobs)]:
             asked.update(wave)
-            manifests = await asyncio.gather(*(self.run(read_manifest, store, key) for key in wave))
+            manifests = await asyncio.gather(*(self._manifest(store, key, jobs.get(key)) for key in wave))
             for key, manifest in zip(wave, manifests, strict=True):
                 if manifest is None:
                     self.not_done.add((store.uri, key))
@@ -59,7 +69,7 @@ class StoreCache:
         failed = [key for key, job in jobs.items() if job.failed and key not in results]
         failures = {
             key: failure
-            for key, failure in zip(failed, await asyncio.gather(*(self.run(read_failure, store, key) for key in failed)),
+            for key, failure in zip(failed, await asyncio.gather(*(self.read(read_failure, store, key) for key in failed)),
                                     strict=True)
             if failure is not None
         }
@@ -67,9 +77,28 @@ class StoreCache:
         if plan.report in results:
             report = self.reports.get((store.uri, plan.report))
             if report is None:
-                report = json.loads(await self.run(fetch_bytes, store, results[plan.report], "results.json"))
+                report = json.loads(await self.read(fetch_bytes, store, results[plan.report], "results.json"))
                 self.reports[(store.uri, plan.report)] = report
         return Observed(jobs, results, failures, report, store.uri_of(output_name(plan.report, "report.html")))
+
+    async def _manifest(self, store: Store, key: str, job: JobState | None) -> Manifest | None:
+        """The task's manifest, read once for every deployment asking at the same time.
+
+        A deployment whose own Job for the task has finished reads afresh: a read begun before the Job committed
+        could miss its result.
+        """
+        known = (store.uri, key)
+        pending = self.reading.get(known)
+        if pending is None or (job is not None and not job.active):
+            pending = asyncio.ensure_future(self.read(read_manifest, store, key))
+            self.reading[known] = pending
+
+            def forget(read: asyncio.Future[Manifest | None]) -> None:
+                if self.reading.get(known) is read:
+                    del self.reading[known]
+
+            pending.add_done_callback(forget)
+        return await asyncio.shield(pending)
 
     def _worth_reading(self, store: Store, task: Task, jobs: Mapping[str, JobState]) -> bool:
         known = (store.uri, task.key)
