@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from specs import base
-
 from modeldeploy.controller.config import OperatorConfig, load
 from modeldeploy.controller.jobs import Owner, job_manifest, job_name
 from modeldeploy.controller.observe import StoreCache
-from modeldeploy.controller.reconcile import JobState, Observed, decide, invalid, job_state, share
+from modeldeploy.controller.reconcile import JobState, Observed, decide, invalid, job_state, serving_order, share
 from modeldeploy.manifest import Failure, Manifest, commit, manifest_name
 from modeldeploy.planner import Plan, plan
 from modeldeploy.store import FileStore
 from modeldeploy.validation import FieldError, load_resource
+from specs import base
 
 OWNER = Owner("cases", "team-a", "uid-1234", 3)
 META = {"name": "cases", "namespace": "team-a", "uid": "uid-1234", "generation": 3}
@@ -289,6 +289,17 @@ def test_slots_go_first_to_the_deployments_that_waited_for_them() -> None:
     assert share("a", wanted=0, free=0, waiting=["a", "b"]) == (0, ["b"])  # nothing to start: waits for nothing
 
 
+def test_slots_go_to_deployments_with_no_job_running_before_busy_ones() -> None:
+    running = {"busy", "also-busy"}
+    assert share("new", wanted=1, free=1, waiting=["busy", "also-busy", "new"], running=running) == (
+        1, ["busy", "also-busy"])
+    assert share("busy", wanted=3, free=1, waiting=["busy", "new"], running=running) == (0, ["busy", "new"])
+    assert share("busy", wanted=3, free=2, waiting=["busy", "new"], running=running) == (1, ["new", "busy"])
+    assert share("newer", wanted=2, free=1, waiting=["busy"], running=running) == (1, ["busy", "newer"])
+    assert share("also-busy", wanted=1, free=1, waiting=["busy"], running=running) == (0, ["busy", "also-busy"])
+    assert serving_order(["busy", "a", "also-busy", "b"], running) == ["a", "b", "busy", "also-busy"]
+
+
 class ReadCounting(FileStore):
     def __init__(self, root: Path):
         super().__init__(root)
@@ -338,24 +349,34 @@ def test_a_task_not_done_is_read_again_once_its_job_finished(tmp_path: Path) -> 
     store.read.clear()
     asyncio.run(cache.observe(store, result, {convert.key: job(convert.key, active=True)}))
     assert store.read == []
-    observed = asyncio.run(cache.observe(store, result, {convert.key: job(convert.key, succeeded=True)}))
+    jobs = {convert.key: job(convert.key, succeeded=True)}
+    observed = asyncio.run(cache.observe(store, result, jobs))
     assert convert.key in observed.results
-    unblocked = {manifest_name(task.key) for task in result.tasks if set(task.inputs.values()) == {convert.key}}
-    assert unblocked and set(store.read) == {manifest_name(convert.key)} | unblocked
+    # What convert unblocked cannot be done before convert was: known not done without a read.
+    assert store.read == [manifest_name(convert.key)]
+    unblocked = next(task for task in result.tasks if set(task.inputs.values()) == {convert.key})
+    commit(store, unblocked.key, unblocked.kind, {}, datetime.now(UTC))
+    store.read.clear()
+    observed = asyncio.run(cache.observe(store, result, jobs | {unblocked.key: job(unblocked.key, succeeded=True)}))
+    assert unblocked.key in observed.results
+    assert store.read[0] == manifest_name(unblocked.key)
 
 
 class AnswersHeld(ReadCounting):
-    """Reads the store at once, but answers only when released: a read that began before a later write."""
+    """Reads the store at once, but while holding, answers only when released: reads that began before a write."""
 
     def __init__(self, root: Path):
         super().__init__(root)
+        self.holding = True
         self.released = threading.Event()
 
     def get_bytes(self, name: str) -> bytes:
+        held = self.holding
         try:
             return super().get_bytes(name)
         finally:
-            self.released.wait(timeout=30)
+            if held:
+                self.released.wait(timeout=30)
 
 
 def test_deployments_asking_at_once_share_one_read_unless_their_job_just_finished(tmp_path: Path) -> None:
@@ -363,6 +384,7 @@ def test_deployments_asking_at_once_share_one_read_unless_their_job_just_finishe
     store = AnswersHeld(tmp_path / "store")
     convert = task_named(result, "convert")
     starting = [task.key for task in result.tasks if not task.inputs]
+    unblocked = [task.key for task in result.tasks if set(task.inputs.values()) == {convert.key}]
 
     async def asking_at_once() -> list[Observed]:
         cache = StoreCache()
@@ -370,14 +392,18 @@ def test_deployments_asking_at_once_share_one_read_unless_their_job_just_finishe
         while len(store.read) < len(starting):
             await asyncio.sleep(0.01)
         committed(store, result, tmp_path, {"convert"})  # its Job committed convert after the reads above began
+        store.holding = False
         finished = asyncio.ensure_future(cache.observe(store, result, {convert.key: job(convert.key, succeeded=True)}))
-        await asyncio.sleep(0.1)
+        while len(store.read) < len(starting) + 1:
+            await asyncio.sleep(0.01)
         store.released.set()
         return await asyncio.gather(*first, finished)
 
     *_, after = asyncio.run(asking_at_once())
-    unblocked = [task.key for task in result.tasks if set(task.inputs.values()) == {convert.key}]
-    assert sorted(store.read) == sorted(manifest_name(key) for key in [*starting, convert.key, *unblocked])
+    reads = Counter(store.read)
+    assert reads[manifest_name(convert.key)] == 2  # once for all five, once afresh for the one whose Job finished
+    assert all(reads[manifest_name(key)] == 1 for key in starting if key != convert.key)
+    assert set(reads) <= {manifest_name(key) for key in [*starting, *unblocked]}
     assert convert.key in after.results
 
 

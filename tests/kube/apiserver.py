@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import bisect
-import copy
 import datetime
 import re
 import secrets
@@ -126,10 +125,19 @@ def _prune_nulls(value: Any) -> Any:
     return value
 
 
+def _clone(value: Any) -> Any:
+    """A deep copy of JSON data, a few times faster than copy.deepcopy (no memo, no dispatch on types)."""
+    if isinstance(value, dict):
+        return {key: _clone(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_clone(item) for item in value]
+    return value
+
+
 def _merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386: dicts merge recursively, null deletes, anything else replaces."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return _clone(patch)
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
@@ -265,7 +273,7 @@ def _settle(info: kmock.ResourceInfo, subresource: str | None, old: Obj, new: Ob
         # The rest is the old version's: shared, not copied (stored versions never change), but for the metadata
         # the new version gets its own resourceVersion in.
         result = {key: value for key, value in old.items() if key != "status"}
-        result["metadata"] = copy.deepcopy(old["metadata"])
+        result["metadata"] = _clone(old["metadata"])
         if "status" in new:
             result["status"] = new["status"]
         return result
@@ -312,6 +320,7 @@ class ApiEmulator(kmock.KubernetesEmulator):
     _columns: dict[kmock.resource, tuple[Column, ...]] = attrs.field(factory=dict, init=False)
     _log: defaultdict[kmock.resource, list[tuple[int, Obj]]] = attrs.field(factory=lambda: defaultdict(list),
                                                                            init=False)
+    _ordered: tuple[int, list[Any]] = attrs.field(default=(0, []), init=False)  # reactions counted, in kmock's order
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -346,8 +355,7 @@ class ApiEmulator(kmock.KubernetesEmulator):
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         """kmock's reaction dispatch (RawHandler._handle), without KubernetesEmulator's object tracking, which the
         fallbacks below replace, and without rescanning the request history for plain filters (see `_sees`)."""
-        longest = max((len(reaction.priorities) for reaction in self._payloads), default=0)
-        for reaction in sorted(self._payloads, key=lambda reaction: _priority_key(reaction.priorities, longest)):
+        for reaction in self._reactions():
             if not reaction._disabled.is_set() and self._sees(reaction._source, request):
                 try:
                     return await reaction(request)
@@ -356,6 +364,14 @@ class ApiEmulator(kmock.KubernetesEmulator):
                 except NotImplementedError:  # matched, but with nothing to respond
                     pass
         raise NotImplementedError("no reaction matches the request")
+
+    def _reactions(self) -> list[Any]:
+        """The reactions in kmock's order, sorted again only once one was added (they are only ever added)."""
+        if self._ordered[0] != len(self._payloads):
+            longest = max((len(reaction.priorities) for reaction in self._payloads), default=0)
+            self._ordered = (len(self._payloads), sorted(
+                self._payloads, key=lambda reaction: _priority_key(reaction.priorities, longest)))
+        return self._ordered[1]
 
     def _sees(self, view: kmock.View, request: kmock.Request) -> bool:
         """Whether a reaction's view takes the request. kmock answers by passing every request so far through the
@@ -489,7 +505,7 @@ class ApiEmulator(kmock.KubernetesEmulator):
 
     async def _serve_replace(self, request: kmock.Request) -> Obj:
         body = _prune_nulls(_json_object(request))
-        return await self._update(request, lambda _: copy.deepcopy(body), _resource_version(body))
+        return await self._update(request, lambda _: _clone(body), _resource_version(body))
 
     async def _serve_delete(self, request: kmock.Request) -> Obj:
         key = self._key(request, self._info(request))
@@ -497,7 +513,7 @@ class ApiEmulator(kmock.KubernetesEmulator):
             obj = self._stored(key)
             if obj is None:
                 raise _not_found(request.resource, request.name)
-            return await self._delete(key, copy.deepcopy(obj))
+            return await self._delete(key, _clone(obj))
 
     async def create(self, resource: kmock.resource, obj: Obj) -> Obj:
         """Store an object as a POST would, e.g. to seed the server before it serves."""
@@ -553,7 +569,7 @@ class ApiEmulator(kmock.KubernetesEmulator):
                 raise _error(409, "Conflict", f'Operation cannot be fulfilled on {request.resource.plural} '
                              f'"{request.name}": the object has been modified; please apply your changes to the '
                              'latest version and try again', name=request.name, kind=request.resource.plural)
-            new = _settle(info, request.subresource, old, change(copy.deepcopy(old)))
+            new = _settle(info, request.subresource, old, change(_clone(old)))
             self._admit(key[0], new)
             if new == old:
                 return old  # a no-op write neither bumps the resourceVersion nor notifies watchers
@@ -579,7 +595,7 @@ class ApiEmulator(kmock.KubernetesEmulator):
             other = self._stored(other_key)  # read now: an earlier collection may have removed it already
             owners = {ref.get("uid") for ref in (other or {}).get("metadata", {}).get("ownerReferences") or ()}
             if other is not None and gone["metadata"]["uid"] in owners and not owners & live_uids:
-                await self._delete(other_key, copy.deepcopy(other))
+                await self._delete(other_key, _clone(other))
         return gone
 
     def _admit(self, resource: kmock.resource, obj: Obj) -> None:
@@ -666,12 +682,12 @@ class ApiEmulator(kmock.KubernetesEmulator):
 
     async def read(self, resource: str, namespace: str | None, name: str) -> Obj | None:
         async with self._lock:
-            return copy.deepcopy(self._stored((self.resolve(resource), namespace, name)))
+            return _clone(self._stored((self.resolve(resource), namespace, name)))
 
     async def read_all(self, resource: str, namespace: str | None, label_selector: str) -> list[Obj]:
         selector = Selector(namespace, None, _requirements(label_selector), ())
         async with self._lock:
-            return [copy.deepcopy(obj) for obj in self._select(self.resolve(resource)) if selector.matches(obj)]
+            return [_clone(obj) for obj in self._select(self.resolve(resource)) if selector.matches(obj)]
 
 
 class ApiServer:

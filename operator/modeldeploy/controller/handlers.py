@@ -44,6 +44,7 @@ from modeldeploy.controller.reconcile import (
     decide,
     invalid,
     job_state,
+    serving_order,
     share,
     timestamp,
 )
@@ -84,6 +85,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.phases = {}
     memo.written = {}  # the status each deployment last wrote: newer than its body until the watch brings it
     memo.launching = {}  # Jobs created (or being created) that the index does not show yet, by deployment
+    # Task keys of the active Jobs by deployment: kept by the index, and recounted by the deployment's own passes,
+    # as kopf tells an index nothing of a deleted Job.
+    memo.active = {}
     memo.waiting = []  # deployments owed slots (new ones, those left short), the longest waiting first
     memo.claimed = {}  # task document URI -> the deployment whose Job computes that task in that store
     memo.deferred = {}  # task document URI -> deployments waiting for that Job's result
@@ -97,6 +101,11 @@ async def owned_jobs(namespace: str, labels: Mapping[str, str], body: kopf.Body,
         return None
     deployment = (namespace, labels.get(LABEL_DEPLOYMENT))
     memo.launching.get(deployment, {}).pop(state.key, None)
+    active = memo.active.setdefault(deployment, set())
+    if state.active:
+        active.add(state.key)
+    else:
+        active.discard(state.key)
     task_uri = (body.metadata.annotations or {}).get(ANNOTATION_TASK_URI)
     if task_uri and state.active:
         memo.claimed.setdefault(task_uri, deployment)
@@ -163,6 +172,7 @@ async def pipeline(
         memo.wakeups.pop(deployment, None)
         _stop_waiting(memo, deployment)
         memo.launching.pop(deployment, None)
+        memo.active.pop(deployment, None)
         memo.written.pop(deployment, None)
         for task_uri in [uri for uri, claimer in memo.claimed.items() if claimer == deployment]:
             del memo.claimed[task_uri]
@@ -174,13 +184,11 @@ async def pipeline(
 
 
 async def reconcile(body: kopf.Body, memo: kopf.Memo, owned_jobs: kopf.Index, logger: Any) -> None:
-    # One moment's metadata and spec: the live body changes under the awaits below.
-    snapshot = {"metadata": dict(body["metadata"]), "spec": copy.deepcopy(dict(body["spec"]))}
-    meta = snapshot["metadata"]
+    meta = dict(body["metadata"])  # one moment's metadata: the live body changes under the awaits below
     deployment = (meta["namespace"], meta["name"])
     previous = memo.written.get(deployment) or dict(body.get("status") or {})
     now = timestamp(datetime.datetime.now(datetime.UTC))
-    planned = await _planned(snapshot, memo)
+    planned = await _planned(meta, body, memo)
     if isinstance(planned, SpecError):
         _stop_waiting(memo, deployment)
         decision = invalid(meta, planned.errors, now, previous)
@@ -199,12 +207,16 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, owned_jobs: kopf.Index, lo
     metrics.count_phases(memo.phases)
 
 
-async def _planned(body: Mapping[str, Any], memo: kopf.Memo) -> tuple[ModelDeploymentSpec, Plan] | SpecError:
-    """The validated spec and its plan, computed once per generation of the spec, off the event loop."""
-    meta = body["metadata"]
+async def _planned(meta: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo
+                   ) -> tuple[ModelDeploymentSpec, Plan] | SpecError:
+    """The validated spec and its plan, computed once per generation of the spec, off the event loop.
+
+    Called before any await of the pass, so the spec copied here is the one of `meta`'s generation.
+    """
     key = (meta["uid"], meta.get("generation"))
     if key not in memo.plans:
-        memo.plans[key] = await asyncio.get_running_loop().run_in_executor(memo.planning, _validated_plan, body,
+        snapshot = {"metadata": meta, "spec": copy.deepcopy(dict(body["spec"]))}
+        memo.plans[key] = await asyncio.get_running_loop().run_in_executor(memo.planning, _validated_plan, snapshot,
                                                                             memo.config)
     return memo.plans[key]
 
@@ -306,11 +318,13 @@ def _decide_within_slots(
     elsewhere = {key for key, uri in uris.items() if _computed_elsewhere(memo, owned_jobs, uri, key, deployment)}
     for key in elsewhere:
         memo.deferred.setdefault(uris[key], set()).add(deployment)
+    memo.active[deployment] = {state.key for state in owned_jobs.get(deployment, []) if state.active}
     here = sum(state.active for state in observed.jobs.values())
     slots = max(0, config.max_jobs_per_deployment - here)
     decision = decide(meta, pipeline_plan, observed, slots, now, previous, elsewhere)
-    free = config.max_jobs - _active_everywhere(memo, owned_jobs)
-    granted, queue = share(deployment, len(decision.create), free, memo.waiting)
+    running = _running(memo)
+    free = config.max_jobs - sum(running.values())
+    granted, queue = share(deployment, len(decision.create), free, memo.waiting, running)
     memo.waiting[:] = queue  # in place: each daemon's memo is a shallow copy of the operator's
     if granted < len(decision.create):
         decision = decide(meta, pipeline_plan, observed, granted, now, previous, elsewhere)
@@ -318,7 +332,7 @@ def _decide_within_slots(
     for task in decision.create:
         launching[task.key] = _launching(meta, task)
         memo.claimed[uris[task.key]] = deployment
-    _wake_served(memo, free - granted, but=deployment)
+    _wake_served(memo, free - granted, running, but=deployment)
     return decision
 
 
@@ -332,9 +346,13 @@ def _computed_elsewhere(memo: kopf.Memo, owned_jobs: kopf.Index, task_uri: str, 
     return state is not None and state.active
 
 
-def _active_everywhere(memo: kopf.Memo, owned_jobs: kopf.Index) -> int:
-    indexed = sum(state.active for states in owned_jobs.values() for state in states)
-    return indexed + sum(len(launching) for launching in memo.launching.values())
+def _running(memo: kopf.Memo) -> dict[Deployment, int]:
+    """Active Jobs (those the index shows and those being created) by deployment, for deployments with any."""
+    running = {deployment: len(keys) for deployment, keys in memo.active.items() if keys}
+    for deployment, launching in memo.launching.items():
+        if launching:
+            running[deployment] = running.get(deployment, 0) + len(launching)
+    return running
 
 
 def _launching(meta: Mapping[str, Any], task: Task) -> JobState:
@@ -403,17 +421,17 @@ def _stop_waiting(memo: kopf.Memo, deployment: Deployment) -> None:
 
 
 def _wake_next_waiting(memo: kopf.Memo) -> None:
-    """A slot came free: wake the deployment that waited longest for one and is not woken yet."""
-    for deployment in memo.waiting:
+    """A slot came free: wake the deployment it goes to, if that one is not woken yet."""
+    for deployment in serving_order(memo.waiting, _running(memo)):
         wakeup = memo.wakeups.get(deployment)
         if wakeup is not None and not wakeup.is_set():
             wakeup.set()
             return
 
 
-def _wake_served(memo: kopf.Memo, free: int, but: Deployment) -> None:
+def _wake_served(memo: kopf.Memo, free: int, running: Mapping[Deployment, int], but: Deployment) -> None:
     """Wake the waiting deployments the free slots go to (only those: the others would find none for them)."""
-    for deployment in memo.waiting[:max(0, free)]:
+    for deployment in serving_order(memo.waiting, running)[:max(0, free)]:
         if deployment != but:
             _wake(memo, deployment)
 

@@ -3,7 +3,9 @@
 A committed manifest is immutable, so it is read once per operator process. A task is read
 only once its inputs are done (a task cannot be done before them), so a new deployment costs
 a read per task it can start, not one per task of its plan; a task known not to be done is
-read again only when its Job has finished.
+read again only when its Job has finished. A task is not read either when one of its inputs
+was computed while this operator watched: then only a Job of its own can have computed it.
+Deployments that ask for the same manifest at the same time share one read.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def _threads(count: int, name: str) -> ThreadPoolExecutor:
 class StoreCache:
     manifests: dict[tuple[str, str], Manifest] = field(default_factory=dict)
     not_done: set[tuple[str, str]] = field(default_factory=set)
+    computed: set[tuple[str, str]] = field(default_factory=set)  # seen not done, then done: computed since
     reports: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     reading: dict[tuple[str, str], asyncio.Future[Manifest | None]] = field(default_factory=dict)
     readers: ThreadPoolExecutor = field(default_factory=lambda: _threads(READ_THREADS, "store-read"))
@@ -52,15 +55,21 @@ class StoreCache:
 
     async def observe(self, store: Store, plan: Plan, jobs: Mapping[str, JobState]) -> Observed:
         asked: set[str] = set()
-        while wave := [task.key for task in plan.tasks if task.key not in asked and self._worth_reading(store, task, jobs)]:
-            asked.update(wave)
-            manifests = await asyncio.gather(*(self._manifest(store, key, jobs.get(key)) for key in wave))
-            for key, manifest in zip(wave, manifests, strict=True):
+        while wave := [task for task in plan.tasks if task.key not in asked and self._worth_reading(store, task, jobs)]:
+            asked.update(task.key for task in wave)
+            unread = [task.key for task in wave if self._cannot_be_done(store, task, jobs)]
+            self.not_done.update((store.uri, key) for key in unread)
+            wave_keys = [task.key for task in wave if task.key not in unread]
+            manifests = await asyncio.gather(*(self._manifest(store, key, jobs.get(key)) for key in wave_keys))
+            for key, manifest in zip(wave_keys, manifests, strict=True):
+                known = (store.uri, key)
                 if manifest is None:
-                    self.not_done.add((store.uri, key))
+                    self.not_done.add(known)
                 else:
-                    self.not_done.discard((store.uri, key))
-                    self.manifests[(store.uri, key)] = manifest
+                    if known in self.not_done:
+                        self.computed.add(known)
+                        self.not_done.discard(known)
+                    self.manifests[known] = manifest
         results = {
             task.key: self.manifests[(store.uri, task.key)]
             for task in plan.tasks
@@ -99,6 +108,13 @@ class StoreCache:
 
             pending.add_done_callback(forget)
         return await asyncio.shield(pending)
+
+    def _cannot_be_done(self, store: Store, task: Task, jobs: Mapping[str, JobState]) -> bool:
+        """A task with no Job of its own, one input of which this operator saw being computed, is not done: no Job
+        could compute it before that input was, and this operator's Jobs are the only ones to (a task another
+        deployment's Job computes is claimed, and waited for). Its read is saved; were it done after all, its Job
+        would find it committed and end at once."""
+        return task.key not in jobs and any((store.uri, key) in self.computed for key in task.inputs.values())
 
     def _worth_reading(self, store: Store, task: Task, jobs: Mapping[str, JobState]) -> bool:
         known = (store.uri, task.key)

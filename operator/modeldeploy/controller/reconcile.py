@@ -147,21 +147,29 @@ def decide(
     return Decision(create, delete, status, _events(stages, previous, phase), _finished(stages, previous))
 
 
-def share(deployment: T, wanted: int, free: int, waiting: Sequence[T]) -> tuple[int, list[T]]:
+def share(deployment: T, wanted: int, free: int, waiting: Sequence[T], running: Collection[T] = ()
+          ) -> tuple[int, list[T]]:
     """How many of the new Jobs it wants a deployment may start, and the queue of deployments waiting for slots.
 
-    The first deployments of the queue get a free slot each, and a deployment takes more than one only if a slot
-    is left for every other one waiting, so busy deployments cannot starve a new one. A deployment left short
+    The first deployments in serving order get a free slot each, and a deployment takes more than one only if a
+    slot is left for every other one waiting, so busy deployments cannot starve a new one. A deployment left short
     waits: where it was if it got nothing, else at the end (its turn is over).
     """
     others = [other for other in waiting if other != deployment]
-    ahead = waiting.index(deployment) if deployment in waiting else len(waiting)
+    queue = waiting if deployment in waiting else [*waiting, deployment]
+    ahead = serving_order(queue, running).index(deployment)
     granted = min(wanted, max(free - len(others), 1 if ahead < free else 0))
     if granted == wanted:
         return granted, others
     if granted == 0 and deployment in waiting:
         return granted, list(waiting)
     return granted, [*others, deployment]
+
+
+def serving_order(waiting: Sequence[T], running: Collection[T]) -> list[T]:
+    """The order free slots go to waiting deployments: first those with no Job running (a deployment waiting for
+    its first Job before one waiting for its ninth), each group longest waiting first."""
+    return sorted(waiting, key=lambda deployment: deployment in running)
 
 
 def invalid(meta: Mapping[str, Any], errors: Sequence[FieldError], now: str, previous: Mapping[str, Any]) -> Decision:
