@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-
 from modeldeploy.planner import plan
 from modeldeploy.runner import localize
 from modeldeploy.store import open_store

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import boto3
 import kubernetes
@@ -98,7 +98,7 @@ class Readiness:
         else:
             self.ready.discard(body["metadata"]["name"])
 
-    def __enter__(self) -> Readiness:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 

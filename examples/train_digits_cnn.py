@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from digits_cnn import DigitsCNN
+from modeldeploy_jobs.data import digits_split
 from sklearn.datasets import load_digits
 from torch import nn
-
-from modeldeploy_jobs.data import digits_split
 
 HERE = Path(__file__).resolve().parent
 EPOCHS = 40

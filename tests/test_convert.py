@@ -13,11 +13,10 @@ import onnxruntime
 import pytest
 import torch
 from conftest import EXAMPLES
-from onnx import TensorProto, helper
-from stages import run_stage
-
 from modeldeploy.spec import Source
 from modeldeploy_jobs.stage import StageError
+from onnx import TensorProto, helper
+from stages import run_stage
 
 DIGITS = {
     "format": "pytorch",

@@ -8,11 +8,10 @@ from typing import Any
 import openvino
 import pytest
 from conftest import EXAMPLES
-from stages import as_input, run_stage
-
 from modeldeploy.backends import get
 from modeldeploy.spec import Dataset, Source, Target
 from modeldeploy_jobs.stage import StageError, StageInput
+from stages import as_input, run_stage
 
 SOURCE = Source.model_validate({
     "format": "pytorch", "architecture": "python:digits_cnn:DigitsCNN", "code": str(EXAMPLES / "digits_cnn.py"),

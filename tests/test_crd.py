@@ -50,8 +50,8 @@ def test_schema_is_structural() -> None:
         if "properties" in node:
             assert node["type"] == "object", path
             assert set(node.get("required", [])) <= node["properties"].keys(), path
-        if isinstance(node.get("exclusiveMinimum"), (int, float)) and not isinstance(node["exclusiveMinimum"], bool):
-            raise AssertionError(f"{path}: exclusiveMinimum must be a boolean in OpenAPI v3.0")
+        minimum = node.get("exclusiveMinimum")
+        assert minimum is None or isinstance(minimum, bool), f"{path}: exclusiveMinimum must be a boolean in OpenAPI v3.0"
         if node.get("x-kubernetes-list-type") == "map":
             keys = node["x-kubernetes-list-map-keys"]
             assert set(keys) <= set(node["items"].get("required", [])), f"{path}: list-map keys must be required"

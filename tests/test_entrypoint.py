@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import EXAMPLES
-
 from modeldeploy.manifest import TaskDocument, output_name, read_failure, read_manifest, write_task
 from modeldeploy.planner import plan
 from modeldeploy.runner import localize

@@ -8,14 +8,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from conftest import EXAMPLES
-
 from modeldeploy.manifest import read_failure, read_manifest
 from modeldeploy.planner import plan
 from modeldeploy.runner import localize

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from specs import base
-
 from modeldeploy.controller.config import OperatorConfig
 from modeldeploy.controller.jobs import Owner, job_manifest
 from modeldeploy.planner import plan
 from modeldeploy.validation import load_resource
+from specs import base
 
 OWNER = Owner("cases", "team-a", "uid-1234", 3)
 

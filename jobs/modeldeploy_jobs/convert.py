@@ -28,7 +28,7 @@ def run(context: StageContext) -> StageResult:
     if source["format"] == "onnx":
         original = _fetch_model(context, source)
         batch = _passthrough(original, source, target) or PARITY_BATCH
-        reference = lambda: _onnx_reference(original, source)  # noqa: E731 - built once the model is checked
+        reference = lambda: _onnx_reference(original, source)
     else:
         module = _pytorch_model(context, source) if source["format"] == "pytorch" else _torchscript(context, source)
         _export(module, source, target)

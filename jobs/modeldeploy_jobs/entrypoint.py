@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 
 from modeldeploy.manifest import TaskDocument, commit, fetch, read_manifest, record_failure
 from modeldeploy.store import AlreadyExists, ChecksumMismatch, S3Store, Store, StoreError, open_store
+
 from modeldeploy_jobs.sources import fetch_source, fetch_tree
 from modeldeploy_jobs.stage import StageContext, StageError, StageInput
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from modeldeploy.store import NotFound, S3Store, sha256_file
+
 from modeldeploy_jobs.stage import StageError
 
 
@@ -75,7 +76,7 @@ def _download(uri: str, destination: Path) -> None:
     destination.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=destination.parent, delete=False) as handle:
         try:
-            with urllib.request.urlopen(uri, timeout=60) as response:  # noqa: S310 - the scheme is checked above
+            with urllib.request.urlopen(uri, timeout=60) as response:
                 shutil.copyfileobj(response, handle)
         except (urllib.error.URLError, OSError) as error:
             Path(handle.name).unlink(missing_ok=True)

@@ -147,7 +147,7 @@ class Runner:
         uri = write_task(self.store, task.task_document(self.store.uri))
         log = self.logs / f"{task.kind}-{task.short_key}.log"
         with log.open("wb") as handle:
-            process = subprocess.Popen(  # noqa: S603 - our own entrypoint, with our interpreter
+            process = subprocess.Popen(
                 [*STAGE_COMMAND, uri], stdout=handle, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
             )
         self.running[task.key] = _Running(task, process, time.monotonic(), log)

@@ -112,7 +112,9 @@ class FileStore:
     ) -> str | None:
         path = self._path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".partial", delete=False)
+        # Closed by the `with` below; the name outlives the handle until it is linked or removed.
+        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            dir=path.parent, prefix=f".{path.name}.", suffix=".partial", delete=False)
         try:
             with handle:
                 result = write(handle)
@@ -184,7 +186,8 @@ def _writing(data: bytes) -> Callable[[IO[bytes]], None]:
 
 def _download(reader: IO[bytes], destination: Path, verify: Callable[[str], None]) -> None:
     destination.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=destination.parent, prefix=f".{destination.name}.", delete=False)
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed by the `with` below; the name outlives it
+        dir=destination.parent, prefix=f".{destination.name}.", delete=False)
     try:
         with handle:
             digest = _copy_hashing(reader, handle)

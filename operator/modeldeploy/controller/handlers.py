@@ -5,9 +5,11 @@ is woken — by a Job of its deployment finishing, by a new generation of its sp
 freeing up while it waits for one — or the resync period passes, so reacting to a finished Job
 takes moments, not a timer period.
 
-Slots (maxJobs across every deployment) go to the deployments that waited longest first: a new
-deployment, or one short of slots, joins a queue, each free slot wakes the next deployment in
-it, and a deployment takes more than one slot only if one is left for each other one waiting.
+Slots (maxJobs across every deployment) go first to the waiting deployments with no Job running
+(a new one waits for its first Job behind no busy one), then to the busy ones, each group longest
+waiting first: a new deployment, or one short of slots, joins a queue, each free slot wakes the
+deployment it goes to, and a deployment takes more than one slot only if one is left for each
+other one waiting.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ between calls: the same inputs always give the same decision.
 from __future__ import annotations
 
 import datetime
-
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -343,7 +342,7 @@ def _finished(stages: Mapping[str, _Stage], previous: Mapping[str, Any]) -> list
 
 
 def _parse(text: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return datetime.datetime.fromisoformat(text)
 
 
 def timestamp(value: datetime.datetime) -> str:
