@@ -5,10 +5,10 @@ Starts the test API server (tests/kube), moto's S3 server and `modeldeploy opera
 creates N ModelDeployments of 12 cells each (2 targets x 2 precisions x 3 batch sizes, every one
 with its own keys). An instant agent completes each Job as soon as it appears: it commits the
 task's result manifest and marks the Job Complete. It writes only what the operator reads (the
-manifest, and results.json for the report), so the S3 server's time goes to the operator's requests. Prints the time
-from create to the first Job (p50, p99), the time until every deployment is Ready, the
-operator's peak RSS, API requests per deployment and duplicate Jobs. Targets: first Job p50
-under 2 s, peak RSS under 300 MB, no duplicates.
+manifest, and results.json for the report), so the S3 server's time goes to the operator's
+requests. Prints the time from create to the first Job (p50, p99), the time until every
+deployment is Ready, the operator's peak RSS, API requests per deployment and duplicate Jobs.
+Targets: first Job p50 under 2 s, peak RSS under 300 MB, no duplicates.
 """
 
 from __future__ import annotations
