@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from modeldeploy.controller.config import OperatorConfig, load
+from modeldeploy.controller.handlers import ActiveJobs
 from modeldeploy.controller.jobs import Owner, job_manifest, job_name
 from modeldeploy.controller.observe import StoreCache
 from modeldeploy.controller.reconcile import JobState, Observed, decide, invalid, job_state, serving_order, share
@@ -298,6 +299,22 @@ def test_slots_go_to_deployments_with_no_job_running_before_busy_ones() -> None:
     assert share("newer", wanted=2, free=1, waiting=["busy"], running=running) == (1, ["busy", "newer"])
     assert share("also-busy", wanted=1, free=1, waiting=["busy"], running=running) == (0, ["busy", "also-busy"])
     assert serving_order(["busy", "a", "also-busy", "b"], running) == ["a", "b", "busy", "also-busy"]
+
+
+def test_active_jobs_follow_the_index_and_forget_deleted_jobs_at_the_next_recount() -> None:
+    active = ActiveJobs()
+    active.note(("ns", "a"), job("k1", active=True))
+    active.note(("ns", "a"), job("k2", active=True))
+    active.note(("ns", "a"), job("k1", succeeded=True))
+    assert active.keys == {("ns", "a"): {"k2"}}
+    index = {("ns", "b"): [job("k3", active=True), job("k4", failed=True)]}  # a's Job k2 was deleted
+    active.recount(index, now=100.0, period=30.0)
+    assert active.keys == {("ns", "b"): {"k3"}}
+    active.note(("ns", "gone"), job("k5", active=True))  # a Job of a deployment deleted meanwhile
+    active.recount(index, now=120.0, period=30.0)
+    assert ("ns", "gone") in active.keys  # not before the period is over
+    active.recount(index, now=130.0, period=30.0)
+    assert active.keys == {("ns", "b"): {"k3"}}
 
 
 class ReadCounting(FileStore):

@@ -18,9 +18,11 @@ import asyncio
 import copy
 import datetime
 import logging
+import math
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
@@ -62,6 +64,32 @@ STORE_SECONDS = 60
 Deployment = tuple[str, str]  # (namespace, name)
 
 
+@dataclass
+class ActiveJobs:
+    """The task keys of the active Jobs by deployment, for counting slots without walking every Job.
+
+    The index keeps them as Jobs change; each deployment's pass recounts its own, and the first pass of every resync
+    period recounts all from the whole index, as kopf tells an index nothing of a deleted Job (nor are the Jobs of
+    a deleted deployment forgotten otherwise).
+    """
+
+    keys: dict[Deployment, set[str]] = field(default_factory=dict)
+    recounted_at: float = -math.inf
+
+    def note(self, deployment: Deployment, state: JobState) -> None:
+        keys = self.keys.setdefault(deployment, set())
+        if state.active:
+            keys.add(state.key)
+        else:
+            keys.discard(state.key)
+
+    def recount(self, owned_jobs: kopf.Index, now: float, period: float) -> None:
+        if now - self.recounted_at >= period:
+            self.keys = {deployment: {state.key for state in states if state.active}
+                         for deployment, states in owned_jobs.items()}
+            self.recounted_at = now
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = f"{GROUP}/finalizer"
@@ -87,9 +115,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.phases = {}
     memo.written = {}  # the status each deployment last wrote: newer than its body until the watch brings it
     memo.launching = {}  # Jobs created (or being created) that the index does not show yet, by deployment
-    # Task keys of the active Jobs by deployment: kept by the index, and recounted by the deployment's own passes,
-    # as kopf tells an index nothing of a deleted Job.
-    memo.active = {}
+    memo.active = ActiveJobs()
     memo.waiting = []  # deployments owed slots (new ones, those left short), the longest waiting first
     memo.claimed = {}  # task document URI -> the deployment whose Job computes that task in that store
     memo.deferred = {}  # task document URI -> deployments waiting for that Job's result
@@ -103,11 +129,7 @@ async def owned_jobs(namespace: str, labels: Mapping[str, str], body: kopf.Body,
         return None
     deployment = (namespace, labels.get(LABEL_DEPLOYMENT))
     memo.launching.get(deployment, {}).pop(state.key, None)
-    active = memo.active.setdefault(deployment, set())
-    if state.active:
-        active.add(state.key)
-    else:
-        active.discard(state.key)
+    memo.active.note(deployment, state)
     task_uri = (body.metadata.annotations or {}).get(ANNOTATION_TASK_URI)
     if task_uri and state.active:
         memo.claimed.setdefault(task_uri, deployment)
@@ -174,7 +196,7 @@ async def pipeline(
         memo.wakeups.pop(deployment, None)
         _stop_waiting(memo, deployment)
         memo.launching.pop(deployment, None)
-        memo.active.pop(deployment, None)
+        memo.active.keys.pop(deployment, None)
         memo.written.pop(deployment, None)
         for task_uri in [uri for uri, claimer in memo.claimed.items() if claimer == deployment]:
             del memo.claimed[task_uri]
@@ -320,7 +342,8 @@ def _decide_within_slots(
     elsewhere = {key for key, uri in uris.items() if _computed_elsewhere(memo, owned_jobs, uri, key, deployment)}
     for key in elsewhere:
         memo.deferred.setdefault(uris[key], set()).add(deployment)
-    memo.active[deployment] = {state.key for state in owned_jobs.get(deployment, []) if state.active}
+    memo.active.recount(owned_jobs, time.monotonic(), config.resync_seconds)
+    memo.active.keys[deployment] = {state.key for state in owned_jobs.get(deployment, []) if state.active}
     here = sum(state.active for state in observed.jobs.values())
     slots = max(0, config.max_jobs_per_deployment - here)
     decision = decide(meta, pipeline_plan, observed, slots, now, previous, elsewhere)
@@ -350,7 +373,7 @@ def _computed_elsewhere(memo: kopf.Memo, owned_jobs: kopf.Index, task_uri: str, 
 
 def _running(memo: kopf.Memo) -> dict[Deployment, int]:
     """Active Jobs (those the index shows and those being created) by deployment, for deployments with any."""
-    running = {deployment: len(keys) for deployment, keys in memo.active.items() if keys}
+    running = {deployment: len(keys) for deployment, keys in memo.active.keys.items() if keys}
     for deployment, launching in memo.launching.items():
         if launching:
             running[deployment] = running.get(deployment, 0) + len(launching)
