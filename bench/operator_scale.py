@@ -232,7 +232,8 @@ def main() -> None:
         with ApiServer() as server:
             server.kubectl("apply", "-f", str(EXAMPLES / "cluster" / "s3-credentials.yaml"))
             operator = Operator(server.kubeconfig, Path(scratch) / "operator.log", MODELDEPLOY_S3_ENDPOINT=endpoint,
-                                MODELDEPLOY_MAX_JOBS=str(args.max_jobs), MODELDEPLOY_MAX_JOBS_PER_DEPLOYMENT="8")
+                                MODELDEPLOY_MAX_JOBS=str(args.max_jobs), MODELDEPLOY_MAX_JOBS_PER_DEPLOYMENT="8",
+                                MODELDEPLOY_RESYNC_SECONDS="30")  # the operator's default, not the tests' 3 s
             operator.start()
             agent = InstantAgent(server, endpoint)
             agent.start()

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 from modeldeploy.controller.config import OperatorConfig, load
-from modeldeploy.controller.handlers import ActiveJobs
+from modeldeploy.controller.handlers import Turns
+from modeldeploy.controller.informer import JobIndex, OwnedJob
 from modeldeploy.controller.jobs import Owner, job_manifest, job_name
 from modeldeploy.controller.observe import StoreCache
 from modeldeploy.controller.reconcile import JobState, Observed, decide, invalid, job_state, serving_order, share
@@ -301,20 +302,63 @@ def test_slots_go_to_deployments_with_no_job_running_before_busy_ones() -> None:
     assert serving_order(["busy", "a", "also-busy", "b"], running) == ["a", "b", "busy", "also-busy"]
 
 
-def test_active_jobs_follow_the_index_and_forget_deleted_jobs_at_the_next_recount() -> None:
-    active = ActiveJobs()
-    active.note(("ns", "a"), job("k1", active=True))
-    active.note(("ns", "a"), job("k2", active=True))
-    active.note(("ns", "a"), job("k1", succeeded=True))
-    assert active.keys == {("ns", "a"): {"k2"}}
-    index = {("ns", "b"): [job("k3", active=True), job("k4", failed=True)]}  # a's Job k2 was deleted
-    active.recount(index, now=100.0, period=30.0)
-    assert active.keys == {("ns", "b"): {"k3"}}
-    active.note(("ns", "gone"), job("k5", active=True))  # a Job of a deployment deleted meanwhile
-    active.recount(index, now=120.0, period=30.0)
-    assert ("ns", "gone") in active.keys  # not before the period is over
-    active.recount(index, now=130.0, period=30.0)
-    assert active.keys == {("ns", "b"): {"k3"}}
+def owned(uid: str, state: JobState, deployment: str = "a") -> OwnedJob:
+    return OwnedJob(uid, ("ns", deployment), state, f"s3://artifacts/tasks/{state.key}/task.json")
+
+
+def test_job_index_counts_active_jobs_and_forgets_deleted_ones_at_once() -> None:
+    index = JobIndex()
+    index.put(owned("u1", job("k1", active=True)))
+    index.put(owned("u2", job("k2", active=True)))
+    assert index.active == {("ns", "a"): {"k1", "k2"}}
+    before = index.put(owned("u1", job("k1", succeeded=True)))
+    assert before is not None and before.state.active
+    assert index.active == {("ns", "a"): {"k2"}}
+    assert index.states(("ns", "a"))["k1"].succeeded
+    index.remove(owned("u2", job("k2", active=True)))  # deleted while it ran: its slot is free
+    assert index.active == {}
+    assert set(index.states(("ns", "a"))) == {"k1"}
+    index.remove(owned("u1", job("k1", succeeded=True)))
+    assert index.jobs == {} and index.states(("ns", "a")) == {}
+
+
+def test_job_index_relisted_keeps_only_the_listed_jobs_of_that_namespace() -> None:
+    index = JobIndex()
+    index.put(owned("u1", job("k1", active=True)))
+    index.put(OwnedJob("u9", ("other", "b"), job("k9", active=True), None))
+    index.replace("ns", [owned("u3", job("k3", active=True), deployment="c")])
+    assert index.active == {("ns", "c"): {"k3"}, ("other", "b"): {"k9"}}
+    index.replace(None, [])
+    assert index.jobs == {} and index.active == {}
+
+
+def test_turns_let_a_limited_number_of_passes_run_first_passes_first_and_pass_on_cancelled_turns() -> None:
+    async def run() -> tuple[list[str], int]:
+        turns = Turns(2)
+        order: list[str] = []
+        release = asyncio.Event()
+
+        async def reconcile(name: str, first: bool, hold: bool = False) -> None:
+            async with turns.turn(first):
+                order.append(name)
+                if hold:
+                    await release.wait()
+
+        busy = [asyncio.create_task(reconcile(name, False, hold=True)) for name in ("busy-1", "busy-2")]
+        await asyncio.sleep(0)
+        waiting = [asyncio.create_task(reconcile("busy-3", False)), asyncio.create_task(reconcile("new", True))]
+        gone = asyncio.create_task(reconcile("deleted", True))
+        await asyncio.sleep(0)
+        assert order == ["busy-1", "busy-2"]  # no more than two at once
+        gone.cancel()  # a daemon stopped while it waited: its place in the queue goes
+        release.set()
+        await asyncio.gather(*busy, *waiting)
+        assert gone.cancelled()
+        return order, turns.running
+
+    order, running = asyncio.run(run())
+    assert order == ["busy-1", "busy-2", "new", "busy-3"]
+    assert running == 0
 
 
 class ReadCounting(FileStore):

@@ -239,7 +239,8 @@ def _operator(args: argparse.Namespace) -> int:
 
     namespaces = args.namespace or ([] if args.all_namespaces else config.load().namespaces)
     kopf.configure(verbose=args.verbose)
-    kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=args.liveness)
+    kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=args.liveness,
+             memo=kopf.Memo(namespaces=namespaces))
     return 0
 
 

@@ -1,9 +1,10 @@
 """kopf handlers: thin glue between the API, the store and the pure reconcile.
 
 One daemon per ModelDeployment is the only status writer. It reconciles, then sleeps until it
-is woken — by a Job of its deployment finishing, by a new generation of its spec, by a slot
-freeing up while it waits for one — or the resync period passes, so reacting to a finished Job
-takes moments, not a timer period.
+is woken — by a Job of its deployment finishing or going (the informer tells), by a new
+generation of its spec, by a slot freeing up while it waits for one — or the resync period
+passes, so reacting to a finished Job takes moments, not a timer period. Passes take turns, at
+most RECONCILE_WORKERS at once, deployments with no Job yet first.
 
 Slots (maxJobs across every deployment) go first to the waiting deployments with no Job running
 (a new one waits for its first Job behind no busy one), then to the busy ones, each group longest
@@ -15,14 +16,15 @@ other one waiting.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import datetime
+import functools
 import logging
-import math
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
@@ -31,10 +33,8 @@ from pydantic import ValidationError
 
 from modeldeploy.controller import config as operator_config
 from modeldeploy.controller import metrics
+from modeldeploy.controller.informer import JobIndex, JobInformer, OwnedJob
 from modeldeploy.controller.jobs import (
-    ANNOTATION_TASK_URI,
-    LABEL_DEPLOYMENT,
-    MANAGED_BY,
     Owner,
     job_manifest,
     job_name,
@@ -47,7 +47,6 @@ from modeldeploy.controller.reconcile import (
     Observed,
     decide,
     invalid,
-    job_state,
     serving_order,
     share,
     timestamp,
@@ -59,42 +58,65 @@ from modeldeploy.store import Store, load_s3_model, open_store
 from modeldeploy.validation import FieldError, SpecError, load_resource, semantic_errors
 
 REMOTE_SCHEMES = ("s3", "http", "https")
+RECONCILE_WORKERS = 16  # passes wait on the store and the API, not the CPU: more at once would only queue there
 STORE_SECONDS = 60
 
 Deployment = tuple[str, str]  # (namespace, name)
 
 
-@dataclass
-class ActiveJobs:
-    """The task keys of the active Jobs by deployment, for counting slots without walking every Job.
+class SpecDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's, without deep-copying the status first only to drop it: kopf builds this on every event, and the
+    status, with a row per stage and per cell, is most of the object."""
 
-    The index keeps them as Jobs change; each deployment's pass recounts its own, and the first pass of every resync
-    period recounts all from the whole index, as kopf tells an index nothing of a deleted Job (nor are the Jobs of
-    a deleted deployment forgotten otherwise).
-    """
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        without_status = kopf.Body({key: value for key, value in body.items() if key != "status"})
+        return super().build(body=without_status, extra_fields=extra_fields)
 
-    keys: dict[Deployment, set[str]] = field(default_factory=dict)
-    recounted_at: float = -math.inf
 
-    def note(self, deployment: Deployment, state: JobState) -> None:
-        keys = self.keys.setdefault(deployment, set())
-        if state.active:
-            keys.add(state.key)
+class Turns:
+    """At most `limit` reconcile passes at once, as controller-runtime's MaxConcurrentReconciles, and deployments
+    with no Job yet first: a new deployment is planned while busy ones wait for their next pass, and passes that
+    wait cost the event loop nothing, so kopf takes in new deployments sooner."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.running = 0
+        self.queues: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (deque(), deque())
+
+    @contextlib.asynccontextmanager
+    async def turn(self, first: bool) -> AsyncIterator[None]:
+        if self.running < self.limit and not any(self.queues):
+            self.running += 1
         else:
-            keys.discard(state.key)
+            queue = self.queues[0 if first else 1]
+            waiter = asyncio.get_running_loop().create_future()
+            queue.append(waiter)
+            try:
+                await waiter  # the turn is handed over: `running` counts it still
+            except asyncio.CancelledError:
+                if waiter.cancelled():
+                    queue.remove(waiter)
+                else:
+                    self._next()
+                raise
+        try:
+            yield
+        finally:
+            self._next()
 
-    def recount(self, owned_jobs: kopf.Index, now: float, period: float) -> None:
-        if now - self.recounted_at >= period:
-            self.keys = {deployment: {state.key for state in states if state.active}
-                         for deployment, states in owned_jobs.items()}
-            self.recounted_at = now
+    def _next(self) -> None:
+        for queue in self.queues:
+            if queue:
+                queue.popleft().set_result(None)
+                return
+        self.running -= 1
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = SpecDiffBaseStorage(prefix=GROUP)
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 310
     settings.watching.connect_timeout = 30
@@ -105,6 +127,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.execution.max_workers = 16
     memo.config = operator_config.load()
     memo.api = Api(connect())
+    memo.jobs = JobIndex()
+    # The namespaces `modeldeploy operator` runs kopf with; run by the kopf CLI, those of the configuration.
+    namespaces = memo.namespaces if "namespaces" in memo else memo.config.namespaces
+    memo.informer = JobInformer(connect(), namespaces, memo.jobs, functools.partial(_job_changed, memo),
+                                asyncio.get_running_loop())
+    memo.informer.start()
     memo.stores = StoreCache()
     load_s3_model()
     memo.wakeups = {}
@@ -115,32 +143,31 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.phases = {}
     memo.written = {}  # the status each deployment last wrote: newer than its body until the watch brings it
     memo.launching = {}  # Jobs created (or being created) that the index does not show yet, by deployment
-    memo.active = ActiveJobs()
+    memo.turns = Turns(RECONCILE_WORKERS)
     memo.waiting = []  # deployments owed slots (new ones, those left short), the longest waiting first
     memo.claimed = {}  # task document URI -> the deployment whose Job computes that task in that store
     memo.deferred = {}  # task document URI -> deployments waiting for that Job's result
     metrics.serve(memo.config.metrics_port)
 
 
-@kopf.index("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
-async def owned_jobs(namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: kopf.Memo, **_: Any) -> Any:
-    state = job_state(body)
-    if state is None:
-        return None
-    deployment = (namespace, labels.get(LABEL_DEPLOYMENT))
+@kopf.on.cleanup()
+async def stop_informer(memo: kopf.Memo, **_: Any) -> None:
+    memo.informer.stop()
+
+
+def _job_changed(memo: kopf.Memo, kind: str, job: OwnedJob) -> None:
+    """One of our Jobs was created, changed or deleted: one that ends (or goes) frees a slot and may unblock stages."""
+    deployment, state = job.deployment, job.state
     memo.launching.get(deployment, {}).pop(state.key, None)
-    memo.active.note(deployment, state)
-    task_uri = (body.metadata.annotations or {}).get(ANNOTATION_TASK_URI)
-    if task_uri and state.active:
-        memo.claimed.setdefault(task_uri, deployment)
-    if not state.active:  # a Job that starts changes nothing; one that ends frees a slot and may unblock stages
-        if task_uri and memo.claimed.get(task_uri) == deployment:
-            del memo.claimed[task_uri]
-        for waiting in memo.deferred.pop(task_uri, ()):
-            _wake(memo, waiting)
-        _wake(memo, deployment)
-        _wake_next_waiting(memo)
-    return {deployment: state}
+    if job.task_uri and state.active and kind != "DELETED":
+        memo.claimed.setdefault(job.task_uri, deployment)
+        return
+    if job.task_uri and memo.claimed.get(job.task_uri) == deployment:
+        del memo.claimed[job.task_uri]
+    for waiting in memo.deferred.pop(job.task_uri, ()):
+        _wake(memo, waiting)
+    _wake(memo, deployment)
+    _wake_next_waiting(memo)
 
 
 def _new_generation(namespace: str, name: str, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> bool:
@@ -174,18 +201,20 @@ async def delete_artifacts(body: kopf.Body, namespace: str, memo: kopf.Memo, log
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10)
 async def pipeline(
-    name: str, namespace: str, body: kopf.Body, memo: kopf.Memo, owned_jobs: kopf.Index, stopped: kopf.DaemonStopped,
-    logger: Any, **_: Any,
+    name: str, namespace: str, body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, logger: Any, **_: Any,
 ) -> None:
     deployment = (namespace, name)
     wakeup = memo.wakeups.setdefault(deployment, asyncio.Event())
     if deployment not in memo.waiting:
         memo.waiting.append(deployment)  # owed a slot from the start: deployments that are busy already wait for it
     try:
+        while not memo.informer.listed.is_set() and not stopped:  # a Job not listed yet would be created again
+            await _sleep(memo.informer.listed, stopped, memo.config.resync_seconds)
         while not stopped:
             wakeup.clear()
             try:
-                await reconcile(body, memo, owned_jobs, logger)
+                async with memo.turns.turn(first=not _jobs(memo, deployment)):
+                    await reconcile(body, memo, logger)
                 metrics.RECONCILES.labels("ok").inc()
             except Exception:  # the loop keeps going: the next pass starts from the facts again
                 _stop_waiting(memo, deployment)  # a pass that failed keeps no place in the queue for slots
@@ -196,7 +225,6 @@ async def pipeline(
         memo.wakeups.pop(deployment, None)
         _stop_waiting(memo, deployment)
         memo.launching.pop(deployment, None)
-        memo.active.keys.pop(deployment, None)
         memo.written.pop(deployment, None)
         for task_uri in [uri for uri, claimer in memo.claimed.items() if claimer == deployment]:
             del memo.claimed[task_uri]
@@ -207,7 +235,7 @@ async def pipeline(
         metrics.count_phases(memo.phases)
 
 
-async def reconcile(body: kopf.Body, memo: kopf.Memo, owned_jobs: kopf.Index, logger: Any) -> None:
+async def reconcile(body: kopf.Body, memo: kopf.Memo, logger: Any) -> None:
     meta = dict(body["metadata"])  # one moment's metadata: the live body changes under the awaits below
     deployment = (meta["namespace"], meta["name"])
     previous = memo.written.get(deployment) or dict(body.get("status") or {})
@@ -219,8 +247,8 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, owned_jobs: kopf.Index, lo
     else:
         spec, pipeline_plan = planned
         store = await _store(spec, deployment[0], memo)
-        observed = await memo.stores.observe(store, pipeline_plan, _jobs(memo, owned_jobs, deployment))
-        decision = _decide_within_slots(meta, pipeline_plan, observed, store, memo, owned_jobs, now, previous)
+        observed = await memo.stores.observe(store, pipeline_plan, _jobs(memo, deployment))
+        decision = _decide_within_slots(meta, pipeline_plan, observed, store, memo, now, previous)
         await _start(decision, spec, store, meta, memo, logger)
     await asyncio.gather(*(memo.api.delete_job(deployment[0], job) for job in decision.delete))
     if _changed(previous, decision.status):
@@ -322,14 +350,14 @@ async def _open_store(memo: kopf.Memo, namespace: str, uri: str, secret: str | N
                                    connections=STORE_CONNECTIONS)
 
 
-def _jobs(memo: kopf.Memo, owned_jobs: kopf.Index, deployment: Deployment) -> dict[str, JobState]:
+def _jobs(memo: kopf.Memo, deployment: Deployment) -> dict[str, JobState]:
     """The deployment's Jobs by task key: those the index shows and those it created since."""
-    return {state.key: state for state in owned_jobs.get(deployment, [])} | memo.launching.get(deployment, {})
+    return memo.jobs.states(deployment) | memo.launching.get(deployment, {})
 
 
 def _decide_within_slots(
     meta: Mapping[str, Any], pipeline_plan: Plan, observed: Observed, store: Store, memo: kopf.Memo,
-    owned_jobs: kopf.Index, now: str, previous: Mapping[str, Any],
+    now: str, previous: Mapping[str, Any],
 ) -> Decision:
     """The decision, with no more new Jobs than the deployment's share of the free slots, which it reserves.
 
@@ -339,11 +367,9 @@ def _decide_within_slots(
     config = memo.config
     deployment = (meta["namespace"], meta["name"])
     uris = {task.key: store.uri_of(task_document_name(task.key)) for task in pipeline_plan.tasks}
-    elsewhere = {key for key, uri in uris.items() if _computed_elsewhere(memo, owned_jobs, uri, key, deployment)}
+    elsewhere = {key for key, uri in uris.items() if _computed_elsewhere(memo, uri, key, deployment)}
     for key in elsewhere:
         memo.deferred.setdefault(uris[key], set()).add(deployment)
-    memo.active.recount(owned_jobs, time.monotonic(), config.resync_seconds)
-    memo.active.keys[deployment] = {state.key for state in owned_jobs.get(deployment, []) if state.active}
     here = sum(state.active for state in observed.jobs.values())
     slots = max(0, config.max_jobs_per_deployment - here)
     decision = decide(meta, pipeline_plan, observed, slots, now, previous, elsewhere)
@@ -361,19 +387,18 @@ def _decide_within_slots(
     return decision
 
 
-def _computed_elsewhere(memo: kopf.Memo, owned_jobs: kopf.Index, task_uri: str, key: str, deployment: Deployment
-                        ) -> bool:
+def _computed_elsewhere(memo: kopf.Memo, task_uri: str, key: str, deployment: Deployment) -> bool:
     """Another deployment's active Job computes this task in this store (its claim is checked against its Jobs)."""
     claimer = memo.claimed.get(task_uri)
     if claimer is None or claimer == deployment:
         return False
-    state = _jobs(memo, owned_jobs, claimer).get(key)
+    state = _jobs(memo, claimer).get(key)
     return state is not None and state.active
 
 
 def _running(memo: kopf.Memo) -> dict[Deployment, int]:
     """Active Jobs (those the index shows and those being created) by deployment, for deployments with any."""
-    running = {deployment: len(keys) for deployment, keys in memo.active.keys.items() if keys}
+    running = {deployment: len(keys) for deployment, keys in memo.jobs.active.items()}
     for deployment, launching in memo.launching.items():
         if launching:
             running[deployment] = running.get(deployment, 0) + len(launching)
@@ -416,7 +441,7 @@ async def _launch(task: Task, owner: Owner, spec: ModelDeploymentSpec, target: T
                 del memo.claimed[task_uri]
     if created:
         metrics.JOBS_CREATED.labels(task.kind).inc()
-        logger.info(f"created Job {manifest['metadata']['name']} for {task.name}")
+        logger.debug(f"created Job {manifest['metadata']['name']} for {task.name}")  # the StageStarted Event tells
 
 
 def _changed(previous: Mapping[str, Any], status: Mapping[str, Any]) -> bool:

@@ -1,0 +1,215 @@
+"""The operator's Jobs, as one list-then-watch stream per namespace tells them (an informer).
+
+kopf hands each watched object to a task of its own, and its watcher takes a turn of the event
+loop for every new one: with Jobs created and finished by the hundred, the Jobs a busy operator
+knew of lagged the API server by more than a second, and every finished Job held its slot that
+long. Here a thread reads the stream and hands each change to the loop as it comes, so a
+finished or deleted Job frees its slot at once. Deployments wait for the first listing before
+they plan: a Job not listed yet would be created again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+
+from modeldeploy.controller.jobs import ANNOTATION_TASK_URI, LABEL_DEPLOYMENT, MANAGED_BY
+from modeldeploy.controller.reconcile import JobState, job_state
+
+Deployment = tuple[str, str]  # (namespace, name)
+SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+WATCH_SECONDS = 300  # the API server ends each watch after this long; it is resumed from where it was
+READ_TIMEOUT = WATCH_SECONDS + 10
+RETRY_SECONDS = (1, 2, 5, 10, 30)
+GONE = 410
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OwnedJob:
+    """One of our Jobs: whose it is, what it tells about its task, the task document it runs."""
+
+    uid: str
+    deployment: Deployment
+    state: JobState
+    task_uri: str | None
+
+
+def owned_job(job: Mapping[str, Any]) -> OwnedJob | None:
+    """A Job as the index keeps it; None for one that is not a task's."""
+    state = job_state(job)
+    if state is None:
+        return None
+    metadata = job["metadata"]
+    return OwnedJob(metadata["uid"], (metadata["namespace"], (metadata.get("labels") or {}).get(LABEL_DEPLOYMENT, "")),
+                    state, (metadata.get("annotations") or {}).get(ANNOTATION_TASK_URI))
+
+
+@dataclass
+class JobIndex:
+    """Our Jobs by deployment, and the task keys of the active ones (what slots are counted from)."""
+
+    jobs: dict[Deployment, dict[str, OwnedJob]] = field(default_factory=dict)  # by uid
+    active: dict[Deployment, set[str]] = field(default_factory=dict)
+
+    def states(self, deployment: Deployment) -> dict[str, JobState]:
+        """The deployment's Jobs by task key."""
+        return {job.state.key: job.state for job in self.jobs.get(deployment, {}).values()}
+
+    def put(self, job: OwnedJob) -> OwnedJob | None:
+        """Keep the Job as it is now; what it was before, if known."""
+        before = self.jobs.setdefault(job.deployment, {}).get(job.uid)
+        self.jobs[job.deployment][job.uid] = job
+        self._count(job.deployment)
+        return before
+
+    def remove(self, job: OwnedJob) -> OwnedJob | None:
+        """Forget a deleted Job; what it was, if known."""
+        jobs = self.jobs.get(job.deployment, {})
+        before = jobs.pop(job.uid, None)
+        if not jobs:
+            self.jobs.pop(job.deployment, None)
+        self._count(job.deployment)
+        return before
+
+    def replace(self, namespace: str | None, jobs: Iterable[OwnedJob]) -> None:
+        """A namespace's Jobs (every namespace's, for None) as a new listing tells them."""
+        for deployment in [d for d in self.jobs if namespace is None or d[0] == namespace]:
+            del self.jobs[deployment]
+            self.active.pop(deployment, None)
+        for job in jobs:
+            self.jobs.setdefault(job.deployment, {})[job.uid] = job
+        for deployment in self.jobs:
+            self._count(deployment)
+
+    def _count(self, deployment: Deployment) -> None:
+        keys = {job.state.key for job in self.jobs.get(deployment, {}).values() if job.state.active}
+        if keys:
+            self.active[deployment] = keys
+        else:
+            self.active.pop(deployment, None)
+
+
+Listener = Callable[[str, OwnedJob], None]  # (ADDED, MODIFIED or DELETED; the Job)
+
+
+class JobInformer:
+    """Keeps a JobIndex up to date from the API, in threads of its own, telling `listener` (on the loop) of each
+    change; `listed` is set once every namespace was listed."""
+
+    def __init__(self, api: client.ApiClient, namespaces: Sequence[str], index: JobIndex, listener: Listener,
+                 loop: asyncio.AbstractEventLoop):
+        self.batch = client.BatchV1Api(api)
+        self.index = index
+        self.listener = listener
+        self.loop = loop
+        self.listed = asyncio.Event()
+        self.stopping = threading.Event()
+        self._unlisted = set(namespaces or [None])
+        self._streams: dict[str | None, Any] = {}
+        self._threads = [threading.Thread(target=self._run, args=(namespace,), name=f"jobs-{namespace or 'all'}",
+                                          daemon=True) for namespace in self._unlisted]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for response in list(self._streams.values()):
+            with contextlib.suppress(AttributeError, OSError):  # closed already
+                response.connection.sock.shutdown(socket.SHUT_RDWR)  # ends the read its thread is blocked in
+
+    def _run(self, namespace: str | None) -> None:
+        version: str | None = None
+        failures = 0
+        while not self.stopping.is_set():
+            try:
+                if version is None:
+                    version = self._list(namespace)
+                for event in self._watch(namespace, version):
+                    failures = 0
+                    version = event["object"]["metadata"]["resourceVersion"]
+                    if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                        job = owned_job(event["object"])
+                        if job is not None:
+                            self.loop.call_soon_threadsafe(self._apply, event["type"], job)
+            except ApiException as error:
+                if error.status == GONE:
+                    version = None  # too old to resume from: list again
+                    continue
+                failures = self._failed(namespace, error, failures)
+            except Exception as error:  # noqa: BLE001 - the stream outlives any failure, as kopf's own watches do
+                failures = self._failed(namespace, error, failures)
+
+    def _failed(self, namespace: str | None, error: Exception, failures: int) -> int:
+        if not self.stopping.is_set():
+            delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+            logger.warning(f"watching Jobs in {namespace or 'every namespace'} failed ({error}); again in {delay} s")
+            self.stopping.wait(delay)
+        return failures + 1
+
+    def _list(self, namespace: str | None) -> str:
+        options = {"label_selector": SELECTOR, "_preload_content": False, "_request_timeout": READ_TIMEOUT}
+        if namespace is None:
+            response = self.batch.list_job_for_all_namespaces(**options)
+        else:
+            response = self.batch.list_namespaced_job(namespace, **options)
+        listing = json.loads(response.data)
+        jobs = [job for job in map(owned_job, listing.get("items") or []) if job is not None]
+        self.loop.call_soon_threadsafe(self._relisted, namespace, jobs)
+        return listing["metadata"]["resourceVersion"]
+
+    def _watch(self, namespace: str | None, version: str) -> Iterator[dict[str, Any]]:
+        options = {"label_selector": SELECTOR, "watch": True, "resource_version": version,
+                   "allow_watch_bookmarks": True, "timeout_seconds": WATCH_SECONDS, "_preload_content": False,
+                   "_request_timeout": READ_TIMEOUT}
+        if namespace is None:
+            response = self.batch.list_job_for_all_namespaces(**options)
+        else:
+            response = self.batch.list_namespaced_job(namespace, **options)
+        self._streams[namespace] = response
+        try:
+            for line in iter_resp_lines(response):
+                event = json.loads(line)
+                if event["type"] == "ERROR":
+                    status = event["object"]
+                    raise ApiException(status=status.get("code"), reason=status.get("message"))
+                yield event
+        finally:
+            self._streams.pop(namespace, None)
+            response.close()
+            response.release_conn()
+
+    def _relisted(self, namespace: str | None, jobs: list[OwnedJob]) -> None:
+        before = {job.uid: job for deployment, by_uid in self.index.jobs.items()
+                  if namespace is None or deployment[0] == namespace for job in by_uid.values()}
+        self.index.replace(namespace, jobs)
+        now = {job.uid for job in jobs}
+        for job in jobs:
+            self.listener("ADDED" if job.uid not in before else "MODIFIED", job)
+        for uid, job in before.items():
+            if uid not in now:
+                self.listener("DELETED", job)
+        self._unlisted.discard(namespace)
+        if not self._unlisted:
+            self.listed.set()
+
+    def _apply(self, kind: str, job: OwnedJob) -> None:
+        if kind == "DELETED":
+            self.index.remove(job)
+        else:
+            self.index.put(job)
+        self.listener(kind, job)
