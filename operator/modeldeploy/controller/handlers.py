@@ -58,7 +58,7 @@ from modeldeploy.store import Store, load_s3_model, open_store
 from modeldeploy.validation import FieldError, SpecError, load_resource, semantic_errors
 
 REMOTE_SCHEMES = ("s3", "http", "https")
-RECONCILE_WORKERS = 16  # passes wait on the store and the API, not the CPU: more at once would only queue there
+RECONCILE_WORKERS = 8  # passes wait on the store and the API: more at once only queue there, and slow the loop
 STORE_SECONDS = 60
 
 Deployment = tuple[str, str]  # (namespace, name)
