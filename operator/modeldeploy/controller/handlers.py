@@ -20,6 +20,7 @@ import contextlib
 import copy
 import datetime
 import functools
+import gc
 import logging
 import time
 from collections import deque
@@ -148,6 +149,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.claimed = {}  # task document URI -> the deployment whose Job computes that task in that store
     memo.deferred = {}  # task document URI -> deployments waiting for that Job's result
     metrics.serve(memo.config.metrics_port)
+    # What start-up loaded (kopf, the clients' API models, botocore's S3 model) lives as long as the process:
+    # frozen, it is no longer scanned by every full collection, which paused the loop for 70-300 ms under load.
+    gc.collect()
+    gc.freeze()
 
 
 @kopf.on.cleanup()
