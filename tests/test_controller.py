@@ -16,7 +16,7 @@ from modeldeploy.controller.informer import JobIndex, OwnedJob
 from modeldeploy.controller.jobs import Owner, job_manifest, job_name
 from modeldeploy.controller.observe import StoreCache
 from modeldeploy.controller.reconcile import JobState, Observed, decide, invalid, job_state, serving_order, share
-from modeldeploy.manifest import Failure, Manifest, commit, manifest_name
+from modeldeploy.manifest import Failure, Manifest, TaskDocument, commit, manifest_name
 from modeldeploy.planner import Plan, plan
 from modeldeploy.store import FileStore
 from modeldeploy.validation import FieldError, load_resource
@@ -53,8 +53,8 @@ def job(key: str, *, active: bool = False, succeeded: bool = False, failed: bool
 def test_job_manifest_runs_the_stage_command_with_job_conventions() -> None:
     spec, result = the_plan()
     task = task_named(result, "compile cpu/int8/bs8")
-    body = job_manifest(OWNER, task, spec.targets[0], "s3://artifacts/cases/tasks/k/task.json", spec.artifacts,
-                        OperatorConfig())
+    body = job_manifest(OWNER, task, spec.targets[0], task.task_document("s3://artifacts/cases"),
+                        "s3://artifacts/cases/tasks/k/task.json", spec.artifacts, OperatorConfig())
     meta, job_spec = body["metadata"], body["spec"]
     assert meta["name"] == job_name("cases", task) and len(meta["name"]) <= 63
     assert meta["labels"]["app.kubernetes.io/managed-by"] == "modeldeploy-operator"
@@ -70,7 +70,10 @@ def test_job_manifest_runs_the_stage_command_with_job_conventions() -> None:
     pod = job_spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and pod["securityContext"]["runAsNonRoot"] is True
     (container,) = pod["containers"]
-    assert container["command"] == ["modeldeploy-stage", "s3://artifacts/cases/tasks/k/task.json"]
+    assert container["command"] == ["modeldeploy-stage"]
+    document = next(e["value"] for e in container["env"] if e["name"] == "MODELDEPLOY_TASK")
+    assert TaskDocument.model_validate_json(document) == task.task_document("s3://artifacts/cases")
+    assert meta["annotations"]["modeldeploy.io/task-uri"] == "s3://artifacts/cases/tasks/k/task.json"
     assert container["image"] == "ghcr.io/modeldeploy/modeldeploy-jobs-cpu:0.1.0"
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert "huawei.com/Ascend310P" not in container["resources"]["limits"]
@@ -83,9 +86,11 @@ def test_job_manifest_runs_the_stage_command_with_job_conventions() -> None:
 def test_only_device_stages_request_the_device() -> None:
     spec, result = the_plan()
     npu = spec.targets[2]
-    evaluate = job_manifest(OWNER, task_named(result, "evaluate npu/fp16/bs4"), npu, "u", spec.artifacts,
+    evaluate_task = task_named(result, "evaluate npu/fp16/bs4")
+    compile_task = task_named(result, "compile npu/fp16/bs4")
+    evaluate = job_manifest(OWNER, evaluate_task, npu, evaluate_task.task_document("s3://a"), "u", spec.artifacts,
                             OperatorConfig())
-    compile_ = job_manifest(OWNER, task_named(result, "compile npu/fp16/bs4"), npu, "u", spec.artifacts,
+    compile_ = job_manifest(OWNER, compile_task, npu, compile_task.task_document("s3://a"), "u", spec.artifacts,
                             OperatorConfig())
     pod = evaluate["spec"]["template"]["spec"]
     assert pod["containers"][0]["resources"]["limits"]["huawei.com/Ascend310P"] == 1
@@ -110,8 +115,8 @@ def test_placement_layers_installation_then_target_and_config_extras() -> None:
         "images": {"ascend": "registry.local/ascend-jobs:1"},
         "kueueQueue": "npu-queue", "schedulerName": "volcano",
     })
-    body = job_manifest(OWNER, task_named(result, "evaluate npu/fp16/bs4"), spec.targets[2], "u", spec.artifacts,
-                        config)
+    task = task_named(result, "evaluate npu/fp16/bs4")
+    body = job_manifest(OWNER, task, spec.targets[2], task.task_document("s3://a"), "u", spec.artifacts, config)
     pod = body["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"node.kubernetes.io/npu.chip.name": "310P3", "pool": "inference", "zone": "a"}
     assert {"key": "dedicated", "operator": "Exists"} in pod["tolerations"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import EXAMPLES
-from modeldeploy.manifest import TaskDocument, output_name, read_failure, read_manifest, write_task
+from modeldeploy.manifest import (
+    TaskDocument,
+    output_name,
+    read_failure,
+    read_manifest,
+    task_document_name,
+    write_task,
+)
 from modeldeploy.planner import plan
 from modeldeploy.runner import localize
 from modeldeploy.store import FileStore, Store, open_store
@@ -19,8 +27,13 @@ from modeldeploy.validation import load_resource
 STAGE = Path(sys.executable).with_name("modeldeploy-stage")
 
 
-def stage(task_uri: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(STAGE), task_uri], capture_output=True, text=True, timeout=300, check=False)
+def stage(task_uri: str | None, document: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The stage on a task document's URI, or (as a Job runs it) on the document in its environment."""
+    environment = {key: value for key, value in os.environ.items() if key != "MODELDEPLOY_TASK"}
+    if document is not None:
+        environment["MODELDEPLOY_TASK"] = document
+    return subprocess.run([str(STAGE), *([task_uri] if task_uri else [])], capture_output=True, text=True,
+                          timeout=300, check=False, env=environment)
 
 
 def quickstart_tasks(store: Store, **source_changes: str) -> dict[str, TaskDocument]:
@@ -90,3 +103,20 @@ def test_an_unreadable_task_document(tmp_path: Path) -> None:
     assert "cannot read the task document" in result.stderr and "Traceback" not in result.stderr
     (tmp_path / "bad.json").write_text(json.dumps({"kind": "StageTask"}))
     assert stage(str(tmp_path / "bad.json")).returncode == 1
+
+
+def test_a_job_hands_the_document_in_the_environment_and_the_stage_keeps_it(store: FileStore) -> None:
+    task = quickstart_tasks(store)["prepare tensors"]
+    result = stage(None, task.model_dump_json(by_alias=True))
+    assert result.returncode == 0, result.stderr
+    assert read_manifest(store, task.key) is not None
+    kept = (store.root / task_document_name(task.key)).read_text()
+    assert TaskDocument.model_validate_json(kept) == task
+
+
+def test_no_task_at_all_or_a_bad_one_in_the_environment() -> None:
+    result = stage(None)
+    assert result.returncode == 2 and "no task: give TASK or set $MODELDEPLOY_TASK" in result.stderr
+    result = stage(None, '{"kind": "StageTask"}')
+    assert result.returncode == 1 and "cannot read the task document $MODELDEPLOY_TASK" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -17,7 +17,7 @@ def limits_of(config: OperatorConfig, device: str, stage: str) -> dict[str, obje
                                "batchSizes": [4]}]
     spec = load_resource(doc).spec
     task = next(task for task in plan(spec).tasks if task.kind == stage and task.target == "mlu")
-    body = job_manifest(OWNER, task, spec.targets[0], "u", spec.artifacts, config)
+    body = job_manifest(OWNER, task, spec.targets[0], task.task_document("s3://a"), "u", spec.artifacts, config)
     return body["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
 
 
@@ -39,7 +39,8 @@ def test_mlu_stages_get_the_neuware_home_their_image_installs_to() -> None:
                                "batchSizes": [1], "placement": {"env": {"MM_CPP_MIN_LOG_LEVEL": "3"}}}]
     spec = load_resource(doc).spec
     task = next(task for task in plan(spec).tasks if task.kind == "evaluate" and task.target == "mlu")
-    container = job_manifest(OWNER, task, spec.targets[0], "u", spec.artifacts, OperatorConfig())["spec"]["template"][
-        "spec"]["containers"][0]
+    body = job_manifest(OWNER, task, spec.targets[0], task.task_document("s3://a"), "u", spec.artifacts,
+                        OperatorConfig())
+    container = body["spec"]["template"]["spec"]["containers"][0]
     values = {item["name"]: item["value"] for item in container["env"] if "value" in item}
     assert values["NEUWARE_HOME"] == "/usr/local/neuware" and values["MM_CPP_MIN_LOG_LEVEL"] == "3"

@@ -1,15 +1,18 @@
-"""`modeldeploy-stage TASK`: run one stage task — the command every pipeline Job runs.
+"""`modeldeploy-stage [TASK]`: run one stage task — the command every pipeline Job runs.
 
-TASK is the task document's URI (s3://..., file://...) or a local path. The stage's inputs
-are downloaded and verified, the stage runs in a scratch directory, its outputs are uploaded
-and the result manifest is written last. A failure is recorded in the task's failure.json:
-exit 3 when the inputs are at fault (retrying cannot help), 1 for anything else.
+TASK is the task document's URI (s3://..., file://...) or a local path; without it, the
+document itself comes as JSON in $MODELDEPLOY_TASK, as the operator's Jobs carry it, and the
+stage keeps a copy in the store next to the task's results. The stage's inputs are downloaded
+and verified, the stage runs in a scratch directory, its outputs are uploaded and the result
+manifest is written last. A failure is recorded in the task's failure.json: exit 3 when the
+inputs are at fault (retrying cannot help), 1 for anything else.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import tempfile
 import traceback
@@ -18,7 +21,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
-from modeldeploy.manifest import TaskDocument, commit, fetch, read_manifest, record_failure
+from modeldeploy.manifest import (
+    TASK_ENVIRONMENT,
+    TaskDocument,
+    commit,
+    fetch,
+    read_manifest,
+    record_failure,
+    write_task,
+)
 from modeldeploy.store import AlreadyExists, ChecksumMismatch, S3Store, Store, StoreError, open_store
 
 from modeldeploy_jobs.sources import fetch_source, fetch_tree
@@ -59,13 +70,16 @@ def download_inputs(store: Store, task: TaskDocument, workdir: Path) -> dict[str
     return inputs
 
 
-def run_task(task: TaskDocument, workdir: Path) -> int:
+def run_task(task: TaskDocument, workdir: Path, keep_document: bool = False) -> int:
+    """Run the task unless it is done; `keep_document` stores the task document first (it came from no store)."""
     store = open_store(task.store)
     if read_manifest(store, task.key) is not None:
         print(f"{task.name}: already done ({task.key[:12]})")
         return 0
     started = datetime.now(UTC)
     try:
+        if keep_document:
+            write_task(store, task)
         try:
             inputs = download_inputs(store, task, workdir)
         except ChecksumMismatch as error:
@@ -106,18 +120,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "work, upload its outputs, write the result manifest last. Exit 0 when done (or already done), 3 when the "
         "inputs are at fault (the reason is in the task's failure.json), 1 on any other failure.",
     )
-    parser.add_argument("task", help="the task document: s3://..., file://... or a path")
+    parser.add_argument("task", nargs="?", help=f"the task document: s3://..., file://... or a path (default: the "
+                        f"document itself, as JSON in ${TASK_ENVIRONMENT})")
     parser.add_argument("--workdir", type=Path, help="scratch directory (default: a temporary one)")
     args = parser.parse_args(argv)
+    inline = os.environ.get(TASK_ENVIRONMENT) if args.task is None else None
+    if args.task is None and not inline:
+        parser.error(f"no task: give TASK or set ${TASK_ENVIRONMENT}")
+    source = f"${TASK_ENVIRONMENT}" if inline else args.task
     try:
-        task = read_task(args.task)
+        task = TaskDocument.model_validate_json(inline) if inline else read_task(args.task)
     except (OSError, StoreError, ValueError) as error:
-        print(f"cannot read the task document {args.task}: {error}", file=sys.stderr)
+        print(f"cannot read the task document {source}: {error}", file=sys.stderr)
         return EXIT_FAILED
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir, prefix=f"{task.stage}-") as scratch:
-        return run_task(task, Path(scratch))
+        return run_task(task, Path(scratch), keep_document=bool(inline))
 
 
 if __name__ == "__main__":

@@ -60,6 +60,9 @@ class Failure(_Document):
     failed_at: datetime
 
 
+TASK_ENVIRONMENT = "MODELDEPLOY_TASK"  # the task document itself, as JSON: how a Job hands it to modeldeploy-stage
+
+
 class TaskDocument(_Document):
     """What a stage Job (or a local subprocess) runs: one task of the plan and the store it works in."""
 

@@ -1,9 +1,10 @@
 """The local executor: runs a plan's tasks as subprocesses through the stage entrypoint.
 
-The same command a Job runs (`python -m modeldeploy_jobs.entrypoint TASK_URI`), in dependency
-order, N at a time, against a `file://` or `s3://` store. Tasks whose manifest exists are done
-already; a failed task stops only the tasks that depend on it. Ctrl-C terminates the running
-stages (they never write a manifest half-way) and a re-run resumes where this one stopped.
+The same command a Job runs (`python -m modeldeploy_jobs.entrypoint TASK_URI`, where a Job has
+the document itself in its environment), in dependency order, N at a time, against a `file://`
+or `s3://` store. Tasks whose manifest exists are done already; a failed task stops only the
+tasks that depend on it. Ctrl-C terminates the running stages (they never write a manifest
+half-way) and a re-run resumes where this one stopped.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ from modeldeploy.controller.reconcile import (
     share,
     timestamp,
 )
-from modeldeploy.manifest import task_document_name, write_task
+from modeldeploy.manifest import task_document_name
 from modeldeploy.planner import Plan, Task, plan
 from modeldeploy.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION, ModelDeployment, ModelDeploymentSpec, Target
 from modeldeploy.store import Store, load_s3_model, open_store
@@ -432,16 +432,16 @@ async def _start(decision: Decision, spec: ModelDeploymentSpec, store: Store, me
 
 async def _launch(task: Task, owner: Owner, spec: ModelDeploymentSpec, target: Target | None, store: Store,
                   memo: kopf.Memo, logger: Any) -> None:
-    """Write the task document and create the Job; a Job not created (failed, or there already) frees its slot."""
+    """Create the Job, its task document in it; a Job not created (failed, or there already) frees its slot."""
+    task_uri = store.uri_of(task_document_name(task.key))
     created = False
     try:
-        task_uri = await memo.stores.write(write_task, store, task.task_document(store.uri))
-        manifest = job_manifest(owner, task, target, task_uri, spec.artifacts, memo.config)
+        manifest = job_manifest(owner, task, target, task.task_document(store.uri), task_uri, spec.artifacts,
+                                memo.config)
         created = await memo.api.create_job(manifest)
     finally:
         if not created:
             memo.launching.get((owner.namespace, owner.name), {}).pop(task.key, None)
-            task_uri = store.uri_of(task_document_name(task.key))
             if memo.claimed.get(task_uri) == (owner.namespace, owner.name):
                 del memo.claimed[task_uri]
     if created:

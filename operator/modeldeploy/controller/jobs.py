@@ -8,6 +8,7 @@ from typing import Any
 
 from modeldeploy import backends
 from modeldeploy.controller.config import OperatorConfig
+from modeldeploy.manifest import TASK_ENVIRONMENT, TaskDocument
 from modeldeploy.planner import Task
 from modeldeploy.spec import GROUP, KIND, VERSION, Artifacts, Placement, Target
 
@@ -52,10 +53,13 @@ def job_manifest(
     owner: Owner,
     task: Task,
     target: Target | None,
+    document: TaskDocument,
     task_uri: str,
     artifacts: Artifacts | None,
     config: OperatorConfig,
 ) -> dict[str, Any]:
+    """The Job carries its task document (in the stage's environment), so creating it needs no store write first;
+    `task_uri` is where the stage keeps the document, and names the task in its store."""
     backend = backends.get(task.backend) if task.backend else None
     device = backend.devices.get(target.device or "") if backend and target and task.needs_device else None
     placement = _placement(backend, device, target, config)
@@ -64,7 +68,7 @@ def job_manifest(
         job_labels["kueue.x-k8s.io/queue-name"] = config.kueue_queue
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "containers": [_container(task, target, backend, device, task_uri, artifacts, placement, config)],
+        "containers": [_container(target, backend, device, document, artifacts, placement, config)],
         "volumes": [{"name": "scratch", "emptyDir": {}}],
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
     }
@@ -143,11 +147,10 @@ def _placement(
 
 
 def _container(
-    task: Task,
     target: Target | None,
     backend: backends.Backend | None,
     device: backends.Device | None,
-    task_uri: str,
+    document: TaskDocument,
     artifacts: Artifacts | None,
     placement: Placement,
     config: OperatorConfig,
@@ -163,8 +166,9 @@ def _container(
     return {
         "name": CONTAINER,
         "image": target.image if target is not None and target.image else config.image(backend),
-        "command": ["modeldeploy-stage", task_uri],
+        "command": ["modeldeploy-stage"],
         "env": [{"name": name, "value": value} for name, value in placement.env.items()]
+        + [{"name": TASK_ENVIRONMENT, "value": document.model_dump_json(by_alias=True)}]
         + _environment(artifacts, config),
         "resources": {"limits": limits, "requests": requests},
         "securityContext": {

@@ -22,11 +22,11 @@ from modeldeploy.manifest import Manifest, fetch_bytes, output_name, read_failur
 from modeldeploy.planner import Plan, Task
 from modeldeploy.store import Store
 
-# Store requests in flight at once. Writes (the task document a new Job reads) have threads of their own, so
-# starting a Job never queues behind the reads of every other deployment; each store opening pools a connection
-# per thread, so a request never waits for, nor drops, one.
+# Store requests in flight at once. Writes (deleting a deployment's artifacts) have threads of their own, so a
+# large deletion never queues the reads of every other deployment; each store opening pools a connection per
+# thread, so a request never waits for, nor drops, one.
 READ_THREADS = 32
-WRITE_THREADS = 16
+WRITE_THREADS = 4
 STORE_CONNECTIONS = READ_THREADS + WRITE_THREADS
 T = TypeVar("T")
 
