@@ -398,3 +398,21 @@ def test_kopf_discovers_watches_and_patches_status(
     assert "Handler 'created' succeeded." in runner.output
     assert "Handler 'deleted' succeeded." in runner.output
     assert "inconsisten" not in runner.output  # kopf checks that its patches took effect
+
+
+def test_the_server_in_a_process_of_its_own_counts_requests_and_stops_with_stdin() -> None:
+    process = subprocess.Popen([sys.executable, "-m", "kube.apiserver"], cwd=Path(__file__).parent,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        kubeconfig = process.stdout.readline().strip()
+        listed = subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", "get", "namespaces", "-o", "name"],
+                                capture_output=True, text=True, timeout=60, check=True)
+        assert listed.stdout.split() == ["namespace/default"]
+        process.stdin.write("requests\n")
+        process.stdin.flush()
+        assert int(process.stdout.readline()) >= 1
+    finally:
+        process.stdin.close()
+        assert process.wait(timeout=30) == 0
+    assert not Path(kubeconfig).exists()

@@ -10,7 +10,8 @@ kubectl. Writes happen in kmock's fallback reactions, so a test reaction that in
 request (``emulator["patch", kmock.resource(...)][:1] << 409``) also prevents its effect, as
 a failed request does on a real server.
 
-``ApiServer`` runs the emulator in a background thread and writes a kubeconfig for it.
+``ApiServer`` runs the emulator in a background thread and writes a kubeconfig for it;
+``python -m kube.apiserver`` runs it in a process of its own.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -804,3 +806,20 @@ def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float 
             raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
         time.sleep(interval)
     return result
+
+
+def main() -> None:
+    """Serve until stdin closes, for a client that must not share the server's GIL (a benchmark's load).
+
+    Prints the kubeconfig's path first; answers each line `requests` with the number of requests served so far.
+    """
+    with ApiServer() as server:
+        assert server.emulator is not None
+        print(server.kubeconfig, flush=True)
+        for line in sys.stdin:
+            if line.strip() == "requests":
+                print(len(server.emulator._requests), flush=True)
+
+
+if __name__ == "__main__":
+    main()
