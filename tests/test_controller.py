@@ -16,7 +16,7 @@ from modeldeploy.controller.informer import JobIndex, OwnedJob
 from modeldeploy.controller.jobs import Owner, job_manifest, job_name
 from modeldeploy.controller.observe import StoreCache
 from modeldeploy.controller.reconcile import JobState, Observed, decide, invalid, job_state, serving_order, share
-from modeldeploy.manifest import Failure, Manifest, TaskDocument, commit, manifest_name
+from modeldeploy.manifest import Failure, Manifest, TaskDocument, commit, manifest_name, task_document_name
 from modeldeploy.planner import Plan, plan
 from modeldeploy.store import FileStore
 from modeldeploy.validation import FieldError, load_resource
@@ -426,6 +426,59 @@ def test_a_task_not_done_is_read_again_once_its_job_finished(tmp_path: Path) -> 
     observed = asyncio.run(cache.observe(store, result, jobs | {unblocked.key: job(unblocked.key, succeeded=True)}))
     assert unblocked.key in observed.results
     assert store.read[0] == manifest_name(unblocked.key)
+
+
+def another_plan(classes: int) -> Plan:
+    """Another deployment's plan: every key but the data's differs."""
+    doc = base()
+    doc["spec"]["source"]["numClasses"] = classes
+    return plan(load_resource(doc).spec)
+
+
+def test_a_task_the_store_had_nothing_of_is_not_read_unless_a_job_of_the_operator_computed_it(tmp_path: Path
+                                                                                             ) -> None:
+    _, first = the_plan()
+    second, third = another_plan(100), another_plan(50)
+    store = ReadCounting(tmp_path / "store")
+    convert = task_named(third, "convert")
+
+    async def three_deployments() -> None:
+        cache = StoreCache()
+        await cache.observe(store, first, {})  # begins a listing of the store's tasks; no pass waits for one
+        while not all(listing.done() for listing, _ in cache.listings.values()):
+            await asyncio.sleep(0.01)
+        store.read.clear()
+        assert (await cache.observe(store, second, {})).results == {}
+        assert store.read == []  # the listing found nothing of its first tasks
+        cache.launching(store.uri_of(task_document_name(convert.key)))  # a Job of the operator computed it since
+        committed(store, third, tmp_path, {"convert"})
+        assert convert.key in (await cache.observe(store, third, {})).results
+        assert store.read == [manifest_name(convert.key)]
+
+    asyncio.run(three_deployments())
+
+
+class Unlistable(ReadCounting):
+    def folders(self, prefix: str) -> set[str]:
+        raise PermissionError("no s3:ListBucket")
+
+
+def test_a_store_that_cannot_be_listed_is_read_task_by_task(tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                                            ) -> None:
+    _, result = the_plan()
+    store = Unlistable(tmp_path / "store")
+
+    async def twice() -> None:
+        cache = StoreCache()
+        await cache.observe(store, result, {})
+        while not all(listing.done() for listing, _ in cache.listings.values()):
+            await asyncio.sleep(0.01)
+        store.read.clear()
+        await StoreCache(listings=cache.listings).observe(store, result, {})
+
+    asyncio.run(twice())
+    assert sorted(store.read) == sorted(manifest_name(task.key) for task in result.tasks if not task.inputs)
+    assert "cannot list the tasks in" in caplog.text and "no s3:ListBucket" in caplog.text
 
 
 class AnswersHeld(ReadCounting):

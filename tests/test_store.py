@@ -67,6 +67,15 @@ def test_bytes_round_trip_and_listing(store: Store) -> None:
     assert store.list() == []
 
 
+def test_folders_are_the_names_directly_under_a_prefix(store: Store) -> None:
+    store.put_bytes("tasks/aa/task.json", b"{}")
+    store.put_bytes("tasks/aa/outputs/model.onnx", b"x")
+    store.put_bytes("tasks/bb/manifest.json", b"{}")
+    store.put_bytes("elsewhere/cc/x", b"x")
+    assert store.folders("tasks") == {"aa", "bb"}
+    assert store.folders("nothing") == set()
+
+
 def test_missing_object_is_not_found(store: Store, tmp_path: Path) -> None:
     with pytest.raises(NotFound, match="does not exist"):
         store.get_bytes("nothing/here")

@@ -1,5 +1,6 @@
 """Stage results in the store: outputs first, then the manifest, the commit marker.
 
+    tasks/<key>/task.json        the task document the stage ran
     tasks/<key>/outputs/<name>   immutable outputs of the task
     tasks/<key>/manifest.json    written last, once: the task is done
     tasks/<key>/failure.json     the latest failed attempt (replaced by a retry; never a manifest)
@@ -78,8 +79,16 @@ class TaskDocument(_Document):
     store: str
 
 
+TASKS = "tasks"
+
+
 def task_prefix(key: str) -> str:
-    return f"tasks/{key}"
+    return f"{TASKS}/{key}"
+
+
+def tasks_with_objects(store: Store) -> set[str]:
+    """The keys of the tasks that have anything in the store: a task document, outputs, a failure, a manifest."""
+    return store.folders(TASKS)
 
 
 def output_name(key: str, name: str) -> str:

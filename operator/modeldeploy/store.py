@@ -59,6 +59,9 @@ class Store(Protocol):
 
     def list(self, prefix: str = "") -> list[str]: ...
 
+    def folders(self, prefix: str) -> set[str]:
+        """The names of the folders directly under prefix (on S3, one listing request per thousand)."""
+
     def delete_prefix(self, prefix: str) -> int: ...
 
 
@@ -166,6 +169,10 @@ class FileStore:
             return []
         found = (path for path in base.rglob("*") if path.is_file() and not path.name.endswith(".partial"))
         return sorted(path.relative_to(self.root).as_posix() for path in found)
+
+    def folders(self, prefix: str) -> set[str]:
+        base = self.root / prefix
+        return {path.name for path in base.iterdir() if path.is_dir()} if base.is_dir() else set()
 
     def delete_prefix(self, prefix: str) -> int:
         names = self.list(prefix)
@@ -311,6 +318,13 @@ class S3Store:
     def list(self, prefix: str = "") -> list[str]:
         strip = len(self.prefix) + 1 if self.prefix else 0
         return sorted(key[strip:] for key in self._keys(prefix))
+
+    def folders(self, prefix: str) -> set[str]:
+        base = f"{self._key(prefix)}/"
+        paginator = self.client.get_paginator("list_objects_v2")
+        return {common["Prefix"][len(base):].rstrip("/")
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=base, Delimiter="/")
+                for common in page.get("CommonPrefixes", [])}
 
     def delete_prefix(self, prefix: str) -> int:
         keys = list(self._keys(prefix))

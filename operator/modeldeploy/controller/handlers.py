@@ -3,8 +3,9 @@
 One daemon per ModelDeployment is the only status writer. It reconciles, then sleeps until it
 is woken — by a Job of its deployment finishing or going (the informer tells), by a new
 generation of its spec, by a slot freeing up while it waits for one — or the resync period
-passes, so reacting to a finished Job takes moments, not a timer period. Passes take turns, at
-most RECONCILE_WORKERS at once, deployments with no Job yet first.
+passes, so reacting to a finished Job takes moments, not a timer period. A pass reads and decides
+in its turn, at most RECONCILE_WORKERS at once, deployments with no Job yet first; it creates its
+Jobs and writes its status after the turn, as its slots are reserved by then.
 
 Slots (maxJobs across every deployment) go first to the waiting deployments with no Job running
 (a new one waits for its first Job behind no busy one), then to the busy ones, each group longest
@@ -26,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -59,7 +61,7 @@ from modeldeploy.store import Store, load_s3_model, open_store
 from modeldeploy.validation import FieldError, SpecError, load_resource, semantic_errors
 
 REMOTE_SCHEMES = ("s3", "http", "https")
-RECONCILE_WORKERS = 8  # passes wait on the store and the API: more at once only queue there, and slow the loop
+RECONCILE_WORKERS = 8  # passes wait on the store: more at once only queue there, and slow the loop
 STORE_SECONDS = 60
 
 Deployment = tuple[str, str]  # (namespace, name)
@@ -75,9 +77,9 @@ class SpecDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
 
 
 class Turns:
-    """At most `limit` reconcile passes at once, as controller-runtime's MaxConcurrentReconciles, and deployments
-    with no Job yet first: a new deployment is planned while busy ones wait for their next pass, and passes that
-    wait cost the event loop nothing, so kopf takes in new deployments sooner."""
+    """At most `limit` passes reading and deciding at once, as controller-runtime's MaxConcurrentReconciles, and
+    deployments with no Job yet first: a new deployment is planned while busy ones wait for their next pass, and
+    passes that wait cost the event loop nothing, so kopf takes in new deployments sooner."""
 
     def __init__(self, limit: int):
         self.limit = limit
@@ -164,6 +166,8 @@ def _job_changed(memo: kopf.Memo, kind: str, job: OwnedJob) -> None:
     """One of our Jobs was created, changed or deleted: one that ends (or goes) frees a slot and may unblock stages."""
     deployment, state = job.deployment, job.state
     memo.launching.get(deployment, {}).pop(state.key, None)
+    if job.task_uri:
+        memo.stores.launching(job.task_uri)
     if job.task_uri and state.active and kind != "DELETED":
         memo.claimed.setdefault(job.task_uri, deployment)
         return
@@ -219,7 +223,8 @@ async def pipeline(
             wakeup.clear()
             try:
                 async with memo.turns.turn(first=not _jobs(memo, deployment)):
-                    await reconcile(body, memo, logger)
+                    decided = await reconcile(body, memo)
+                await carry_out(decided, body, memo, logger)
                 metrics.RECONCILES.labels("ok").inc()
             except Exception:  # the loop keeps going: the next pass starts from the facts again
                 _stop_waiting(memo, deployment)  # a pass that failed keeps no place in the queue for slots
@@ -240,7 +245,19 @@ async def pipeline(
         metrics.count_phases(memo.phases)
 
 
-async def reconcile(body: kopf.Body, memo: kopf.Memo, logger: Any) -> None:
+@dataclass(frozen=True)
+class Decided:
+    """A pass's decision, its slots reserved, and what carrying it out needs."""
+
+    meta: Mapping[str, Any]
+    previous: Mapping[str, Any]
+    decision: Decision
+    spec: ModelDeploymentSpec | None = None
+    store: Store | None = None
+
+
+async def reconcile(body: kopf.Body, memo: kopf.Memo) -> Decided:
+    """Read and decide, reserving the slots of the Jobs to create: the part of a pass that takes a turn."""
     meta = dict(body["metadata"])  # one moment's metadata: the live body changes under the awaits below
     deployment = (meta["namespace"], meta["name"])
     previous = memo.written.get(deployment) or dict(body.get("status") or {})
@@ -248,15 +265,23 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, logger: Any) -> None:
     planned = await _planned(meta, body, memo)
     if isinstance(planned, SpecError):
         _stop_waiting(memo, deployment)
-        decision = invalid(meta, planned.errors, now, previous)
-    else:
-        spec, pipeline_plan = planned
-        store = await _store(spec, deployment[0], memo)
-        observed = await memo.stores.observe(store, pipeline_plan, _jobs(memo, deployment))
-        decision = _decide_within_slots(meta, pipeline_plan, observed, store, memo, now, previous)
-        await _start(decision, spec, store, meta, memo, logger)
+        return Decided(meta, previous, invalid(meta, planned.errors, now, previous))
+    spec, pipeline_plan = planned
+    store = await _store(spec, deployment[0], memo)
+    observed = await memo.stores.observe(store, pipeline_plan, _jobs(memo, deployment))
+    return Decided(meta, previous, _decide_within_slots(meta, pipeline_plan, observed, store, memo, now, previous),
+                   spec, store)
+
+
+async def carry_out(decided: Decided, body: kopf.Body, memo: kopf.Memo, logger: Any) -> None:
+    """Create and delete the Jobs, write the status, tell the Events. After the turn: the next pass reads and
+    decides while this one waits on the API."""
+    meta, decision = decided.meta, decided.decision
+    deployment = (meta["namespace"], meta["name"])
+    if decided.spec is not None and decided.store is not None:
+        await _start(decision, decided.spec, decided.store, meta, memo, logger)
     await asyncio.gather(*(memo.api.delete_job(deployment[0], job) for job in decision.delete))
-    if _changed(previous, decision.status):
+    if _changed(decided.previous, decision.status):
         await memo.api.patch_status(*deployment, decision.status)
         memo.written[deployment] = decision.status
     _report(decision, body)
@@ -388,6 +413,7 @@ def _decide_within_slots(
     for task in decision.create:
         launching[task.key] = _launching(meta, task)
         memo.claimed[uris[task.key]] = deployment
+        memo.stores.launching(uris[task.key])
     _wake_served(memo, free - granted, running, but=deployment)
     return decision
 

@@ -4,7 +4,10 @@ A committed manifest is immutable, so it is read once per operator process. A ta
 only once its inputs are done (a task cannot be done before them), so a new deployment costs
 a read per task it can start, not one per task of its plan; a task known not to be done is
 read again only when its Job has finished. A task is not read either when one of its inputs
-was computed while this operator watched: then only a Job of its own can have computed it.
+was computed while this operator watched (then only a Job of its own can have computed it), nor
+when the store had nothing of it at its last listing, at most LISTING_SECONDS ago, and this
+operator started no Job for it since: a brand-new deployment's first Jobs wait on no read. Were
+such a task done meanwhile by someone else, its Job would find it committed and end at once.
 Deployments that ask for the same manifest at the same time share one read.
 """
 
@@ -12,13 +15,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from modeldeploy.controller.reconcile import JobState, Observed
-from modeldeploy.manifest import Manifest, fetch_bytes, output_name, read_failure, read_manifest
+from modeldeploy.manifest import (
+    Manifest,
+    fetch_bytes,
+    output_name,
+    read_failure,
+    read_manifest,
+    task_document_name,
+    tasks_with_objects,
+)
 from modeldeploy.planner import Plan, Task
 from modeldeploy.store import Store
 
@@ -28,7 +41,11 @@ from modeldeploy.store import Store
 READ_THREADS = 32
 WRITE_THREADS = 4
 STORE_CONNECTIONS = READ_THREADS + WRITE_THREADS
+LISTING_SECONDS = 60  # how long a listing of a store's tasks stands for it
 T = TypeVar("T")
+Listing = frozenset[str] | None  # the keys of the tasks with objects in a store; None if it could not be listed
+
+logger = logging.getLogger(__name__)
 
 
 def _threads(count: int, name: str) -> ThreadPoolExecutor:
@@ -42,6 +59,8 @@ class StoreCache:
     computed: set[tuple[str, str]] = field(default_factory=set)  # seen not done, then done: computed since
     reports: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     reading: dict[tuple[str, str], asyncio.Future[Manifest | None]] = field(default_factory=dict)
+    listings: dict[str, tuple[asyncio.Future[Listing], float]] = field(default_factory=dict)  # with its expiry
+    launched: set[str] = field(default_factory=set)  # task document URIs of the tasks this operator has Jobs for
     readers: ThreadPoolExecutor = field(default_factory=lambda: _threads(READ_THREADS, "store-read"))
     writers: ThreadPoolExecutor = field(default_factory=lambda: _threads(WRITE_THREADS, "store-write"))
 
@@ -53,11 +72,16 @@ class StoreCache:
         """A blocking store write (or delete), on the write threads every deployment shares."""
         return await asyncio.get_running_loop().run_in_executor(self.writers, function, *args)
 
+    def launching(self, task_uri: str) -> None:
+        """A Job of this operator computes the task: from now on it is read, whatever a listing said."""
+        self.launched.add(task_uri)
+
     async def observe(self, store: Store, plan: Plan, jobs: Mapping[str, JobState]) -> Observed:
+        listing = self._listing(store)
         asked: set[str] = set()
         while wave := [task for task in plan.tasks if task.key not in asked and self._worth_reading(store, task, jobs)]:
             asked.update(task.key for task in wave)
-            unread = [task.key for task in wave if self._cannot_be_done(store, task, jobs)]
+            unread = [task.key for task in wave if self._cannot_be_done(store, task, jobs, listing)]
             self.not_done.update((store.uri, key) for key in unread)
             wave_keys = [task.key for task in wave if task.key not in unread]
             manifests = await asyncio.gather(*(self._manifest(store, key, jobs.get(key)) for key in wave_keys))
@@ -109,12 +133,29 @@ class StoreCache:
             pending.add_done_callback(forget)
         return await asyncio.shield(pending)
 
-    def _cannot_be_done(self, store: Store, task: Task, jobs: Mapping[str, JobState]) -> bool:
+    def _cannot_be_done(self, store: Store, task: Task, jobs: Mapping[str, JobState], listing: Listing) -> bool:
         """A task with no Job of its own, one input of which this operator saw being computed, is not done: no Job
         could compute it before that input was, and this operator's Jobs are the only ones to (a task another
-        deployment's Job computes is claimed, and waited for). Its read is saved; were it done after all, its Job
-        would find it committed and end at once."""
-        return task.key not in jobs and any((store.uri, key) in self.computed for key in task.inputs.values())
+        deployment's Job computes is claimed, and waited for). Nor is one the last listing found nothing of, if no
+        Job of this operator computed it since. Its read is saved; were it done after all, its Job would find it
+        committed and end at once."""
+        if task.key in jobs:
+            return False
+        if (listing is not None and task.key not in listing
+                and store.uri_of(task_document_name(task.key)) not in self.launched):
+            return True
+        return any((store.uri, key) in self.computed for key in task.inputs.values())
+
+    def _listing(self, store: Store) -> Listing:
+        """The store's last listing if it is at most LISTING_SECONDS old, else None, and a new one begun: a pass
+        never waits for a listing (in a large store it takes a request per thousand tasks)."""
+        listed = self.listings.get(store.uri)
+        if listed is None or listed[1] <= time.monotonic():
+            self.listings[store.uri] = (asyncio.ensure_future(self.read(_list_tasks, store)),
+                                        time.monotonic() + LISTING_SECONDS)
+        if listed is None or listed[1] <= time.monotonic() or not listed[0].done():
+            return None
+        return listed[0].result()
 
     def _worth_reading(self, store: Store, task: Task, jobs: Mapping[str, JobState]) -> bool:
         known = (store.uri, task.key)
@@ -123,3 +164,11 @@ class StoreCache:
         if known in self.not_done and (task.key not in jobs or jobs[task.key].active):
             return False
         return all((store.uri, key) in self.manifests for key in task.inputs.values())
+
+
+def _list_tasks(store: Store) -> Listing:
+    try:
+        return frozenset(tasks_with_objects(store))
+    except Exception as error:  # noqa: BLE001 - e.g. no s3:ListBucket: a listing only saves reads, so each is read
+        logger.warning(f"cannot list the tasks in {store.uri}, so every task's result is read: {error}")
+        return None
