@@ -149,13 +149,12 @@ class StoreCache:
     def _listing(self, store: Store) -> Listing:
         """The store's last listing if it is at most LISTING_SECONDS old, else None, and a new one begun: a pass
         never waits for a listing (in a large store it takes a request per thousand tasks)."""
+        now = time.monotonic()
         listed = self.listings.get(store.uri)
-        if listed is None or listed[1] <= time.monotonic():
-            self.listings[store.uri] = (asyncio.ensure_future(self.read(_list_tasks, store)),
-                                        time.monotonic() + LISTING_SECONDS)
-        if listed is None or listed[1] <= time.monotonic() or not listed[0].done():
+        if listed is None or listed[1] <= now:
+            self.listings[store.uri] = (asyncio.ensure_future(self.read(_list_tasks, store)), now + LISTING_SECONDS)
             return None
-        return listed[0].result()
+        return listed[0].result() if listed[0].done() else None
 
     def _worth_reading(self, store: Store, task: Task, jobs: Mapping[str, JobState]) -> bool:
         known = (store.uri, task.key)
