@@ -52,8 +52,24 @@ def fetch_source(uri: str, destination: Path, sha256: str | None = None) -> Path
     return path
 
 
+def inside(root: Path, name: str) -> Path:
+    """root/name, for a name that came from elsewhere (an object key, an archive member, a manifest).
+
+    Only a plain relative name is taken: parts that are neither empty, `.` nor `..`, no leading `/` and no
+    backslash, so the path stays under root whatever the name, with no symlink or normalisation involved.
+    """
+    parts = name.split("/")
+    if not name or "\\" in name or any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"{name!r} is not a plain relative name")
+    return root.joinpath(*parts)
+
+
 def fetch_tree(uri: str, destination: Path) -> Path:
-    """A local directory with every object under the directory uri."""
+    """A local directory with every object under the directory uri (s3://bucket/prefix is the folder prefix/).
+
+    Every object's name is checked before anything is downloaded: one that is not a plain relative path under
+    the folder refuses the whole tree, and nothing is written.
+    """
     local = _local_path(uri)
     if local is not None:
         if not local.is_dir():
@@ -61,14 +77,23 @@ def fetch_tree(uri: str, destination: Path) -> Path:
         return local
     if urlparse(uri).scheme != "s3":
         raise StageError("SourceInvalid", f"{uri}: a directory must be s3://bucket/prefix/ or a local directory")
-    store, prefix = _bucket_and_key(uri.rstrip("/") + "/")
-    names = store.list(prefix.rstrip("/"))
+    store, folder = _bucket_and_key(uri)
+    folder = folder.strip("/")
+    try:
+        names = store.list(folder)
+    except ValueError:
+        raise StageError("SourceInvalid", f"{uri}: the prefix is not a plain path (empty, '.' or '..' parts)") from None
     if not names:
         raise StageError("SourceNotFound", f"{uri} holds no objects")
+    paths = {}
     for name in names:
-        relative = name[len(prefix) :]
-        if relative:
-            store.get_file(name, destination / relative)
+        try:
+            paths[name] = inside(destination, name[len(folder) + 1 :] if folder else name)
+        except ValueError:
+            raise StageError("SourceInvalid", f"s3://{store.bucket}/{name}: the object's name is not a plain path "
+                                              f"under {uri}, so it cannot be fetched safely") from None
+    for name, path in paths.items():
+        store.get_file(name, path)
     return destination
 
 

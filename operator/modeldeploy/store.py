@@ -164,21 +164,21 @@ class FileStore:
         return self._path(name).is_file()
 
     def list(self, prefix: str = "") -> list[str]:
-        base = self.root / prefix if prefix else self.root
+        base = self._path(prefix) if prefix else self.root
         if not base.exists():
             return []
         found = (path for path in base.rglob("*") if path.is_file() and not path.name.endswith(".partial"))
         return sorted(path.relative_to(self.root).as_posix() for path in found)
 
     def folders(self, prefix: str) -> set[str]:
-        base = self.root / prefix
+        base = self._path(prefix)
         return {path.name for path in base.iterdir() if path.is_dir()} if base.is_dir() else set()
 
     def delete_prefix(self, prefix: str) -> int:
         names = self.list(prefix)
         for name in names:
             self._path(name).unlink()
-        base = self.root / prefix
+        base = self._path(prefix) if prefix else self.root
         if prefix and base.is_dir():
             shutil.rmtree(base, ignore_errors=True)
         return len(names)
@@ -309,7 +309,9 @@ class S3Store:
         return True
 
     def _keys(self, prefix: str) -> Iterator[str]:
-        full = self._key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        """The keys in the folder prefix (a key `prefix-other/x` is not in folder `prefix`)."""
+        folder = self._key(prefix) if prefix else self.prefix
+        full = f"{folder}/" if folder else ""
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
             for item in page.get("Contents", []):
