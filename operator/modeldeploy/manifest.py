@@ -58,6 +58,7 @@ class Failure(_Document):
     stage: str
     reason: str
     message: str
+    retriable: bool = False  # True when the cause was a tool, device or network failure, not the user's input
     failed_at: datetime
 
 
@@ -172,8 +173,12 @@ def fetch_bytes(store: Store, manifest: Manifest, name: str) -> bytes:
     return data
 
 
-def record_failure(store: Store, key: str, stage: str, reason: str, message: str) -> Failure:
-    failure = Failure(key=key, stage=stage, reason=reason, message=message, failed_at=datetime.now(UTC))
+def record_failure(
+    store: Store, key: str, stage: str, reason: str, message: str, retriable: bool = False
+) -> Failure:
+    failure = Failure(
+        key=key, stage=stage, reason=reason, message=message, retriable=retriable, failed_at=datetime.now(UTC)
+    )
     store.put_bytes(failure_name(key), _serialize(failure))
     return failure
 
