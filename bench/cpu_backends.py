@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 from modeldeploy.planner import plan
 from modeldeploy.runner import localize
+from modeldeploy.manifest import fetch_bytes, read_manifest
 from modeldeploy.store import open_store
 from modeldeploy.validation import load_resource
 from modeldeploy_jobs.backends import InputSpec, Session
@@ -82,7 +83,8 @@ def main() -> None:
         subprocess.run(command, check=True, cwd=directory, stdout=subprocess.DEVNULL, env=os.environ)
         resource = localize(load_resource(yaml.safe_load(path.read_text())), directory)
         report = plan(resource.spec).report
-        results = json.loads(open_store(str(directory / "store")).get_bytes(f"tasks/{report}/outputs/results.json"))
+        store = open_store(str(directory / "store"))
+        results = json.loads(fetch_bytes(store, read_manifest(store, report), "results.json"))
 
     eager = {batch: torch_eager(args.threads, batch) for batch in BATCH_SIZES}
     print(f"ResNet-50, {args.threads} threads, {BUDGET['iterations']} timed iterations after {BUDGET['warmup']} "

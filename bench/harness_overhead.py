@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 from modeldeploy.planner import plan
 from modeldeploy.runner import localize
+from modeldeploy.manifest import fetch, read_manifest
 from modeldeploy.store import open_store
 from modeldeploy.validation import load_resource
 from modeldeploy_jobs.backends import openvino
@@ -100,7 +101,7 @@ def main() -> None:
         for cell in plan(resource.spec).cells:
             model = directory / f"bs{cell.batch_size}" / "model.xml"
             for name in ("model.xml", "model.bin", "runtime.json"):
-                store.get_file(f"tasks/{cell.compile}/outputs/{name}", model.with_name(name))
+                fetch(store, read_manifest(store, cell.compile), name, model.with_name(name))
             mine, theirs = [], []
             for _ in range(ROUNDS):
                 mine.append(ours(model, cell.batch_size, args.threads, args.iterations))

@@ -24,7 +24,7 @@ def run_stage(kind: str, config: Mapping[str, Any], workdir: Path, inputs: Mappi
         outputs_dir=outputs,
         fetch_source=fetch_source,
         fetch_tree=fetch_tree,
-        artifact_uri=lambda key, name: (workdir / key / name).as_uri(),
+        artifact_uri=lambda manifest, name: (workdir / manifest.key / name).as_uri(),
     )
     return importlib.import_module(f"modeldeploy_jobs.{kind}").run(context)
 
@@ -33,13 +33,14 @@ def as_input(result: StageResult, key: str = "1" * 64) -> StageInput:
     """A finished stage's outputs as the input of the next one (no store in between)."""
     from datetime import UTC, datetime
 
-    from modeldeploy.manifest import Output
+    from modeldeploy.manifest import Output, new_attempt
     from modeldeploy.store import sha256_file
 
     directory = next(iter(result.outputs.values())).parent
     manifest = Manifest(
         key=key,
         stage="test",
+        attempt=new_attempt(),
         outputs={name: Output(sha256=sha256_file(path), size=path.stat().st_size) for name, path in result.outputs.items()},
         metrics=dict(result.metrics),
         started_at=datetime.now(UTC),

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from modeldeploy.manifest import read_failure
+from modeldeploy.manifest import Manifest, fetch_bytes, read_failure, read_manifest
 from modeldeploy.planner import Plan, plan
 from modeldeploy.runner import localize
 from modeldeploy.store import open_store
@@ -36,6 +36,12 @@ def ascend_environment(**settings: str) -> dict[str, str]:
 
 def planned(spec: Path) -> Plan:
     return plan(localize(load_resource(yaml.safe_load(spec.read_text())), spec.parent).spec)
+
+
+def committed(store: Any, key: str) -> Manifest:
+    manifest = read_manifest(store, key)
+    assert manifest is not None, f"task {key[:12]} is not committed"
+    return manifest
 
 
 def cells_by_key(results: dict[str, Any]) -> dict[tuple[str, str, int], dict[str, Any]]:
@@ -74,12 +80,12 @@ def test_the_om_is_built_for_the_targets_chip_from_the_amct_deploy_model(digits_
     store = open_store(store_uri)
     (calibrate,) = [task for task in result.tasks if task.kind == "calibrate"]
     compiled = next(task for task in result.tasks if task.kind == "compile" and task.config["precision"] == "int8")
-    with zipfile.ZipFile(io.BytesIO(store.get_bytes(f"tasks/{compiled.key}/outputs/model.om"))) as om:
+    with zipfile.ZipFile(io.BytesIO(fetch_bytes(store, committed(store, compiled.key), "model.om"))) as om:
         atc = json.loads(om.read("atc.json"))
     assert atc["soc_version"] == "Ascend310P3"
-    deployed = store.get_bytes(f"tasks/{calibrate.key}/outputs/model.onnx")
+    deployed = fetch_bytes(store, committed(store, calibrate.key), "model.onnx")
     assert atc["source_sha256"] == hashlib.sha256(deployed).hexdigest()
-    quant_cfg = store.get_bytes(f"tasks/{calibrate.key}/outputs/quant.cfg")
+    quant_cfg = fetch_bytes(store, committed(store, calibrate.key), "quant.cfg")
     assert b"batch_num : 4" in quant_cfg  # 64 calibration samples, 16 per AMCT batch
 
 

@@ -16,7 +16,15 @@ from modeldeploy.controller.informer import JobIndex, OwnedJob
 from modeldeploy.controller.jobs import Owner, job_manifest, job_name
 from modeldeploy.controller.observe import StoreCache
 from modeldeploy.controller.reconcile import JobState, Observed, decide, invalid, job_state, serving_order, share
-from modeldeploy.manifest import Failure, Manifest, TaskDocument, commit, manifest_name, task_document_name
+from modeldeploy.manifest import (
+    Failure,
+    Manifest,
+    TaskDocument,
+    commit,
+    manifest_name,
+    new_attempt,
+    task_document_name,
+)
 from modeldeploy.planner import Plan, plan
 from modeldeploy.store import FileStore
 from modeldeploy.validation import FieldError, load_resource
@@ -38,7 +46,7 @@ def task_named(result: Plan, name: str) -> Any:
 
 def manifest(key: str, metrics: dict[str, Any] | None = None) -> Manifest:
     now = datetime.now(UTC)
-    return Manifest(key=key, stage="x", outputs={}, metrics=metrics or {}, started_at=now, finished_at=now)
+    return Manifest(key=key, stage="x", attempt=new_attempt(), outputs={}, metrics=metrics or {}, started_at=now, finished_at=now)
 
 
 def job(key: str, *, active: bool = False, succeeded: bool = False, failed: bool = False, generation: int = 3,

@@ -89,7 +89,9 @@ def test_a_corrupted_input_is_detected_before_any_work(store: FileStore) -> None
     tasks = quickstart_tasks(store)
     convert = tasks["convert"]
     assert stage(write_task(store, convert)).returncode == 0
-    (store.root / output_name(convert.key, "model.onnx")).write_bytes(b"tampered")
+    committed = read_manifest(store, convert.key)
+    assert committed is not None
+    (store.root / output_name(committed, "model.onnx")).write_bytes(b"tampered")
     compile_task = tasks["compile onnxruntime/fp32/bs1"]
     result = stage(write_task(store, compile_task))
     assert result.returncode == 3

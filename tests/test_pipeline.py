@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import EXAMPLES
-from modeldeploy.manifest import read_failure, read_manifest
+from modeldeploy.manifest import fetch_bytes, read_failure, read_manifest
 from modeldeploy.planner import plan
 from modeldeploy.runner import localize
 from modeldeploy.store import open_store
@@ -62,7 +62,7 @@ def results_of(store_uri: str, spec: Path) -> dict[str, Any]:
     report = plan(resource.spec).report
     manifest = read_manifest(store, report)
     assert manifest is not None
-    return json.loads(store.get_bytes(f"tasks/{report}/outputs/results.json"))
+    return json.loads(fetch_bytes(store, manifest, "results.json"))
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from modeldeploy.manifest import Manifest
+from modeldeploy.manifest import Manifest, new_attempt, output_name
 from modeldeploy.spec import Accuracy, BestCell, CellResult
 from modeldeploy_jobs.report import Reference, evaluate_gate, nice_ticks, run
 from modeldeploy_jobs.stage import StageContext, StageError, StageInput, StageResult
@@ -52,7 +52,7 @@ def evaluation(
 
 
 def stage_input(key: str, metrics: Mapping[str, Any]) -> StageInput:
-    manifest = Manifest(key=key, stage="evaluate", outputs={}, metrics=dict(metrics), started_at=NOW, finished_at=NOW)
+    manifest = Manifest(key=key, stage="evaluate", attempt=new_attempt(), outputs={}, metrics=dict(metrics), started_at=NOW, finished_at=NOW)
     return StageInput(key, manifest, Path("/nonexistent"))
 
 
@@ -100,7 +100,7 @@ def execute(
         outputs_dir=tmp_path / "outputs",
         fetch_source=lambda uri, path, sha256: path,
         fetch_tree=lambda uri, path: path,
-        artifact_uri=lambda key, name: f"s3://bucket/tasks/{key}/outputs/{name}",
+        artifact_uri=lambda manifest, name: f"s3://bucket/{output_name(manifest, name)}",
     )
     return run(context)
 

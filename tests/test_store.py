@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +14,7 @@ import boto3
 import pytest
 from conftest import REPO
 from modeldeploy.manifest import (
+    DocumentInvalid,
     commit,
     fetch,
     manifest_name,
@@ -106,8 +109,9 @@ def test_commit_then_read_and_fetch_verified(store: Store, outputs: dict[str, Pa
     fetched = fetch(store, manifest, "model.onnx", tmp_path / "down" / "model.onnx")
     assert fetched.read_bytes() == outputs["model.onnx"].read_bytes()
     assert store.list(f"tasks/{KEY}") == sorted(
-        [manifest_name(KEY), output_name(KEY, "metrics.json"), output_name(KEY, "model.onnx")]
+        [manifest_name(KEY), output_name(manifest, "metrics.json"), output_name(manifest, "model.onnx")]
     )
+    assert output_name(manifest, "model.onnx") == f"tasks/{KEY}/attempts/{manifest.attempt}/model.onnx"
 
 
 def test_a_committed_task_cannot_be_committed_again(store: Store, outputs: dict[str, Path]) -> None:
@@ -119,7 +123,7 @@ def test_a_committed_task_cannot_be_committed_again(store: Store, outputs: dict[
 
 def test_a_corrupted_object_fails_its_checksum(store: Store, outputs: dict[str, Path], tmp_path: Path) -> None:
     manifest = commit(store, KEY, "compile", outputs, datetime.now(UTC))
-    overwrite_object(store, output_name(KEY, "model.onnx"), b"not the model")
+    overwrite_object(store, output_name(manifest, "model.onnx"), b"not the model")
     destination = tmp_path / "download" / "model.onnx"
     with pytest.raises(ChecksumMismatch, match=r"model\.onnx: sha256 mismatch"):
         fetch(store, manifest, "model.onnx", destination)
@@ -137,7 +141,51 @@ def test_a_commit_that_fails_midway_leaves_no_manifest(store: Store, outputs: di
     with pytest.raises(FileNotFoundError):
         commit(store, KEY, "compile", outputs, datetime.now(UTC))
     assert read_manifest(store, KEY) is None
-    assert not store.exists(manifest_name(KEY))
+    assert store.list(f"tasks/{KEY}") == []  # the outputs uploaded before the failure are gone too
+
+
+def test_of_two_writers_racing_for_a_task_one_wins_whole_and_the_other_leaves_nothing(
+    store: Store, outputs: dict[str, Path], tmp_path: Path
+) -> None:
+    """The slower writer's uploads used to land over the faster writer's committed outputs, for good."""
+    theirs = {name: tmp_path / f"theirs-{name}" for name in outputs}
+    for name, path in theirs.items():
+        path.write_bytes(outputs[name].read_bytes()[::-1] + b"another attempt")
+    uploading, committed = threading.Event(), threading.Event()
+
+    def wait_for_the_other(name: str, transferred: int) -> None:
+        uploading.set()
+        committed.wait(timeout=30)
+
+    slower: list[BaseException] = []
+
+    def slow_writer() -> None:
+        try:
+            commit(store, KEY, "compile", theirs, datetime.now(UTC), progress=wait_for_the_other)
+        except BaseException as error:  # noqa: BLE001 - the test looks at it below
+            slower.append(error)
+
+    thread = threading.Thread(target=slow_writer)
+    thread.start()
+    assert uploading.wait(timeout=30)
+    winner = commit(store, KEY, "compile", outputs, datetime.now(UTC))
+    committed.set()
+    thread.join(timeout=60)
+
+    assert len(slower) == 1 and isinstance(slower[0], AlreadyExists)
+    assert read_manifest(store, KEY) == winner
+    for name, path in outputs.items():
+        assert fetch(store, winner, name, tmp_path / "check" / name).read_bytes() == path.read_bytes()
+    assert store.list(f"tasks/{KEY}") == sorted([manifest_name(KEY), *(output_name(winner, name) for name in outputs)])
+
+
+def test_a_manifest_naming_an_output_outside_its_attempt_is_refused(store: Store) -> None:
+    forged = {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "StageResult", "key": KEY, "stage": "convert",
+              "attempt": "20260101T000000Z-0123456789abcdef", "outputs": {"../../../x": {"sha256": "0" * 64, "size": 1}},
+              "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:00:00Z"}
+    store.put_bytes(manifest_name(KEY), json.dumps(forged).encode())
+    with pytest.raises(DocumentInvalid, match="is not a valid Manifest"):
+        read_manifest(store, KEY)
 
 
 def test_a_killed_upload_leaves_no_manifest_and_a_retry_commits(
@@ -160,11 +208,12 @@ def test_a_killed_upload_leaves_no_manifest_and_a_retry_commits(
     writer.wait(timeout=30)
 
     assert read_manifest(store, KEY) is None
-    assert not store.exists(output_name(KEY, "weights.bin"))
+    left = store.list(f"tasks/{KEY}")  # what the killed writer uploaded before it died
 
     manifest = commit(store, KEY, "convert", {"weights.bin": big, "a-small.txt": small}, datetime.now(UTC))
     assert read_manifest(store, KEY) == manifest
     assert manifest.outputs["weights.bin"].size == 48 * 1024 * 1024
+    assert not {output_name(manifest, name) for name in manifest.outputs} & set(left)
 
 
 def test_failures_are_recorded_apart_from_results(store: Store) -> None:

@@ -26,13 +26,14 @@ from modeldeploy.manifest import (
     TaskDocument,
     commit,
     fetch,
+    output_name,
     read_manifest,
     record_failure,
     write_task,
 )
 from modeldeploy.store import AlreadyExists, ChecksumMismatch, S3Store, Store, StoreError, open_store
 
-from modeldeploy_jobs.sources import fetch_source, fetch_tree
+from modeldeploy_jobs.sources import fetch_source, fetch_tree, inside
 from modeldeploy_jobs.stage import StageContext, StageError, StageInput
 
 EXIT_FAILED = 1
@@ -65,7 +66,7 @@ def download_inputs(store: Store, task: TaskDocument, workdir: Path) -> dict[str
             raise StageError("InputMissing", f"input {role} (task {key[:12]}) has no result in {store.uri} yet")
         directory = workdir / "inputs" / role.replace("/", "_").replace(":", "_")
         for name in manifest.outputs:
-            fetch(store, manifest, name, directory / name)
+            fetch(store, manifest, name, inside(directory, name))
         inputs[role] = StageInput(key=key, manifest=manifest, directory=directory)
     return inputs
 
@@ -95,7 +96,7 @@ def run_task(task: TaskDocument, workdir: Path, keep_document: bool = False) -> 
             outputs_dir=outputs_dir,
             fetch_source=fetch_source,
             fetch_tree=fetch_tree,
-            artifact_uri=lambda key, name: store.uri_of(f"tasks/{key}/outputs/{name}"),
+            artifact_uri=lambda manifest, name: store.uri_of(output_name(manifest, name)),
         )
         result = importlib.import_module(STAGES[task.stage]).run(context)
         commit(store, task.key, task.stage, result.outputs, started, result.metrics, result.toolchain)

@@ -72,7 +72,7 @@ def _result(
         "backend": config["backend"],
         "device": config.get("device"),
         **measured,
-        "artifact": {"uri": context.artifact_uri(upstream.key, model.name),
+        "artifact": {"uri": context.artifact_uri(upstream.manifest, model.name),
                      "sha256": upstream.manifest.outputs[model.name].sha256},
         "environment": {"cpu": cpu_model(), **environment, "toolchain": backend.versions()},
     }

@@ -113,7 +113,7 @@ class StageContext:
     outputs_dir: Path  # every file placed here and returned in StageResult.outputs is uploaded
     fetch_source: FetchSource
     fetch_tree: FetchTree
-    artifact_uri: Callable[[str, str], str]  # (task key, output name) -> the output's URI in the store
+    artifact_uri: Callable[[Manifest, str], str]  # (an input's manifest, output name) -> the output's URI
 
 
 @dataclass(frozen=True)

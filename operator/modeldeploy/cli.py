@@ -198,8 +198,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_one(resource: ModelDeployment, args: argparse.Namespace) -> int:
-    from modeldeploy.manifest import output_name
-    from modeldeploy.runner import Runner, render_results, results
+    from modeldeploy.runner import Runner, render_results, report_uri, results
     from modeldeploy.store import open_store
 
     artifacts = resource.spec.artifacts
@@ -225,7 +224,7 @@ def _run_one(resource: ModelDeployment, args: argparse.Namespace) -> int:
     if summary is not None:
         print()
         print(render_results(summary))
-        print(f"report: {store.uri_of(output_name(result.report, 'report.html'))}")
+        print(f"report: {report_uri(store, result)}")
     if not outcome.succeeded:
         print(f"{len(outcome.failed)} task(s) failed, {len(outcome.blocked)} not run because of them", file=sys.stderr)
         return EXIT_FAILED

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlparse
 
-from modeldeploy.manifest import fetch, read_failure, read_manifest, write_task
+from modeldeploy.manifest import fetch, output_name, read_failure, read_manifest, write_task
 from modeldeploy.planner import Plan, Task
 from modeldeploy.spec import ModelDeployment
 from modeldeploy.store import Store, sha256_file
@@ -184,6 +184,12 @@ def results(store: Store, plan: Plan, destination: Path) -> dict[str, Any] | Non
     if manifest is None:
         return None
     return json.loads(fetch(store, manifest, "results.json", destination / "results.json").read_text())
+
+
+def report_uri(store: Store, plan: Plan) -> str | None:
+    """Where the report task's report.html is, when the report task is done."""
+    manifest = read_manifest(store, plan.report)
+    return None if manifest is None else store.uri_of(output_name(manifest, "report.html"))
 
 
 def render_results(results: Mapping[str, Any]) -> str:

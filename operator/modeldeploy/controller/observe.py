@@ -112,7 +112,8 @@ class StoreCache:
             if report is None:
                 report = json.loads(await self.read(fetch_bytes, store, results[plan.report], "results.json"))
                 self.reports[(store.uri, plan.report)] = report
-        return Observed(jobs, results, failures, report, store.uri_of(output_name(plan.report, "report.html")))
+        report_uri = store.uri_of(output_name(results[plan.report], "report.html")) if plan.report in results else None
+        return Observed(jobs, results, failures, report, report_uri)
 
     async def _manifest(self, store: Store, key: str, job: JobState | None) -> Manifest | None:
         """The task's manifest, read once for every deployment asking at the same time.
