@@ -8,16 +8,17 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from conftest import EXAMPLES
-from modeldeploy.manifest import fetch_bytes, read_failure, read_manifest
+from modeldeploy.manifest import fetch, fetch_bytes, read_failure, read_manifest
 from modeldeploy.planner import plan
 from modeldeploy.runner import localize
-from modeldeploy.store import open_store
+from modeldeploy.store import ChecksumMismatch, open_store
 from modeldeploy.validation import load_resource
 
 MODELDEPLOY = Path(sys.executable).with_name("modeldeploy")
@@ -170,3 +171,69 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "convert" not in started(resumed.stdout)
     assert re.search(r"(\d+) done before", resumed.stdout).group(1) != "0"
+
+
+def unverifiable_tasks(store_uri: str, scratch: Path) -> list[str]:
+    """The committed tasks one of whose outputs no longer matches its manifest's sha256."""
+    store = open_store(store_uri)
+    broken = []
+    for key in sorted(store.folders("tasks")):
+        manifest = read_manifest(store, key)
+        if manifest is None:
+            continue
+        try:
+            for name in manifest.outputs:
+                fetch(store, manifest, name, scratch / key / name)
+        except ChecksumMismatch:
+            broken.append(key)
+    return broken
+
+
+def stage_processes(store: str) -> bytes:
+    return subprocess.run(["pgrep", "-f", f"modeldeploy_jobs.entrypoint {store}"], capture_output=True,
+                          check=False).stdout
+
+
+def test_a_killed_runner_takes_its_stages_with_it_and_a_rerun_finishes_whole(tmp_path: Path) -> None:
+    slow = quickstart(tmp_path / "slow", **{"performance.iterations": 1_000_000})  # evaluate runs until killed
+    store = (tmp_path / "store").as_uri()
+    process = subprocess.Popen(
+        [str(MODELDEPLOY), "run", str(slow), "--store", store, "--jobs", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "start   evaluate" in line:
+            break
+    assert stage_processes(store) != b""
+    process.kill()
+    process.wait(timeout=30)
+    deadline = time.monotonic() + 5
+    while stage_processes(store) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert stage_processes(store) == b""
+
+    spec = quickstart(tmp_path)
+    resumed = run(spec, store, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "convert" not in started(resumed.stdout)
+    assert unverifiable_tasks(store, tmp_path / "verify") == []
+
+
+def test_two_runs_at_once_on_one_s3_store_leave_every_task_whole(tmp_path: Path, bucket: str, moto_endpoint: str) -> None:
+    """Two writers of every task at once: each task ends committed by one of them, its outputs intact."""
+    spec = quickstart(tmp_path)
+    store = f"s3://{bucket}/shared"
+    env = {**os.environ, "AWS_ENDPOINT_URL_S3": moto_endpoint}
+    command = [str(MODELDEPLOY), "run", str(spec), "--store", store, "--jobs", "2"]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+                             env=env) for _ in range(2)]
+    outputs = [process.communicate(timeout=600)[0] for process in runs]
+    assert [process.returncode for process in runs] == [0, 0], "\n".join(outputs)
+    os.environ["AWS_ENDPOINT_URL_S3"] = moto_endpoint
+    try:
+        assert unverifiable_tasks(store, tmp_path / "verify") == []
+        again = run(spec, store, env=env, cwd=tmp_path)
+    finally:
+        del os.environ["AWS_ENDPOINT_URL_S3"]
+    assert again.returncode == 0 and started(again.stdout) == [], again.stdout + again.stderr

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from modeldeploy.children import die_with_parent
+
 from modeldeploy_jobs.stage import StageError
 
 _ERROR_CODE = re.compile(r"^E[A-Z]?\d{4,5}\b")  # Ascend's E10001, EZ9999, ...
@@ -25,7 +27,7 @@ def run_tool(command: Sequence[str], log: Path, cwd: Path) -> ToolRun:
     try:
         completed = subprocess.run(
             list(command), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-            check=False,
+            check=False, preexec_fn=die_with_parent,
         )
     except FileNotFoundError:
         raise StageError("ToolchainMissing", f"{command[0]} is not on PATH: this job image lacks the toolchain") from None

@@ -4,7 +4,8 @@ The same command a Job runs (`python -m modeldeploy_jobs.entrypoint TASK_URI`, w
 the document itself in its environment), in dependency order, N at a time, against a `file://`
 or `s3://` store. Tasks whose manifest exists are done already; a failed task stops only the
 tasks that depend on it. Ctrl-C terminates the running stages (they never write a manifest
-half-way) and a re-run resumes where this one stopped.
+half-way), a runner killed outright takes them with it, and a re-run resumes where this one
+stopped.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlparse
 
+from modeldeploy.children import die_with_parent
 from modeldeploy.manifest import fetch, output_name, read_failure, read_manifest, write_task
 from modeldeploy.planner import Plan, Task
 from modeldeploy.spec import ModelDeployment
@@ -149,7 +151,8 @@ class Runner:
         log = self.logs / f"{task.kind}-{task.short_key}.log"
         with log.open("wb") as handle:
             process = subprocess.Popen(
-                [*STAGE_COMMAND, uri], stdout=handle, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+                [*STAGE_COMMAND, uri], stdout=handle, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         self.running[task.key] = _Running(task, process, time.monotonic(), log)
         self.say("start", task.name)
