@@ -8,7 +8,9 @@ is written once), and every read can verify a sha256 before the file is handed o
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -38,6 +40,9 @@ class ChecksumMismatch(StoreError):
 
 class Store(Protocol):
     uri: str
+    # What the store is, for whoever caches what it holds: two stores with one URI but another endpoint or other
+    # credentials are other stores (a tenant must not read, nor plant, what another's store holds).
+    identity: str
 
     def uri_of(self, name: str) -> str: ...
 
@@ -103,6 +108,7 @@ class FileStore:
     def __init__(self, root: Path):
         self.root = root.resolve()
         self.uri = self.root.as_uri()
+        self.identity = self.uri
 
     def _path(self, name: str) -> Path:
         return self.root / _check_name(name)
@@ -237,6 +243,7 @@ class S3Store:
             s3={"addressing_style": "path"} if endpoint or _endpoint_from_environment() else None,
         )
         keys = credentials or {}  # explicit credentials (a Secret's data) instead of the environment
+        self.identity = _identity(endpoint or _endpoint_from_environment() or "aws", region, bucket, self.prefix, keys)
         self.client = boto3.client(
             "s3",
             endpoint_url=endpoint,
@@ -346,6 +353,18 @@ def load_s3_model() -> None:
     from botocore.config import Config
 
     boto3.client("s3", region_name="us-east-1", config=Config(signature_version=UNSIGNED))
+
+
+_IDENTITY_KEY = secrets.token_bytes(32)  # identities are compared within one process, never stored
+
+
+def _identity(endpoint: str, region: str | None, bucket: str, prefix: str, credentials: Mapping[str, str]) -> str:
+    """The endpoint, region, bucket and prefix, and a keyed digest of the credentials (none: the environment's)."""
+    principal = hmac.new(_IDENTITY_KEY, digestmod=hashlib.sha256)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        principal.update(credentials.get(name, "").encode() + b"\0")
+    who = principal.hexdigest() if credentials else "environment"
+    return f"s3 {endpoint} {region or '-'} {bucket}/{prefix} {who}"
 
 
 def _error_code(error: Exception) -> str:

@@ -8,7 +8,9 @@ was computed while this operator watched (then only a Job of its own can have co
 when the store had nothing of it at its last listing, at most LISTING_SECONDS ago, and this
 operator started no Job for it since: a brand-new deployment's first Jobs wait on no read. Were
 such a task done meanwhile by someone else, its Job would find it committed and end at once.
-Deployments that ask for the same manifest at the same time share one read.
+Deployments that ask for the same manifest at the same time share one read. Everything is kept
+by the store's identity (endpoint, bucket, prefix, credentials), never by its URI alone: a tenant
+naming another's URI with its own endpoint or credentials reads its own store, not the cache.
 """
 
 from __future__ import annotations
@@ -82,11 +84,11 @@ class StoreCache:
         while wave := [task for task in plan.tasks if task.key not in asked and self._worth_reading(store, task, jobs)]:
             asked.update(task.key for task in wave)
             unread = [task.key for task in wave if self._cannot_be_done(store, task, jobs, listing)]
-            self.not_done.update((store.uri, key) for key in unread)
+            self.not_done.update((store.identity, key) for key in unread)
             wave_keys = [task.key for task in wave if task.key not in unread]
             manifests = await asyncio.gather(*(self._manifest(store, key, jobs.get(key)) for key in wave_keys))
             for key, manifest in zip(wave_keys, manifests, strict=True):
-                known = (store.uri, key)
+                known = (store.identity, key)
                 if manifest is None:
                     self.not_done.add(known)
                 else:
@@ -95,9 +97,9 @@ class StoreCache:
                         self.not_done.discard(known)
                     self.manifests[known] = manifest
         results = {
-            task.key: self.manifests[(store.uri, task.key)]
+            task.key: self.manifests[(store.identity, task.key)]
             for task in plan.tasks
-            if (store.uri, task.key) in self.manifests
+            if (store.identity, task.key) in self.manifests
         }
         failed = [key for key, job in jobs.items() if job.failed and key not in results]
         failures = {
@@ -108,10 +110,10 @@ class StoreCache:
         }
         report = None
         if plan.report in results:
-            report = self.reports.get((store.uri, plan.report))
+            report = self.reports.get((store.identity, plan.report))
             if report is None:
                 report = json.loads(await self.read(fetch_bytes, store, results[plan.report], "results.json"))
-                self.reports[(store.uri, plan.report)] = report
+                self.reports[(store.identity, plan.report)] = report
         report_uri = store.uri_of(output_name(results[plan.report], "report.html")) if plan.report in results else None
         return Observed(jobs, results, failures, report, report_uri)
 
@@ -121,7 +123,7 @@ class StoreCache:
         A deployment whose own Job for the task has finished reads afresh: a read begun before the Job committed
         could miss its result.
         """
-        known = (store.uri, key)
+        known = (store.identity, key)
         pending = self.reading.get(known)
         if pending is None or (job is not None and not job.active):
             pending = asyncio.ensure_future(self.read(read_manifest, store, key))
@@ -145,25 +147,25 @@ class StoreCache:
         if (listing is not None and task.key not in listing
                 and store.uri_of(task_document_name(task.key)) not in self.launched):
             return True
-        return any((store.uri, key) in self.computed for key in task.inputs.values())
+        return any((store.identity, key) in self.computed for key in task.inputs.values())
 
     def _listing(self, store: Store) -> Listing:
         """The store's last listing if it is at most LISTING_SECONDS old, else None, and a new one begun: a pass
         never waits for a listing (in a large store it takes a request per thousand tasks)."""
         now = time.monotonic()
-        listed = self.listings.get(store.uri)
+        listed = self.listings.get(store.identity)
         if listed is None or listed[1] <= now:
-            self.listings[store.uri] = (asyncio.ensure_future(self.read(_list_tasks, store)), now + LISTING_SECONDS)
+            self.listings[store.identity] = (asyncio.ensure_future(self.read(_list_tasks, store)), now + LISTING_SECONDS)
             return None
         return listed[0].result() if listed[0].done() else None
 
     def _worth_reading(self, store: Store, task: Task, jobs: Mapping[str, JobState]) -> bool:
-        known = (store.uri, task.key)
+        known = (store.identity, task.key)
         if known in self.manifests:
             return False
         if known in self.not_done and (task.key not in jobs or jobs[task.key].active):
             return False
-        return all((store.uri, key) in self.manifests for key in task.inputs.values())
+        return all((store.identity, key) in self.manifests for key in task.inputs.values())
 
 
 def _list_tasks(store: Store) -> Listing:
