@@ -94,7 +94,7 @@ def test_an_atc_error_fails_compile_with_its_code_and_message(tmp_path: Path) ->
     store = (tmp_path / "store").as_uri()
     result = run(spec, store, env=ascend_environment(ATC_STANDIN_FAIL="E10001"), cwd=tmp_path)
     assert result.returncode == 1
-    assert "FAILED  compile npu/fp16/bs1: CompileFailed: atc failed (exit 255): E10001: Value [-1] for parameter" in result.stdout
+    assert "FAILED  compile npu/fp16/bs1: CompileRejected: atc failed (exit 255): E10001: Value [-1] for parameter" in result.stdout
     assert "not run because of them" in result.stderr
 
 

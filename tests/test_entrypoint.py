@@ -75,14 +75,17 @@ def test_a_users_mistake_exits_3_with_a_failure_record_and_no_manifest(store: Fi
     assert f"convert failed: WeightsInvalid: {corrupt.as_uri()}: not a readable PyTorch checkpoint" in result.stderr
     failure = read_failure(store, task.key)
     assert failure is not None and failure.reason == "WeightsInvalid" and failure.stage == "convert"
+    assert not failure.retriable
     assert read_manifest(store, task.key) is None
 
 
-def test_an_input_that_is_not_done_yet(store: FileStore) -> None:
+def test_an_input_that_is_not_done_yet_is_retried(store: FileStore) -> None:
     task = quickstart_tasks(store)["calibrate openvino/int8"]
     result = stage(write_task(store, task))
-    assert result.returncode == 3
+    assert result.returncode == 1
     assert "InputMissing" in result.stderr and "has no result" in result.stderr
+    failure = read_failure(store, task.key)
+    assert failure is not None and failure.retriable
 
 
 def test_a_corrupted_input_is_detected_before_any_work(store: FileStore) -> None:
@@ -94,7 +97,7 @@ def test_a_corrupted_input_is_detected_before_any_work(store: FileStore) -> None
     (store.root / output_name(committed, "model.onnx")).write_bytes(b"tampered")
     compile_task = tasks["compile onnxruntime/fp32/bs1"]
     result = stage(write_task(store, compile_task))
-    assert result.returncode == 3
+    assert result.returncode == 1  # the store's copy is damaged, not the user's input: a retry may read it whole
     assert "InputCorrupt" in result.stderr and "sha256 mismatch" in result.stderr
     assert read_manifest(store, compile_task.key) is None
 

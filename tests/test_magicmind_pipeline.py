@@ -83,6 +83,6 @@ def test_fewer_calibration_samples_than_the_batch_fail_the_build_clearly(tmp_pat
                                    "targets": [{**MLU, "precisions": ["int8"], "batchSizes": [8]}]})
     result = run(spec, (tmp_path / "store").as_uri(), env=magicmind_environment(), cwd=tmp_path)
     assert result.returncode == 1
-    assert ("FAILED  compile mlu/int8/bs8: CompileFailed: the MagicMind build failed (exit 1): "
+    assert ("FAILED  compile mlu/int8/bs8: CompileRejected: the MagicMind build failed (exit 3): "
             in result.stdout)
     assert "4 calibration samples for input 'image', fewer than its batch 8" in result.stdout

@@ -4,8 +4,9 @@ TASK is the task document's URI (s3://..., file://...) or a local path; without 
 document itself comes as JSON in $MODELDEPLOY_TASK, as the operator's Jobs carry it, and the
 stage keeps a copy in the store next to the task's results. The stage's inputs are downloaded
 and verified, the stage runs in a scratch directory, its outputs are uploaded and the result
-manifest is written last. A failure is recorded in the task's failure.json: exit 3 when the
-inputs are at fault (retrying cannot help), 1 for anything else.
+manifest is written last. A failure is recorded in the task's failure.json with its reason:
+exit 3 when the user's input is at fault (retrying cannot help), 1 for anything else, a tool, a
+device or the network failing (the Job retries); docs/failures.md lists the reasons.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from modeldeploy.manifest import (
 from modeldeploy.store import AlreadyExists, ChecksumMismatch, S3Store, Store, StoreError, open_store
 
 from modeldeploy_jobs.sources import fetch_source, fetch_tree, inside
-from modeldeploy_jobs.stage import StageContext, StageError, StageInput
+from modeldeploy_jobs.stage import StageContext, StageError, StageInput, StageReason
 
 EXIT_FAILED = 1
 EXIT_REJECTED = 3
@@ -84,7 +85,7 @@ def run_task(task: TaskDocument, workdir: Path, keep_document: bool = False) -> 
         try:
             inputs = download_inputs(store, task, workdir)
         except ChecksumMismatch as error:
-            raise StageError("InputCorrupt", str(error)) from None
+            raise StageError(StageReason.INPUT_CORRUPT, str(error)) from None
         outputs_dir = workdir / "outputs"
         outputs_dir.mkdir(parents=True)
         context = StageContext(
@@ -103,15 +104,24 @@ def run_task(task: TaskDocument, workdir: Path, keep_document: bool = False) -> 
     except AlreadyExists:  # another runner committed the same task meanwhile: same key, same work
         return 0
     except StageError as error:
-        record_failure(store, task.key, task.stage, error.reason, error.message)
-        print(f"{task.name} failed: {error.reason}: {error.message}", file=sys.stderr)
-        return EXIT_REJECTED
+        reason = error.reason
+        if isinstance(error.__context__, MemoryError):  # a parser that ran out of memory is no verdict on the file
+            reason = StageReason.OUT_OF_MEMORY
+        return _failed(store, task, reason, error.message)
+    except MemoryError:
+        return _failed(store, task, StageReason.OUT_OF_MEMORY, "the stage ran out of memory")
     except Exception as error:  # noqa: BLE001 - the Job's boundary: every failure is recorded, never lost
         traceback.print_exc()
-        record_failure(store, task.key, task.stage, "StageCrashed", f"{type(error).__name__}: {error}")
-        return EXIT_FAILED
+        return _failed(store, task, StageReason.STAGE_CRASHED, f"{type(error).__name__}: {error}")
     print(f"{task.name}: done ({task.key[:12]})")
     return 0
+
+
+def _failed(store: Store, task: TaskDocument, reason: StageReason, message: str) -> int:
+    """Records the failure and returns the exit code that tells the Job whether to retry."""
+    record_failure(store, task.key, task.stage, reason.value, message, retriable=not reason.user_fault)
+    print(f"{task.name} failed: {reason}: {message}", file=sys.stderr)
+    return EXIT_REJECTED if reason.user_fault else EXIT_FAILED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="modeldeploy-stage",
         description="Run one pipeline stage task from its task document: download and verify its inputs, do the "
         "work, upload its outputs, write the result manifest last. Exit 0 when done (or already done), 3 when the "
-        "inputs are at fault (the reason is in the task's failure.json), 1 on any other failure.",
+        "user's input is at fault, 1 on any other failure, which a retry may fix (the reason is in the task's "
+        "failure.json).",
     )
     parser.add_argument("task", nargs="?", help=f"the task document: s3://..., file://... or a path (default: the "
                         f"document itself, as JSON in ${TASK_ENVIRONMENT})")

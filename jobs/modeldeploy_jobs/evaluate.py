@@ -20,7 +20,7 @@ import numpy as np
 from modeldeploy_jobs import backends
 from modeldeploy_jobs.backends import Session
 from modeldeploy_jobs.data import PreparedData
-from modeldeploy_jobs.stage import StageContext, StageError, StageResult
+from modeldeploy_jobs.stage import StageContext, StageError, StageReason, StageResult
 
 PRECISION_NAMES = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
 
@@ -42,7 +42,7 @@ def run(context: StageContext) -> StageResult:
     timed = config.get("role") != "reference"  # the reference run measures accuracy only
     if timed and data is not None and data.count < batch:
         raise StageError(
-            "DatasetTooSmall",
+            StageReason.DATASET_TOO_SMALL,
             f"the prepared dataset (task {context.inputs['data'].key[:12]}) has {data.count} samples, "
             f"fewer than batch size {batch}; add samples or drop the batch size",
         )
@@ -84,7 +84,7 @@ def _check_precision(session: Session, precision: str) -> None:
     effective = session.properties.get("inferencePrecision")
     wanted = PRECISION_NAMES.get(precision)
     if effective and wanted and not effective.startswith(wanted):
-        raise StageError("PrecisionUnsupported",
+        raise StageError(StageReason.PRECISION_UNSUPPORTED,
                          f"{cpu_model()} does not run {precision}: the runtime falls back to {effective}")
 
 

@@ -6,7 +6,9 @@ run by hand with the command line `modeldeploy plan` shows. It follows Cambricon
 from a JSON file -> Calibrator over the calibration samples (one `<input>.npy` per input, samples
 on the first axis, cut into batches of the input's batch dimension) on an active device ->
 Builder.build_model -> serialize_to_file. It logs in the python_common format; the compile stage
-reads the log for the two success lines.
+reads the log for the two success lines. It exits 3 when the model or the calibration data is at
+fault (the ONNX does not parse, an input takes no such dims, fewer samples than a batch), 1 when
+the toolchain or the device failed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+EXIT_FAILED = 1
+EXIT_REJECTED = 3
 BUILT = "build_and_serialize: built model successfully."
 SERIALIZED = "build_and_serialize: serialized model successfully."
 LOG_FORMAT = "%(asctime)s: %(levelname)s: %(filename)s:%(lineno)d] %(message)s"
@@ -28,7 +32,11 @@ log = logging.getLogger("magicmind_build")
 
 
 class BuildError(Exception):
-    pass
+    """A failed build; `rejected` when the model or the calibration data is at fault."""
+
+    def __init__(self, message: str, rejected: bool = False):
+        super().__init__(message)
+        self.rejected = rejected
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -43,9 +51,9 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _check(status: Any, what: str) -> None:
+def _check(status: Any, what: str, rejected: bool = False) -> None:
     if not status.ok():
-        raise BuildError(f"{what} failed: {status}")
+        raise BuildError(f"{what} failed: {status}", rejected)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         build(args)
     except BuildError as error:
         log.error("%s", error)
-        return 1
+        return EXIT_REJECTED if error.rejected else EXIT_FAILED
     return 0
 
 
@@ -64,12 +72,13 @@ def build(args: argparse.Namespace) -> None:
     from magicmind.python.runtime.parser import Parser
 
     network = mm.Network()
-    _check(Parser(mm.ModelKind.kOnnx).parse(network, str(args.onnx)), f"parsing {args.onnx}")
+    _check(Parser(mm.ModelKind.kOnnx).parse(network, str(args.onnx)), f"parsing {args.onnx}", rejected=True)
     if len(args.input_dims) != network.get_input_count():
         raise BuildError(f"{len(args.input_dims)} --input_dims for a network with {network.get_input_count()} inputs")
     dims = [tuple(int(d) for d in text.split(",")) for text in args.input_dims]
     for index, shape in enumerate(dims):
-        _check(network.get_input(index).set_dimension(mm.Dims(shape)), f"setting input {index} to {shape}")
+        _check(network.get_input(index).set_dimension(mm.Dims(shape)), f"setting input {index} to {shape}",
+               rejected=True)
     config = mm.BuilderConfig()
     _check(config.parse_from_string(args.builder_config.read_text()), f"reading {args.builder_config}")
     if args.calibration_data is not None:
@@ -124,7 +133,8 @@ def _calibrate(mm: Any, network: Any, config: Any, args: argparse.Namespace, dim
         samples = np.load(path)
         batch = dims[index][0]
         if len(samples) < batch:
-            raise BuildError(f"{len(samples)} calibration samples for input {name!r}, fewer than its batch {batch}")
+            raise BuildError(f"{len(samples)} calibration samples for input {name!r}, fewer than its batch {batch}",
+                             rejected=True)
         calibration_data.append(CalibData([samples[start : start + batch]
                                            for start in range(0, len(samples) - batch + 1, batch)]))
     calibrator = mm.Calibrator(calibration_data)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from modeldeploy.spec import Accuracy, BestCell, CellResult, Latency
 from pydantic import BaseModel
 
-from modeldeploy_jobs.stage import StageContext, StageError, StageInput, StageResult
+from modeldeploy_jobs.stage import StageContext, StageError, StageInput, StageReason, StageResult
 
 GateStatus = Literal["Passed", "Failed", "NotEvaluated"]
 
@@ -71,7 +71,7 @@ def stage_input(inputs: Mapping[str, StageInput], role: str) -> StageInput:
     try:
         return inputs[role]
     except KeyError:
-        raise StageError("InputMissing", f"the report has no input {role!r}") from None
+        raise StageError(StageReason.INPUT_MISSING, f"the report has no input {role!r}") from None
 
 
 def reference_of(gate: Accuracy | None, inputs: Mapping[str, StageInput]) -> Reference:

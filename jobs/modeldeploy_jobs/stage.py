@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from modeldeploy.manifest import Manifest
 
@@ -25,7 +25,7 @@ class StageReason(StrEnum):
 
     user_fault: bool  # the user's input is at fault: retrying cannot help
 
-    def __new__(cls, value: str, user_fault: bool) -> StageReason:
+    def __new__(cls, value: str, user_fault: bool) -> Self:
         member = str.__new__(cls, value)
         member._value_ = value
         member.user_fault = user_fault

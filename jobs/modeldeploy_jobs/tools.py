@@ -11,7 +11,7 @@ from pathlib import Path
 
 from modeldeploy.children import die_with_parent
 
-from modeldeploy_jobs.stage import StageError
+from modeldeploy_jobs.stage import StageError, StageReason
 
 _ERROR_CODE = re.compile(r"^E[A-Z]?\d{4,5}\b")  # Ascend's E10001, EZ9999, ...
 
@@ -30,7 +30,8 @@ def run_tool(command: Sequence[str], log: Path, cwd: Path) -> ToolRun:
             check=False, preexec_fn=die_with_parent,
         )
     except FileNotFoundError:
-        raise StageError("ToolchainMissing", f"{command[0]} is not on PATH: this job image lacks the toolchain") from None
+        raise StageError(StageReason.TOOLCHAIN_MISSING,
+                         f"{command[0]} is not on PATH: this job image lacks the toolchain") from None
     log.write_text(f"$ {shlex.join(command)}\n{completed.stdout}")
     return ToolRun(completed.returncode, completed.stdout)
 

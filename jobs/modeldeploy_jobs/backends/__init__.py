@@ -25,7 +25,7 @@ from types import ModuleType
 
 import numpy as np
 
-from modeldeploy_jobs.stage import StageError, StageInput
+from modeldeploy_jobs.stage import StageError, StageInput, StageReason
 
 MODULES = {
     "openvino": "modeldeploy_jobs.backends.openvino",
@@ -55,7 +55,7 @@ class Session:
 
 def module(backend: str) -> ModuleType:
     if backend not in MODULES:
-        raise StageError("BackendUnavailable", f"this job image has no {backend} backend")
+        raise StageError(StageReason.BACKEND_UNAVAILABLE, f"this job image has no {backend} backend")
     return importlib.import_module(MODULES[backend])
 
 
@@ -63,7 +63,8 @@ def model_file(upstream: StageInput) -> Path:
     for name in MODEL_FILES:
         if name in upstream.manifest.outputs:
             return upstream.path(name)
-    raise StageError("InputMissing", f"task {upstream.key[:12]} produced no model ({', '.join(MODEL_FILES)})")
+    raise StageError(StageReason.INPUT_MISSING,
+                     f"task {upstream.key[:12]} produced no model ({', '.join(MODEL_FILES)})")
 
 
 def available_cpus() -> int:

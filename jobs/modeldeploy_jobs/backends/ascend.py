@@ -22,7 +22,7 @@ from modeldeploy.backends.ascend_tools import ModelInput, Workspace
 from modeldeploy.parsers import ais_bench, atc, npu_smi
 
 from modeldeploy_jobs.data import BINS_TAR, PreparedData, SampleBins
-from modeldeploy_jobs.stage import StageError, StageInput
+from modeldeploy_jobs.stage import StageError, StageInput, StageReason
 from modeldeploy_jobs.tools import last_error, run_tool
 
 OM = "model.om"
@@ -53,8 +53,8 @@ def calibrate(
     run = run_tool(ascend_tools.amct_command(inputs, workspace, batch), log, workdir)
     deploy = Path(ascend_tools.deploy_model(workspace))
     if run.returncode != 0 or not deploy.is_file():
-        raise StageError("CalibrationFailed", f"amct_onnx calibration failed (exit {run.returncode}): "
-                                              f"{last_error(run.output)}")
+        raise StageError(StageReason.CALIBRATION_FAILED, f"amct_onnx calibration failed (exit {run.returncode}): "
+                                                        f"{last_error(run.output)}")
     outputs = {"model.onnx": deploy.replace(outputs_dir / "model.onnx"), "amct.log": log}
     fake_quant = Path(f"{workspace.output}_fake_quant_model.onnx")
     if fake_quant.is_file():
@@ -93,10 +93,20 @@ def compile(model: Path, config: Mapping[str, Any], outputs_dir: Path, workdir: 
     result = atc.parse(run.output)
     built = outputs_dir / OM
     if run.returncode != 0 or not result["ok"] or not built.is_file():
-        raise StageError("CompileFailed", f"atc failed (exit {run.returncode}): {_atc_errors(result, run.output)}")
+        raise StageError(_atc_reason(result), f"atc failed (exit {run.returncode}): {_atc_errors(result, run.output)}")
     outputs.update({OM: built, "atc.log": log.replace(outputs_dir / "atc.log")})
     warnings = sorted({warning["code"] for warning in result["warnings"]})
     return outputs, {"socVersion": soc, "atcWarnings": warnings}
+
+
+def _atc_reason(result: Mapping[str, Any]) -> StageReason:
+    """An operator the toolchain lacks, or a parameter or model it refuses, is the user's to fix; else a retry may help."""
+    causes = {atc.cause(error["code"]) for error in result["errors"]}
+    if "operators" in causes:
+        return StageReason.MODEL_UNSUPPORTED
+    if "parameters" in causes:
+        return StageReason.COMPILE_REJECTED
+    return StageReason.COMPILE_FAILED
 
 
 def _atc_errors(result: Mapping[str, Any], output: str) -> str:
@@ -111,7 +121,8 @@ def _soc_version(device: str, workdir: Path) -> str:
         return ascend_tools.soc_version(device)
     chips = _chips(workdir)
     if not chips:
-        raise StageError("DeviceMissing", "device: auto reads the chip from npu-smi, which lists no NPU on this node")
+        raise StageError(StageReason.DEVICE_MISSING,
+                         "device: auto reads the chip from npu-smi, which lists no NPU on this node")
     return chips[0]["socVersion"]
 
 
@@ -130,7 +141,8 @@ def _unpack(prepared: StageInput, directory: Path) -> SampleBins:
     """A bins-variant prepare output with its .bin files unpacked for ais_bench: one directory per input."""
     data = PreparedData.open(prepared.directory)
     if not isinstance(data, SampleBins):
-        raise StageError("InputMissing", f"task {prepared.key[:12]} prepared tensors, not the .bin files ais_bench reads")
+        raise StageError(StageReason.INPUT_MISSING,
+                         f"task {prepared.key[:12]} prepared tensors, not the .bin files ais_bench reads")
     with tarfile.open(prepared.path(BINS_TAR)) as archive:
         archive.extractall(directory, filter="data")
     return data
@@ -142,8 +154,8 @@ def evaluate(model: Path, prepared: StageInput | None, config: Mapping[str, Any]
     batch = config["batchSize"]
     bins = _unpack(prepared, workdir / "data") if prepared is not None else None
     if bins is not None and bins.count < batch:
-        raise StageError("DatasetTooSmall", f"the prepared dataset (task {prepared.key[:12]}) has {bins.count} "
-                                            f"samples, fewer than batch size {batch}; add samples or drop the batch size")
+        raise StageError(StageReason.DATASET_TOO_SMALL, f"the prepared dataset (task {prepared.key[:12]}) has "
+                         f"{bins.count} samples, fewer than batch size {batch}; add samples or drop the batch size")
     workspace = Workspace(model=str(model), data=str(workdir / "data"), results=str(workdir / "results"))
     accuracy = None
     compute_ms = None
@@ -175,7 +187,7 @@ def _ais_bench(command: Sequence[str], workdir: Path, name: str) -> dict[str, An
     result = ais_bench.parse(run.output)
     if run.returncode != 0 or not result["ok"]:
         errors = "; ".join(f"{e['code']}: {e['message']}" if e["code"] else e["message"] for e in result["errors"])
-        raise StageError("EvaluationFailed",
+        raise StageError(StageReason.EVALUATION_FAILED,
                          f"ais_bench ({name}) failed (exit {run.returncode}): {errors or last_error(run.output)}")
     return result
 
@@ -191,7 +203,8 @@ def _accuracy(bins: SampleBins, results: Path) -> dict[str, Any]:
             with path.open() as text:
                 scores = np.array(text.readline().split(), dtype=np.float64)
         except (OSError, ValueError) as error:
-            raise StageError("EvaluationFailed", f"ais_bench output {path.name} is missing or unreadable: {error}")
+            raise StageError(StageReason.EVALUATION_FAILED,
+                             f"ais_bench output {path.name} is missing or unreadable: {error}") from None
         top1 += int(scores.argmax() == label)
         if scores.size >= 5:
             top5 += int(label in np.argpartition(-scores, 4)[:5])

@@ -23,7 +23,7 @@ from modeldeploy.parsers import cnmon, mm_run
 from modeldeploy_jobs import magicmind_build
 from modeldeploy_jobs.backends import InputSpec, Session
 from modeldeploy_jobs.data import PreparedData
-from modeldeploy_jobs.stage import StageError
+from modeldeploy_jobs.stage import StageError, StageReason
 from modeldeploy_jobs.tools import last_error, run_tool
 
 MODEL = "model.mm"
@@ -50,13 +50,15 @@ def compile(
     Path(workspace.builder_config).write_text(json.dumps(magicmind_tools.builder_config(config), indent=2))
     if magicmind_tools.quantized(config["precision"]):
         if calibration is None:
-            raise StageError("CalibrationMissing", f"{config['precision']} needs calibration data")
+            raise StageError(StageReason.INPUT_MISSING, f"{config['precision']} needs calibration data")
         _write_calibration_data(*calibration, Path(workspace.calibration_data))
     log = outputs_dir / "build.log"
     run = run_tool(magicmind_tools.build_command(config, workspace), log, workdir)
     built = magicmind_build.BUILT in run.output and magicmind_build.SERIALIZED in run.output
     if run.returncode != 0 or not built or not (outputs_dir / MODEL).is_file():
-        raise StageError("CompileFailed", f"the MagicMind build failed (exit {run.returncode}): {last_error(run.output)}")
+        reason = StageReason.COMPILE_REJECTED if run.returncode == magicmind_build.EXIT_REJECTED else (
+            StageReason.COMPILE_FAILED)
+        raise StageError(reason, f"the MagicMind build failed (exit {run.returncode}): {last_error(run.output)}")
     outputs = {MODEL: outputs_dir / MODEL, "build.log": log,
                "builder_config.json": Path(workspace.builder_config).replace(outputs_dir / "builder_config.json")}
     return outputs, {"precisionMode": magicmind_tools.precision_mode(config["precision"], config["options"])}
@@ -73,7 +75,7 @@ def load(model: Path, config: Mapping[str, Any], threads: int) -> Session:
     try:
         import magicmind.python.runtime as mm
     except ImportError:
-        raise StageError("ToolchainMissing", "this job image does not carry the MagicMind runtime") from None
+        raise StageError(StageReason.TOOLCHAIN_MISSING, "this job image does not carry the MagicMind runtime") from None
     loaded = mm.Model()
     _check(loaded.deserialize_from_file(str(model)), f"loading {model.name}")
     # The runtime stays open until the stage's process ends: every inference of the evaluation uses it.
@@ -85,7 +87,8 @@ def load(model: Path, config: Mapping[str, Any], threads: int) -> Session:
     engine_config.device_type = "MLU"
     engine = loaded.create_i_engine(engine_config)
     if engine is None:
-        raise StageError("EvaluationFailed", f"{model.name} does not run on this MLU (built for another arch)")
+        raise StageError(StageReason.EVALUATION_FAILED,
+                         f"{model.name} does not run on this MLU (built for another arch)")
     context = engine.create_i_context()
     queue = device.create_queue()
 
@@ -117,7 +120,7 @@ def _card() -> dict[str, str]:
 
 def _check(status: Any, what: str) -> None:
     if not status.ok():
-        raise StageError("EvaluationFailed", f"MagicMind runtime: {what} failed: {status}")
+        raise StageError(StageReason.EVALUATION_FAILED, f"MagicMind runtime: {what} failed: {status}")
 
 
 def benchmark(model: Path, config: Mapping[str, Any], workdir: Path) -> dict[str, Any]:
@@ -126,7 +129,7 @@ def benchmark(model: Path, config: Mapping[str, Any], workdir: Path) -> dict[str
     report = mm_run.parse(run.output)
     if run.returncode != 0 or not report["ok"]:
         errors = "; ".join(error["message"] for error in report["errors"]) or last_error(run.output)
-        raise StageError("EvaluationFailed", f"mm_run failed (exit {run.returncode}): {errors}")
+        raise StageError(StageReason.EVALUATION_FAILED, f"mm_run failed (exit {run.returncode}): {errors}")
     summary = report["summaries"][0]
     compute = summary["latencyMs"]["compute"] or {}
     return {

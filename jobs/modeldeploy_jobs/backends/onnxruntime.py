@@ -10,7 +10,7 @@ import numpy as np
 
 from modeldeploy_jobs.backends import InputSpec, Session
 from modeldeploy_jobs.data import PreparedData
-from modeldeploy_jobs.stage import StageError
+from modeldeploy_jobs.stage import StageError, StageReason
 
 CALIBRATION_METHODS = {"auto": "MinMax", "minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
@@ -64,7 +64,7 @@ def calibrate(
             calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[config["calibration"]["method"]]),
         )
     except Exception as error:  # noqa: BLE001 - the quantizer raises many types
-        raise StageError("CalibrationFailed", f"ONNX Runtime could not quantize the model: {error}") from None
+        raise StageError(StageReason.MODEL_UNSUPPORTED, f"ONNX Runtime could not quantize the model: {error}") from None
     return {"model.onnx": target}
 
 
@@ -88,7 +88,7 @@ def compile(model: Path, config: Mapping[str, Any], outputs_dir: Path, workdir: 
     try:
         onnxruntime.InferenceSession(str(shaped), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise StageError("CompileFailed", f"ONNX Runtime cannot load the model: {error}") from None
+        raise StageError(StageReason.MODEL_UNSUPPORTED, f"ONNX Runtime cannot load the model: {error}") from None
     return {"model.onnx": target}, {"savedOptimizationLevel": level}
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from modeldeploy_jobs.backends import InputSpec, Session
 from modeldeploy_jobs.data import PreparedData
-from modeldeploy_jobs.stage import StageError
+from modeldeploy_jobs.stage import StageError, StageReason
 
 PRECISION_HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}  # int8 runs its quantized IR as the plugin decides
 
@@ -42,7 +42,7 @@ def calibrate(
     try:
         quantized = nncf.quantize(source, dataset, subset_size=len(indices), **parameters)
     except Exception as error:  # noqa: BLE001 - NNCF raises many types
-        raise StageError("CalibrationFailed", f"NNCF could not quantize the model: {error}") from None
+        raise StageError(StageReason.MODEL_UNSUPPORTED, f"NNCF could not quantize the model: {error}") from None
     target = outputs_dir / "model.xml"
     ov.save_model(quantized, str(target), compress_to_fp16=False)
     return {"model.xml": target, "model.bin": target.with_suffix(".bin")}
@@ -59,7 +59,7 @@ def compile(model: Path, config: Mapping[str, Any], outputs_dir: Path, workdir: 
     try:
         compiled = core.compile_model(network, "CPU", hints)
     except RuntimeError as error:
-        raise StageError("CompileFailed", f"OpenVINO cannot compile the model for CPU: {error}") from None
+        raise StageError(StageReason.MODEL_UNSUPPORTED, f"OpenVINO cannot compile the model for CPU: {error}") from None
     target = outputs_dir / "model.xml"
     ov.save_model(network, str(target), compress_to_fp16=config["precision"] in ("fp16", "bf16"))
     runtime = outputs_dir / "runtime.json"
@@ -73,7 +73,8 @@ def _shape(item: Any, config: Mapping[str, Any]) -> Any:
 
     dims = list(item.get_partial_shape())
     if any(dim.is_dynamic for dim in dims[1:]):
-        raise StageError("CompileFailed", f"input {item.get_any_name()} has dynamic dimensions besides the batch")
+        raise StageError(StageReason.MODEL_UNSUPPORTED, f"input {item.get_any_name()} has dynamic dimensions besides "
+                         "the batch: OpenVINO compiles fixed shapes (fix them in spec.source.inputs)")
     dynamic = config.get("dynamicBatch")
     batch = ov.Dimension(dynamic["min"], dynamic["max"]) if dynamic else ov.Dimension(config["batchSize"])
     return ov.PartialShape([batch, *dims[1:]])

@@ -10,13 +10,15 @@ Formats handled (research/ascend.md §1.5; exit codes §1.6, AMCT-inside-ATC err
   (`E19999: Internal Error!` / `An unknown error occurred. Please check the log.`);
 * warnings `W11001: ...` printed after the success line;
 * `[ERROR] ...` lines such as AMCT's `[ERROR] AMCT(pid,atc.bin):<time>[file:line]...`, kept as errors without a code.
+
+`cause(code)` tells who can fix an error, by its code's family (docs/failures.md).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 _STARTED = "ATC start working now"
 _SUCCEEDED = "ATC run success"
@@ -28,6 +30,27 @@ _CODED = re.compile(r"^([EW](?:[A-Z]\d{4}|\d{5}))\b:?\s*(.*)$")
 _PID_PREFIX = re.compile(r"^\[PID: \d+\] \S+ ")
 _UNCODED_ERROR = re.compile(r"^\[ERROR\]\s*(.*)$")
 _SOLUTION = re.compile(r"^Solution:\s*(.*)$")
+
+# E10xxx: GE's checks of the command line and of the model file it names (research/ascend.md §1.5 templates).
+_PARAMETER_FAMILY = "E10"
+_INVALID_INPUT_CODES = frozenset({"E19025"})  # "Input tensor is invalid"
+# The model holds an operator this CANN has no parser, IR or kernel for (the recorded outputs of §1.5).
+_UNSUPPORTED_OPERATOR_CODES = frozenset({"E19010", "EZ9010", "EZ0501", "EZ3002", "EZ3003"})
+
+Cause = Literal["parameters", "operators", "internal"]
+
+
+def cause(code: str | None) -> Cause:
+    """What an error code blames: the parameters or model given (`parameters`), an operator of the model the
+    toolchain does not support (`operators`), or the toolchain itself, its environment or an unknown cause
+    (`internal`: E19999, EZ9999, any other code, or none)."""
+    if code is None:
+        return "internal"
+    if code.startswith(_PARAMETER_FAMILY) or code in _INVALID_INPUT_CODES:
+        return "parameters"
+    if code in _UNSUPPORTED_OPERATOR_CODES:
+        return "operators"
+    return "internal"
 
 
 def parse(text: str) -> dict[str, Any]:
