@@ -1,9 +1,11 @@
 """Operator configuration: a YAML file (MODELDEPLOY_CONFIG) and MODELDEPLOY_* environment variables.
 
-Every field has a default, so the operator runs without any configuration. Environment
-variables override the file: MODELDEPLOY_NAMESPACES (comma-separated; empty = all),
+Every field has a default, so the operator runs without any configuration; the default policy
+is the one for a cluster that several teams share (docs/policy.md). Environment variables
+override the file: MODELDEPLOY_NAMESPACES (comma-separated; empty = all),
 MODELDEPLOY_DEFAULT_STORE, MODELDEPLOY_MAX_JOBS, MODELDEPLOY_MAX_JOBS_PER_DEPLOYMENT,
-MODELDEPLOY_METRICS_PORT, MODELDEPLOY_KUEUE_QUEUE, MODELDEPLOY_SCHEDULER_NAME.
+MODELDEPLOY_METRICS_PORT, MODELDEPLOY_KUEUE_QUEUE, MODELDEPLOY_SCHEDULER_NAME, and
+MODELDEPLOY_ALLOW_PYTHON_ARCHITECTURES (policy.allowPythonArchitectures: what the quickstart needs).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,7 +21,10 @@ from pydantic.alias_generators import to_camel
 
 from modeldeploy.backends import Backend
 from modeldeploy.backends.cpu import JOBS_IMAGE
+from modeldeploy.policy import RESERVED_ENV_PREFIX, Policy
 from modeldeploy.spec import Placement, Resources
+
+LimitName = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]*$", max_length=64)]
 
 
 class _Config(BaseModel):
@@ -63,6 +68,19 @@ class OperatorConfig(_Config):
     scheduler_name: str | None = Field(default=None, description="e.g. volcano")
     resync_seconds: float = Field(default=30.0, gt=0, description="Reconcile at least this often.")
     metrics_port: int | None = Field(default=9090, description="Prometheus metrics; none to disable.")
+    policy: Policy = Field(
+        default_factory=Policy, description="What a spec may choose: code, images, placement, URIs, credentials."
+    )
+    limits: dict[LimitName, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict,
+        description=f"Caps the stages enforce on users' files, each NAME given to every stage container as "
+        f"{RESERVED_ENV_PREFIX}NAME, e.g. MAX_MODEL_BYTES: 8589934592 (docs/limits.md); a stage's own default "
+        "applies to a cap not named here.",
+    )
+
+    def limit_environment(self) -> dict[str, str]:
+        """The environment variables that carry `limits` to a stage."""
+        return {f"{RESERVED_ENV_PREFIX}{name}": str(value) for name, value in self.limits.items()}
 
     def image(self, backend: Backend | None) -> str:
         """The job image of a backend's stages, or of convert, prepare and report (backend None)."""
@@ -82,6 +100,7 @@ ENVIRONMENT: Mapping[str, tuple[str, Any]] = {
     "MODELDEPLOY_KUEUE_QUEUE": ("kueueQueue", str),
     "MODELDEPLOY_SCHEDULER_NAME": ("schedulerName", str),
     "MODELDEPLOY_RESYNC_SECONDS": ("resyncSeconds", float),
+    "MODELDEPLOY_ALLOW_PYTHON_ARCHITECTURES": ("policy.allowPythonArchitectures", str),
 }
 
 
@@ -90,7 +109,11 @@ def load(environ: Mapping[str, str] = os.environ) -> OperatorConfig:
     values: dict[str, Any] = {}
     if environ.get("MODELDEPLOY_CONFIG"):
         values = yaml.safe_load(Path(environ["MODELDEPLOY_CONFIG"]).read_text()) or {}
-    for variable, (field, parse) in ENVIRONMENT.items():
+    for variable, (path, parse) in ENVIRONMENT.items():
         if variable in environ:
-            values[field] = parse(environ[variable])
+            *parents, field = path.split(".")
+            node = values
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            node[field] = parse(environ[variable])
     return OperatorConfig.model_validate(values)
