@@ -44,3 +44,28 @@ def test_mlu_stages_get_the_neuware_home_their_image_installs_to() -> None:
     container = body["spec"]["template"]["spec"]["containers"][0]
     values = {item["name"]: item["value"] for item in container["env"] if "value" in item}
     assert values["NEUWARE_HOME"] == "/usr/local/neuware" and values["MM_CPP_MIN_LOG_LEVEL"] == "3"
+
+
+def test_the_installations_limits_reach_every_stage_and_a_target_cannot_override_the_operators_variables() -> None:
+    doc = base()
+    doc["spec"]["targets"] = [{"name": "cpu", "backend": "openvino", "precisions": ["fp32"], "batchSizes": [1],
+                               "placement": {"env": {"HOME": "/root", "MODELDEPLOY_MAX_MODEL_BYTES": "1000000000000",
+                                                     "MODELDEPLOY_MAX_DATASET_FILES": "1000000000",
+                                                     "OMP_NUM_THREADS": "2"}}}]
+    spec = load_resource(doc).spec
+    config = OperatorConfig.model_validate({"limits": {"MAX_MODEL_BYTES": 1 << 30, "MAX_IMAGE_PIXELS": 4096 * 4096}})
+    for task in plan(spec).tasks:
+        body = job_manifest(OWNER, task, spec.targets[0] if task.target else None, task.task_document("s3://a"), "u",
+                            spec.artifacts, config)
+        pod = body["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        names = [item["name"] for item in container["env"]]
+        assert len(names) == len(set(names)), task.kind
+        values = {item["name"]: item.get("value") for item in container["env"]}
+        assert values["MODELDEPLOY_MAX_MODEL_BYTES"] == str(1 << 30), task.kind
+        assert values["MODELDEPLOY_MAX_IMAGE_PIXELS"] == str(4096 * 4096), task.kind
+        assert "MODELDEPLOY_MAX_DATASET_FILES" not in values  # the stage's own default applies
+        assert values["HOME"] == "/tmp"
+        if task.target:
+            assert values["OMP_NUM_THREADS"] == "2"
+        assert pod["automountServiceAccountToken"] is False

@@ -10,6 +10,7 @@ from modeldeploy import backends
 from modeldeploy.controller.config import OperatorConfig
 from modeldeploy.manifest import TASK_ENVIRONMENT, TaskDocument
 from modeldeploy.planner import Task
+from modeldeploy.policy import RESERVED_ENV_PREFIX
 from modeldeploy.spec import GROUP, KIND, VERSION, Artifacts, Placement, Target
 
 EXIT_REJECTED = 3  # modeldeploy-stage: the user's inputs are at fault, retrying cannot help
@@ -71,6 +72,7 @@ def job_manifest(
         "containers": [_container(target, backend, device, document, artifacts, placement, config)],
         "volumes": [{"name": "scratch", "emptyDir": {}}],
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "automountServiceAccountToken": False,  # a stage talks to its store, never to the API server
     }
     if backend is None or backend.runs_as_non_root:
         pod_spec["securityContext"].update(runAsNonRoot=True, runAsUser=65532, runAsGroup=65532, fsGroup=65532)
@@ -163,13 +165,18 @@ def _container(
         resource = config.resource_names.get(device.resource, device.resource)
         limits[resource] = 1
         requests.pop(resource, None)
+    operator_environment = [{"name": TASK_ENVIRONMENT, "value": document.model_dump_json(by_alias=True)}]
+    operator_environment += [{"name": name, "value": value} for name, value in config.limit_environment().items()]
+    operator_environment += _environment(artifacts, config)
+    # The operator's variables win over placement's: a spec cannot lift a limit or point HOME elsewhere.
+    operator_names = {item["name"] for item in operator_environment}
+    placement_environment = [{"name": name, "value": value} for name, value in placement.env.items()
+                             if name not in operator_names and not name.startswith(RESERVED_ENV_PREFIX)]
     return {
         "name": CONTAINER,
         "image": target.image if target is not None and target.image else config.image(backend),
         "command": ["modeldeploy-stage"],
-        "env": [{"name": name, "value": value} for name, value in placement.env.items()]
-        + [{"name": TASK_ENVIRONMENT, "value": document.model_dump_json(by_alias=True)}]
-        + _environment(artifacts, config),
+        "env": placement_environment + operator_environment,
         "resources": {"limits": limits, "requests": requests},
         "securityContext": {
             "allowPrivilegeEscalation": False,
