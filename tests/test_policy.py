@@ -115,7 +115,10 @@ REFUSED_BY_DEFAULT = [
     "https://127.0.0.1:8080/x",
     "https://0.0.0.0/x",
     "https://localhost/x",
+    "https://LocalHost/x",
+    "https://localho\u017ft/x",  # the long s: IDNA makes it localhost
     "https://api.localhost/x",
+    "https://Instance-Data/latest/",
     "https://[::1]/x",
     "https://[::ffff:169.254.169.254]/x",
     "https://[fe80::1]/x",

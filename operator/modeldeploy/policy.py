@@ -40,25 +40,27 @@ URI_FIELDS = (
 )
 RESERVED_ENV_PREFIX = "MODELDEPLOY_"  # the operator's: the task document and the installation's limits
 
-# Regular expressions in the syntax Python's re and RE2 (the API server's CEL) share; hosts are matched
-# case-insensitively. A URI is well-formed only when its authority is plain: an optional user@, a DNS
-# name or a bracketed IPv6 address, an optional port; whatever a URL parser might read otherwise
-# (whitespace, a second @, a percent-encoded host) is refused rather than interpreted.
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+# Regular expressions in the syntax Python's re and RE2 (the API server's CEL) share. A URI is well-formed
+# only when its authority is plain: an optional user@, an ASCII DNS name or a bracketed IPv6 address, an
+# optional port; whatever a URL parser might read otherwise (whitespace, a second @, a percent-encoded or
+# non-ASCII host) is refused rather than interpreted. Hosts are matched without regard to case, by ASCII
+# classes rather than the (?i) flag: with it both engines match the long s and the Kelvin sign, which IDNA
+# then turns into s and k (localhoſt is localhost to urllib).
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
 _NAME = rf"{_LABEL}(?:\.{_LABEL})*"
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 _IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
 # What a resolver takes for an IPv4 address besides the dotted quad: 2852039166, 0xa9fea9fe, 0251.0376.0.1 ...
-_NUMERIC = r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+))*\.?"
-_IPV6 = r"\[[0-9a-f:.]+\]"
-_GLOBAL_IPV6 = r"\[[23][0-9a-f]{3}:[0-9a-f:.]*\]"  # 2000::/3: a first group of four digits, 2xxx or 3xxx
+_NUMERIC = r"(?:0[xX][0-9a-fA-F]*|[0-9]+)(?:\.(?:0[xX][0-9a-fA-F]*|[0-9]+))*\.?"
+_IPV6 = r"\[[0-9a-fA-F:.]+\]"
+_GLOBAL_IPV6 = r"\[[23][0-9a-fA-F]{3}:[0-9a-fA-F:.]*\]"  # 2000::/3: a first group of four digits, 2xxx or 3xxx
 _HOST = rf"{_NAME}\.?|{_IPV6}"
 _BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
 
 
 def _web(host: str, schemes: str = "https?") -> str:
     """An http(s) URI whose host matches `host`."""
-    return rf"(?is)^(?:{schemes})://(?:[^/?#@\s]*@)?(?:{host})(?::[0-9]{{1,5}})?(?:[/?#].*)?$"
+    return rf"(?s)^(?:{schemes})://(?:[^/?#@\s]*@)?(?:{host})(?::[0-9]{{1,5}})?(?:[/?#].*)?$"
 
 
 def _s3(bucket: str = _BUCKET) -> str:
@@ -102,21 +104,21 @@ def _network_regex(cidr: str) -> str:
     return r"\.".join(parts)
 
 
-def _escape(name: str) -> str:
-    """A DNS name or dotted quad as a regular expression (its only special character is the dot)."""
-    return name.replace(".", r"\.")
+def _caseless(text: str) -> str:
+    """A DNS name, dotted quad or IPv6 address as a regular expression matching it in any ASCII case."""
+    return "".join(rf"[{c.lower()}{c.upper()}]" if c.isascii() and c.isalpha() else re.escape(c) for c in text)
 
 
 def _name_regex(name: str) -> str:
     """The name and every name under it, with or without the final dot."""
-    return rf"(?:{_LABEL}\.)*{_escape(name)}\.?"
+    return rf"(?:{_LABEL}\.)*{_caseless(name)}\.?"
 
 
 def _host_regex(entry: str) -> str:
     """A uriHosts entry: the name (or dotted quad) itself, or with *. any name under it."""
     if entry.startswith("*."):
-        return rf"(?:{_LABEL}\.)+{_escape(entry[2:])}\.?"
-    return rf"{_escape(entry)}\.?"
+        return rf"(?:{_LABEL}\.)+{_caseless(entry[2:])}\.?"
+    return rf"{_caseless(entry)}\.?"
 
 
 def _metadata_host(value: str) -> str:
@@ -125,7 +127,7 @@ def _metadata_host(value: str) -> str:
         return str(ipaddress.ip_address(value.strip("[]")))
     except ValueError:
         pass
-    if not _fullmatch(rf"(?i){_NAME}", value):
+    if not _fullmatch(_NAME, value):
         raise ValueError(f"{value!r} is neither a DNS name nor an IP address")
     return value
 
@@ -478,7 +480,8 @@ def _uri_rules(policy: Policy, uri: str) -> Iterator[tuple[str, str]]:
     yield (" || ".join(_matches(uri, forms[scheme]) for scheme in policy.uri_schemes) or "false",
            f"must be a well-formed {' or '.join(f'{s}://' for s in policy.uri_schemes)} URI (policy.uriSchemes)")
     if policy.uri_buckets:
-        buckets = "|".join(_escape(pattern).replace("*", "[a-z0-9.-]*") for pattern in policy.uri_buckets)
+        buckets = "|".join(re.escape(pattern.removesuffix("*")) + ("[a-z0-9.-]*" if pattern.endswith("*") else "")
+                           for pattern in policy.uri_buckets)
         yield (f"!{uri}.startsWith('s3://') || {_matches(uri, _s3(buckets))}",
                f"the bucket must be one of {', '.join(policy.uri_buckets)} (policy.uriBuckets)")
     yield (f"!{_matches(uri, _web(_NUMERIC))} || {_matches(uri, _web(_IPV4))}",
@@ -495,7 +498,7 @@ def _uri_rules(policy: Policy, uri: str) -> Iterator[tuple[str, str]]:
         "allowLinkLocal": (policy.allow_link_local, list(map(_network_regex, LINK_LOCAL_NETWORKS))),
         "allowPrivateNetworks": (policy.allow_private_networks, [
             *map(_network_regex, PRIVATE_NETWORKS), rf"{_LABEL}\.?",
-            rf"(?:{_LABEL}\.)+(?:{'|'.join(map(_escape, PRIVATE_NAME_SUFFIXES))})\.?"]),
+            rf"(?:{_LABEL}\.)+(?:{'|'.join(map(_caseless, PRIVATE_NAME_SUFFIXES))})\.?"]),
     }
     for switch, (allowed, patterns) in classes.items():
         if not allowed:
@@ -515,7 +518,7 @@ def _metadata_regex(entries: list[str]) -> str:
         except ValueError:
             patterns.append(_name_regex(entry))
             continue
-        patterns.append(_escape(entry) if address.version == 4 else rf"\[{address.compressed}\]")
+        patterns.append(_caseless(entry) if address.version == 4 else rf"\[{_caseless(address.compressed)}\]")
     return "|".join(patterns)
 
 
