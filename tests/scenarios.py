@@ -131,6 +131,32 @@ def a_spec_the_cluster_cannot_run_stalls_with_invalid_spec(server: Cluster, oper
     server.kubectl("delete", "mdep", "local-paths", "--wait=false")
 
 
+def a_store_that_cannot_be_used_stalls_with_the_reason_until_it_can(server: Cluster, operator: Operator, s3: Any
+                                                                      ) -> None:
+    apply(server, quickstart(**{"metadata.name": "no-secret", "spec.artifacts.secretRef": {"name": "not-yet"}}))
+    apply(server, quickstart(**{"metadata.name": "no-bucket", "spec.artifacts.uri": "s3://no-such-bucket/x"}))
+
+    def stalled_on_the_store(name: str) -> dict[str, Any] | None:
+        body = deployment(server, name)
+        return body if condition(body, "Stalled").get("reason") == "StoreUnavailable" else None
+
+    no_secret = condition(wait_for(lambda: stalled_on_the_store("no-secret"), 30, what="Stalled"), "Stalled")
+    assert "the Secret default/not-yet with its credentials cannot be read (404" in no_secret["message"]
+    no_bucket = condition(wait_for(lambda: stalled_on_the_store("no-bucket"), 60, what="Stalled"), "Stalled")
+    assert no_bucket["message"].startswith("s3://no-such-bucket/x: the server answered 404 NoSuchBucket")
+    events = server.list("events", "default")
+    assert any(event.get("reason") == "StoreUnavailable" and event["involvedObject"]["name"] == "no-secret"
+               for event in events)
+    assert jobs_of(server, "no-secret") == [] and jobs_of(server, "no-bucket") == []
+
+    secret = yaml.safe_load((EXAMPLES / "cluster" / "s3-credentials.yaml").read_text())
+    secret["metadata"]["name"] = "not-yet"
+    apply(server, secret)  # fixed: the next pass, within the backoff, uses the store
+    wait_for(lambda: jobs_of(server, "no-secret"), 120, what="Jobs once the Secret exists")
+    assert condition(deployment(server, "no-secret"), "Stalled")["status"] == "False"
+    server.kubectl("delete", "mdep", "no-secret", "no-bucket", "--wait=false")
+
+
 def the_quickstart_reaches_ready_with_results_in_status_and_the_report_in_s3(server: Cluster, operator: Operator, s3: Any) -> None:
     server.kubectl("apply", "-f", str(QUICKSTART))
     body = wait_for(lambda: ready(server, "quickstart"), READY_SECONDS, interval=1, what="quickstart Ready")
@@ -224,15 +250,19 @@ def on_delete_delete_removes_the_artifacts(server: Cluster, operator: Operator, 
         "spec.targets": [{"name": "ort", "backend": "onnxruntime", "precisions": ["fp32"], "batchSizes": [4, 8]}],
         "spec.artifacts.onDelete": "Delete",
     }))
-    keys = [stage["key"] for stage in body["status"]["stages"] if stage["phase"] == "Succeeded"]
+    keys = {stage["key"] for stage in body["status"]["stages"] if stage["phase"] == "Succeeded"}
+    # "restarted" plans its convert, and its results are in the same store: they stay
+    sharing = {stage["key"] for stage in deployment(server, "restarted")["status"]["stages"]}
 
     def stored(key: str) -> bool:
         listing = s3.list_objects_v2(Bucket="modeldeploy-artifacts", Prefix=f"quickstart/tasks/{key}/")
         return listing.get("KeyCount", 0) > 0
 
-    assert keys and all(stored(key) for key in keys)
+    assert keys - sharing and keys & sharing and all(stored(key) for key in keys)
     server.kubectl("delete", "mdep", "small-data", "--timeout=60s")
-    assert not any(stored(key) for key in keys)
+    assert not any(stored(key) for key in keys - sharing)
+    assert all(stored(key) for key in sharing)
+    assert ready(server, "restarted")
 
 
 def the_same_document_twice_changes_nothing(server: Cluster, operator: Operator, s3: Any) -> None:
@@ -245,6 +275,7 @@ def the_same_document_twice_changes_nothing(server: Cluster, operator: Operator,
 
 SCENARIOS = [
     a_spec_the_cluster_cannot_run_stalls_with_invalid_spec,
+    a_store_that_cannot_be_used_stalls_with_the_reason_until_it_can,
     the_quickstart_reaches_ready_with_results_in_status_and_the_report_in_s3,
     adding_a_batch_size_runs_only_the_new_cells,
     a_failing_stage_stalls_while_the_other_cells_finish,

@@ -11,11 +11,20 @@ from typing import Any
 
 import pytest
 from modeldeploy.controller.config import OperatorConfig, load
-from modeldeploy.controller.handlers import Turns
+from modeldeploy.controller.handlers import Turns, _retry_seconds
 from modeldeploy.controller.informer import JobIndex, OwnedJob
 from modeldeploy.controller.jobs import Owner, job_manifest, job_name
 from modeldeploy.controller.observe import StoreCache
-from modeldeploy.controller.reconcile import JobState, Observed, decide, invalid, job_state, serving_order, share
+from modeldeploy.controller.reconcile import (
+    JobState,
+    Observed,
+    decide,
+    invalid,
+    job_state,
+    serving_order,
+    share,
+    store_unavailable,
+)
 from modeldeploy.manifest import (
     Failure,
     Manifest,
@@ -548,3 +557,23 @@ def test_job_state_from_conditions(conditions: list[dict[str, str]], expected: t
     state = job_state(body)
     assert state is not None and (state.active, state.succeeded, state.failed) == expected and state.generation == 2
     assert job_state({"metadata": {"name": "other"}}) is None
+
+
+def test_a_store_that_cannot_be_used_stalls_keeping_what_was_known_and_warns_once_per_problem() -> None:
+    _, result = the_plan()
+    convert = task_named(result, "convert")
+    known = decide(META, result, Observed({}, {convert.key: manifest(convert.key)}, {}), 4, NOW, {}).status
+    problem = "s3://artifacts/cases: the server answered 403 InvalidAccessKeyId (check the credentials)"
+
+    first = store_unavailable(META, problem, NOW, known)
+    stalled = next(c for c in first.status["conditions"] if c["type"] == "Stalled")
+    assert (stalled["status"], stalled["reason"], stalled["message"]) == ("True", "StoreUnavailable", problem)
+    assert first.status["stages"] == known["stages"] and first.create == []
+    assert first.events == [("Warning", "StoreUnavailable", problem)]
+    assert store_unavailable(META, problem, NOW, first.status).events == []
+    assert store_unavailable(META, "another problem", NOW, first.status).events != []
+
+
+def test_passes_that_cannot_use_the_store_back_off_up_to_five_minutes() -> None:
+    assert [_retry_seconds(30, failed) for failed in range(6)] == [30, 30, 60, 120, 240, 300]
+    assert _retry_seconds(3, 100) == 300

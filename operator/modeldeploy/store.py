@@ -367,6 +367,39 @@ def _identity(endpoint: str, region: str | None, bucket: str, prefix: str, crede
     return f"s3 {endpoint} {region or '-'} {bucket}/{prefix} {who}"
 
 
+_HINTS = {
+    "AccessDenied": "the credentials may not use this bucket and prefix",
+    "InvalidAccessKeyId": "the access key is unknown to the server: check the credentials",
+    "SignatureDoesNotMatch": "the secret key is wrong: check the credentials",
+    "ExpiredToken": "the session token has expired",
+    "InvalidToken": "the session token is not valid",
+    "NoSuchBucket": "the bucket does not exist",
+}
+
+
+def access_problem(uri: str, error: BaseException) -> str | None:
+    """What keeps the store at uri from being used, for a user to read; None if error is no store access error.
+
+    Only the server's error code is quoted, never its message: the server may be anybody's.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    if isinstance(error, ClientError):
+        code = _error_code(error)
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
+        safe_code = code if code.isalnum() and len(code) <= 64 else "an error"
+        hint = _HINTS.get(code)
+        return f"{uri}: the server answered {status} {safe_code}" + (f" ({hint})" if hint else "")
+    if isinstance(error, NoCredentialsError):
+        return (f"{uri}: no credentials to use it with (set spec.artifacts.secretRef to a Secret holding "
+                f"AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
+    if isinstance(error, BotoCoreError):
+        return f"{uri}: {type(error).__name__}: the server cannot be reached or did not answer"
+    if isinstance(error, StoreError):
+        return f"{uri}: {error}"
+    return None
+
+
 def _error_code(error: Exception) -> str:
     return str(getattr(error, "response", {}).get("Error", {}).get("Code", ""))
 

@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from modeldeploy.controller import config as operator_config
@@ -52,17 +53,19 @@ from modeldeploy.controller.reconcile import (
     invalid,
     serving_order,
     share,
+    store_unavailable,
     timestamp,
 )
 from modeldeploy.manifest import task_document_name
 from modeldeploy.planner import Plan, Task, plan
 from modeldeploy.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION, ModelDeployment, ModelDeploymentSpec, Target
-from modeldeploy.store import Store, load_s3_model, open_store
+from modeldeploy.store import Store, access_problem, load_s3_model, open_store
 from modeldeploy.validation import FieldError, SpecError, load_resource, semantic_errors
 
 REMOTE_SCHEMES = ("s3", "http", "https")
 RECONCILE_WORKERS = 8  # passes wait on the store: more at once only queue there, and slow the loop
 STORE_SECONDS = 60
+MAX_BACKOFF_SECONDS = 300
 
 Deployment = tuple[str, str]  # (namespace, name)
 
@@ -194,18 +197,50 @@ def _deletes_artifacts(spec: kopf.Spec, **_: Any) -> bool:
     return (spec.get("artifacts") or {}).get("onDelete") == "Delete"
 
 
+@kopf.index(GROUP, VERSION, PLURAL)
+def deployments_by_store(body: kopf.Body, **_: Any) -> dict[str | None, kopf.Body]:
+    """Every ModelDeployment by its artifacts.uri (None: the default store); kopf fills it before any handler runs,
+    so a deletion knows the others that may share its tasks."""
+    return {(body["spec"].get("artifacts") or {}).get("uri"): body}
+
+
 @kopf.on.delete(GROUP, VERSION, PLURAL, when=_deletes_artifacts, retries=3, backoff=10)
-async def delete_artifacts(body: kopf.Body, namespace: str, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    """artifacts.onDelete: Delete removes the results of this deployment's tasks (a shared store keeps the rest)."""
+async def delete_artifacts(body: kopf.Body, namespace: str, memo: kopf.Memo, logger: Any,
+                           deployments_by_store: kopf.Index[str | None, kopf.Body], **_: Any) -> None:
+    """artifacts.onDelete: Delete removes the results of this deployment's tasks that no other deployment of the
+    same store plans (convert, prepare and the reference are shared by every deployment of one model and data)."""
     try:
         spec = _validated(body, memo.config)
     except SpecError:
         return  # an invalid spec never ran a task
     store = await _store(spec, namespace, memo)
-    removed = 0
-    for task in plan(spec).tasks:
+    uid = body["metadata"]["uid"]
+    others = [other for other in deployments_by_store.get(spec.artifacts.uri if spec.artifacts else None, [])
+              if other["metadata"]["uid"] != uid and not other["metadata"].get("deletionTimestamp")]
+    kept = await _keys_planned_in(store, others, memo)
+    removed, tasks = 0, [task for task in plan(spec).tasks if task.key not in kept]
+    for task in tasks:
         removed += await memo.stores.write(store.delete_prefix, f"tasks/{task.key}")
-    logger.info(f"deleted {removed} artifact objects from {store.uri}")
+    logger.info(f"deleted {removed} artifact objects of {len(tasks)} tasks from {store.uri}; kept "
+                f"{len(plan(spec).tasks) - len(tasks)} tasks that other ModelDeployments plan")
+
+
+async def _keys_planned_in(store: Store, deployments: list[kopf.Body], memo: kopf.Memo) -> set[str]:
+    """The task keys the deployments plan in that store (the same identity: URI, endpoint and credentials); those
+    of a deployment whose store cannot be opened now are kept too, as it may be the same."""
+    keys: set[str] = set()
+    for other in deployments:
+        planned = await _planned(dict(other["metadata"]), other, memo)
+        if isinstance(planned, SpecError):
+            continue
+        other_spec, other_plan = planned
+        try:
+            same = (await _store(other_spec, other["metadata"]["namespace"], memo)).identity == store.identity
+        except Exception:  # noqa: BLE001 - e.g. its Secret is gone: deleting less is the safe side
+            same = True
+        if same:
+            keys.update(task.key for task in other_plan.tasks)
+    return keys
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10)
@@ -219,18 +254,21 @@ async def pipeline(
     try:
         while not memo.informer.listed.is_set() and not stopped:  # a Job not listed yet would be created again
             await _sleep(memo.informer.listed, stopped, memo.config.resync_seconds)
+        failed_passes = 0
         while not stopped:
             wakeup.clear()
             try:
                 async with memo.turns.turn(first=not _jobs(memo, deployment)):
                     decided = await reconcile(body, memo)
                 await carry_out(decided, body, memo, logger)
-                metrics.RECONCILES.labels("ok").inc()
+                failed_passes = failed_passes + 1 if decided.back_off else 0
+                metrics.RECONCILES.labels("store-unavailable" if decided.back_off else "ok").inc()
             except Exception:  # the loop keeps going: the next pass starts from the facts again
                 _stop_waiting(memo, deployment)  # a pass that failed keeps no place in the queue for slots
+                failed_passes += 1
                 metrics.RECONCILES.labels("error").inc()
                 logger.exception("reconcile failed; retrying")
-            await _sleep(wakeup, stopped, memo.config.resync_seconds)
+            await _sleep(wakeup, stopped, _retry_seconds(memo.config.resync_seconds, failed_passes))
     finally:
         memo.wakeups.pop(deployment, None)
         _stop_waiting(memo, deployment)
@@ -254,6 +292,11 @@ class Decided:
     decision: Decision
     spec: ModelDeploymentSpec | None = None
     store: Store | None = None
+    back_off: bool = False  # the pass could not use the store: the next one waits longer each time
+
+
+class StoreUnavailable(Exception):
+    """The deployment's artifact store cannot be used: its Secret, credentials, bucket or endpoint."""
 
 
 async def reconcile(body: kopf.Body, memo: kopf.Memo) -> Decided:
@@ -267,8 +310,17 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> Decided:
         _stop_waiting(memo, deployment)
         return Decided(meta, previous, invalid(meta, planned.errors, now, previous))
     spec, pipeline_plan = planned
-    store = await _store(spec, deployment[0], memo)
-    observed = await memo.stores.observe(store, pipeline_plan, _jobs(memo, deployment))
+    try:
+        store = await _store(spec, deployment[0], memo)
+        try:
+            observed = await memo.stores.observe(store, pipeline_plan, _jobs(memo, deployment))
+        except Exception as error:
+            if (problem := access_problem(store.uri, error)) is None:
+                raise
+            raise StoreUnavailable(problem) from None
+    except StoreUnavailable as error:
+        _stop_waiting(memo, deployment)
+        return Decided(meta, previous, store_unavailable(meta, str(error), now, previous), back_off=True)
     return Decided(meta, previous, _decide_within_slots(meta, pipeline_plan, observed, store, memo, now, previous),
                    spec, store)
 
@@ -375,7 +427,16 @@ async def _store(spec: ModelDeploymentSpec, namespace: str, memo: kopf.Memo) -> 
 
 async def _open_store(memo: kopf.Memo, namespace: str, uri: str, secret: str | None, endpoint: str | None,
                       region: str | None) -> Store:
-    credentials = await memo.api.secret(namespace, secret) if secret else None
+    credentials = None
+    if secret:
+        try:
+            credentials = await memo.api.secret(namespace, secret)
+        except ApiException as error:
+            raise StoreUnavailable(f"{uri}: the Secret {namespace}/{secret} with its credentials cannot be read "
+                                   f"({error.status} {error.reason})") from None
+        missing = [key for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not credentials.get(key)]
+        if missing:
+            raise StoreUnavailable(f"{uri}: the Secret {namespace}/{secret} has no {' and no '.join(missing)}")
     return await asyncio.to_thread(open_store, uri, endpoint=endpoint, region=region, credentials=credentials,
                                    connections=STORE_CONNECTIONS)
 
@@ -515,6 +576,13 @@ def _wake_served(memo: kopf.Memo, free: int, running: Mapping[Deployment, int], 
     for deployment in serving_order(memo.waiting, running)[:max(0, free)]:
         if deployment != but:
             _wake(memo, deployment)
+
+
+def _retry_seconds(resync_seconds: float, failed_passes: int) -> float:
+    """The resync period, doubled for each pass in a row that failed, up to MAX_BACKOFF_SECONDS."""
+    if not failed_passes:
+        return resync_seconds
+    return min(resync_seconds * 2 ** min(failed_passes - 1, 16), max(MAX_BACKOFF_SECONDS, resync_seconds))
 
 
 async def _sleep(wakeup: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:

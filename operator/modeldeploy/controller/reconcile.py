@@ -20,6 +20,7 @@ from modeldeploy.validation import FieldError
 
 Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Blocked"]
 MAX_MESSAGE = 1024
+STORE_UNAVAILABLE = "StoreUnavailable"
 T = TypeVar("T")
 
 
@@ -185,6 +186,25 @@ def invalid(meta: Mapping[str, Any], errors: Sequence[FieldError], now: str, pre
     events = []
     if _condition(previous, "Stalled").get("reason") != "InvalidSpec" or previous.get("observedGeneration") != generation:
         events.append(("Warning", "InvalidSpec", message))
+    return Decision(status=status, events=events)
+
+
+def store_unavailable(meta: Mapping[str, Any], message: str, now: str, previous: Mapping[str, Any]) -> Decision:
+    """The artifact store cannot be used (its Secret, its credentials, its bucket, its endpoint): Stalled naming it,
+    the stages and results as last known, no Jobs. A Warning Event when the reason is new."""
+    generation = int(meta.get("generation") or 0)
+    message = _clip(message)
+    conditions = _merge_conditions(previous, generation, now, [
+        ("Ready", "False", STORE_UNAVAILABLE, message),
+        ("Reconciling", "False", STORE_UNAVAILABLE, "waiting for the artifact store; retried with backoff"),
+        ("Stalled", "True", STORE_UNAVAILABLE, message),
+    ])
+    status = {"stages": [], "results": [], "best": [], "targets": None, "bestSummary": None, "reportUri": None,
+              **previous, "observedGeneration": generation, "phase": previous.get("phase") or "Pending",
+              "conditions": conditions}
+    events = []
+    if _condition(previous, "Stalled").get("message") != message:
+        events.append(("Warning", STORE_UNAVAILABLE, message))
     return Decision(status=status, events=events)
 
 
