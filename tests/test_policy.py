@@ -196,7 +196,8 @@ def test_ipv6_hosts_outside_2000_3_need_every_switch() -> None:
 
 
 def test_a_host_list_narrows_http_uris_and_leaves_s3_alone() -> None:
-    policy = Policy(uri_hosts=["huggingface.co", "*.example.com", "203.0.113.7"])
+    policy = Policy(uri_hosts=["HuggingFace.co", "*.example.com", "203.0.113.7"])
+    assert policy.uri_hosts[0] == "huggingface.co"
     for uri in ("https://huggingface.co/x", "https://HuggingFace.co./x", "https://models.example.com/x",
                 "https://a.b.example.com/x", "https://203.0.113.7/x", "s3://anything/x"):
         assert judged(with_weights(uri), policy) == ([], []), uri

@@ -138,7 +138,7 @@ def _fullmatch(pattern: str, text: str) -> bool:
 
 # ---------------------------------------------------------------- the policy
 
-HostPattern = Annotated[str, Field(pattern=rf"^(?:(?:\*\.)?{_NAME}|{_IPV4})$", max_length=253)]
+HostPattern = Annotated[str, Field(pattern=rf"^(?:(?:\*\.)?{_NAME}|{_IPV4})$", max_length=253), AfterValidator(str.lower)]
 BucketPattern = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]*\*?$", max_length=63)]
 Registry = Annotated[
     str,
