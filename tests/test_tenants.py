@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -17,17 +18,15 @@ from conftest import _free_port
 from modeldeploy.controller.observe import StoreCache
 from modeldeploy.manifest import commit
 from modeldeploy.planner import plan
-from modeldeploy.store import open_store
+from modeldeploy.store import access_problem, open_store
 from modeldeploy.validation import load_resource
 from specs import base
 
 
-@pytest.fixture(scope="module")
-def attackers_endpoint() -> Iterator[str]:
-    """A second S3 server: one a tenant runs, and names as its deployment's artifacts.endpoint."""
+def s3_server(**environment: str) -> Iterator[str]:
     port = _free_port()
     process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **environment})
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -37,11 +36,23 @@ def attackers_endpoint() -> Iterator[str]:
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                raise RuntimeError("the second moto server did not start") from None
+                raise RuntimeError("moto server did not start") from None
             time.sleep(0.1)
     yield endpoint
     process.terminate()
     process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def attackers_endpoint() -> Iterator[str]:
+    """A second S3 server: one a tenant runs, and names as its deployment's artifacts.endpoint."""
+    yield from s3_server()
+
+
+@pytest.fixture(scope="module")
+def checking_endpoint() -> Iterator[str]:
+    """An S3 server that checks credentials, as every real one does (moto's IAM checks, on from the first call)."""
+    yield from s3_server(INITIAL_NO_AUTH_ACTION_COUNT="0")
 
 
 def test_results_planted_in_another_endpoint_under_the_victims_uri_are_not_the_victims(
@@ -80,3 +91,13 @@ def test_the_same_uri_with_other_credentials_is_another_store(moto_endpoint: str
     assert store("team-a", "a-secret").identity != store("team-b", "b-secret").identity
     assert "a-secret" not in store("team-a", "a-secret").identity
     assert open_store("s3://shared/prefix", endpoint=moto_endpoint).identity != store("team-a", "a-secret").identity
+
+
+def test_wrong_credentials_are_named_with_the_store_and_never_quoted(checking_endpoint: str) -> None:
+    store = open_store("s3://team-a/results", endpoint=checking_endpoint,
+                       credentials={"AWS_ACCESS_KEY_ID": "AKIAWRONG", "AWS_SECRET_ACCESS_KEY": "wrong-secret-value"})
+    with pytest.raises(Exception) as refused:
+        store.get_bytes("tasks/x/manifest.json")
+    problem = access_problem(store.uri, refused.value)
+    assert problem == ("s3://team-a/results: the server answered 403 InvalidAccessKeyId (the access key is unknown "
+                       "to the server: check the credentials)")
