@@ -412,8 +412,8 @@ def test_malicious_cifar_pickle_is_refused(tmp_path: Path, payload: Callable[[Pa
         run_prepare(tmp_path, {"kind": "cifar100", "uri": str(uri)}, inputs=[{"name": "x", "shape": [-1, 3, 32, 32]}])
 
     assert error.value.reason == "UnsafePickle"
-    assert error.value.message.startswith(f"{uri}: refuses to load ")
-    assert error.value.message.endswith(": only plain arrays are accepted")
+    assert error.value.message.startswith(f"{uri}: refused: the pickle refers to Python objects other than plain")
+    assert "system" not in error.value.message and "open" not in error.value.message  # names from the file
     assert not marker.exists()
 
 
@@ -491,18 +491,18 @@ ERRORS: dict[str, tuple[Case, str, str]] = {
     "labels-mismatch": (
         with_labels([f"{name} 1" for name, _, _ in IMAGES] + ["ILSVRC2012_val_00000009.JPEG 4"]),
         "LabelsMismatch",
-        "bad_labels.txt lists 4 images but {tmp}/val has 3; not found: ILSVRC2012_val_00000009.JPEG",
+        "bad_labels.txt lists 4 images but {tmp}/val has 3; not there: the file named on line 4",
     ),
     "labels-malformed": (
         with_labels([f"{IMAGES[0][0]} 1", f"{IMAGES[1][0]} dog"]),
         "LabelsInvalid",
-        "bad_labels.txt line 2: expected '<file> <label>', got 'ILSVRC2012_val_00000002.png dog'",
+        "bad_labels.txt line 2: expected '<file> <label>' with an integer label",
     ),
     "no-images": (with_images({"readme.txt": b"x"}, imagenet_preprocess()), "DatasetEmpty", "{tmp}/other has no images"),
     "undecodable-image": (
         with_images({"a.jpg": b"not a jpeg"}, imagenet_preprocess()),
         "DatasetInvalid",
-        "{tmp}/other/a.jpg: cannot decode image: ",
+        "{tmp}/other/a.jpg: not an image Pillow can read (.jpeg, .jpg, .png, .bmp)",
     ),
     "image-smaller-than-crop": (
         with_images({"a.png": (200, 180)}, preprocess(crop=224)),
@@ -533,7 +533,7 @@ ERRORS: dict[str, tuple[Case, str, str]] = {
     "npy-unreadable": (
         with_tensor_files({"a.npy": b""}, FLOAT_INPUT),
         "DatasetInvalid",
-        "{tmp}/tensors/a.npy: cannot read .npy file",
+        "{tmp}/tensors/a.npy: not a readable .npy file",
     ),
     "npy-shape": (
         with_tensor_files({"a.npy": npy_bytes(np.zeros((2, 5), np.float32))}, FLOAT_INPUT),
@@ -600,7 +600,7 @@ def test_unsafe_pickle_payload_inside_an_array(tmp_path: Path) -> None:
     with pytest.raises(StageError) as error:
         run_prepare(tmp_path, {"kind": "cifar100", "uri": str(tmp_path / "test")}, inputs=[{"name": "x", "shape": [-1, 3, 32, 32]}])
 
-    assert error.value.reason == "UnsafePickle" and "io.open" in error.value.message
+    assert error.value.reason == "UnsafePickle" and "io" not in error.value.message.removeprefix(str(tmp_path))
     assert not marker.exists()
 
 

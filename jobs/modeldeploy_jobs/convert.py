@@ -11,10 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from modeldeploy_jobs.stage import StageContext, StageError, StageResult
+from modeldeploy_jobs.limits import MODEL_BYTES
+from modeldeploy_jobs.stage import StageContext, StageError, StageReason, StageResult
 
 BATCH_AXIS = "batch"
 PARITY_BATCH = 2
+PICKLE_PROTOCOL_OPCODE = b"\x80"  # how a pickle of protocol 2 or later begins, as pre-1.6 torch.save wrote them
 
 
 def run(context: StageContext) -> StageResult:
@@ -74,10 +76,15 @@ def _import_path(context: StageContext, uri: str) -> None:
     code_dir.mkdir(exist_ok=True)
     path = context.fetch_source(uri, code_dir / name, None)
     if name.endswith(".zip"):
+        unpacked = _unpacked_size(path)
+        if unpacked is None:
+            raise StageError(StageReason.CODE_INVALID, f"{uri}: not a readable zip archive")
+        MODEL_BYTES.check(unpacked, f"{uri} unpacks to")
         with zipfile.ZipFile(path) as archive:
             for member in archive.namelist():
                 if member.startswith("/") or ".." in Path(member).parts:
-                    raise StageError("CodeInvalid", f"{uri}: archive member {member!r} escapes the archive")
+                    raise StageError(StageReason.CODE_INVALID,
+                                     f"{uri}: an archive member's path is absolute or leads out of the archive")
             archive.extractall(code_dir)
     elif path.parent != code_dir:
         (code_dir / name).write_bytes(path.read_bytes())
@@ -102,10 +109,14 @@ def _construct(source: Mapping[str, Any]) -> Any:
         module_name, _, callable_name = rest.partition(":")
         factory = getattr(importlib.import_module(module_name), callable_name)
         return factory(**kwargs)
+    except SyntaxError as error:
+        raise StageError(StageReason.CODE_INVALID, f"{architecture}: the code does not compile: "
+                         f"{type(error).__name__} in {Path(error.filename or '?').name} line {error.lineno}") from None
     except (ImportError, AttributeError) as error:
-        raise StageError("ArchitectureInvalid", f"{architecture}: cannot import it: {error}") from None
-    except (RuntimeError, ValueError, TypeError, KeyError) as error:
-        raise StageError("ArchitectureInvalid", f"{architecture}: cannot build it: {error}") from None
+        raise StageError(StageReason.ARCHITECTURE_INVALID, f"{architecture}: cannot import it: {error}") from None
+    except Exception as error:  # noqa: BLE001 - the user's constructor may raise anything
+        raise StageError(StageReason.ARCHITECTURE_INVALID,
+                         f"{architecture}: cannot build it: {type(error).__name__}: {error}") from None
 
 
 def _state_dict(path: Path, source: Mapping[str, Any]) -> dict[str, Any]:
@@ -114,29 +125,58 @@ def _state_dict(path: Path, source: Mapping[str, Any]) -> dict[str, Any]:
     import torch
 
     uri = source["weights"]
+    _check_checkpoint_size(path, uri)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         if "global" in str(error).lower():  # torch names the Python object it refused to import
             raise StageError(
-                "UnsafeWeights",
+                StageReason.UNSAFE_WEIGHTS,
                 f"{uri}: refused: the file holds pickled Python objects, not only tensors (it is loaded with "
                 "weights_only=True); save model.state_dict() instead",
             ) from None
-        raise StageError("WeightsInvalid", f"{uri}: not a readable PyTorch checkpoint: {error}") from None
+        raise StageError(StageReason.WEIGHTS_INVALID, _unreadable_checkpoint(uri, error)) from None
     except Exception as error:  # noqa: BLE001 - a damaged file makes the unpickler fail in many ways
-        raise StageError("WeightsInvalid", f"{uri}: not a readable PyTorch checkpoint: {error!r}") from None
+        raise StageError(StageReason.WEIGHTS_INVALID, _unreadable_checkpoint(uri, error)) from None
     key = source.get("weightsKey")
     if key is not None:
         if not isinstance(checkpoint, dict) or key not in checkpoint:
-            found = ", ".join(map(str, checkpoint)) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-            raise StageError("WeightsInvalid", f"{uri}: no {key!r} in the checkpoint (it has: {found})")
+            found = f"a dict of {len(checkpoint)} entries" if isinstance(checkpoint, dict) else "no dict"
+            raise StageError(StageReason.WEIGHTS_INVALID, f"{uri}: no {key!r} in the checkpoint (it holds {found})")
         checkpoint = checkpoint[key]
     if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        raise StageError("WeightsInvalid", f"{uri}: expected a state_dict (names to tensors); set weightsKey if it "
-                         "is nested in the checkpoint")
+        raise StageError(StageReason.WEIGHTS_INVALID, f"{uri}: expected a state_dict (names to tensors); set "
+                         "weightsKey if it is nested in the checkpoint")
     prefixes = sorted(source.get("weightsPrefixMap", {}).items(), key=lambda item: -len(item[0]))
     return {_renamed(name, prefixes): tensor for name, tensor in checkpoint.items()}
+
+
+def _check_checkpoint_size(path: Path, uri: str) -> None:
+    """A torch.save file is a zip archive (a pickle before PyTorch 1.6): its unpacked size is checked against the
+    model cap from the zip's central directory, before torch reads any of it."""
+    unpacked = _unpacked_size(path)
+    if unpacked is not None:
+        MODEL_BYTES.check(unpacked, f"{uri} unpacks to")
+        return
+    with path.open("rb") as file:
+        if file.read(1) != PICKLE_PROTOCOL_OPCODE:
+            raise StageError(StageReason.WEIGHTS_INVALID, f"{uri}: not a readable PyTorch checkpoint: the file is "
+                             "not a whole zip archive as torch.save writes (nor the pickle it wrote before 1.6)")
+    MODEL_BYTES.check(path.stat().st_size, f"{uri} holds")
+
+
+def _unpacked_size(path: Path) -> int | None:
+    """The total size of a zip archive's members as its central directory declares them; None if it is no zip."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return sum(info.file_size for info in archive.infolist())
+    except zipfile.BadZipFile:
+        return None
+
+
+def _unreadable_checkpoint(uri: str, error: Exception) -> str:
+    # The loader's message may quote bytes of the file, so only its type is named.
+    return f"{uri}: not a readable PyTorch checkpoint: it is damaged or truncated ({type(error).__name__})"
 
 
 def _renamed(name: str, prefixes: list[tuple[str, str]]) -> str:
@@ -158,15 +198,22 @@ def _load(model: Any, state: dict[str, Any], source: Mapping[str, Any]) -> None:
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing key(s) ({_few(missing)})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s) ({_few(unexpected)})")
+    if unexpected:  # the checkpoint's own names are not quoted: they are the file's content
+        problems.append(f"{len(unexpected)} key(s) the model does not have")
     if mismatched:
         problems.append(f"size mismatch for {_few(mismatched)}")
+    if missing and unexpected and _differ_by_prefix(missing, unexpected):
+        problems.append("every unexpected key ends in a missing one: map the prefix with weightsPrefixMap")
     if problems:
         raise StageError(
-            "WeightsMismatch", f"{source['weights']} does not match {source['architecture']}: {'; '.join(problems)}"
+            StageReason.WEIGHTS_MISMATCH,
+            f"{source['weights']} does not match {source['architecture']}: {'; '.join(problems)}",
         )
     model.load_state_dict(state, strict=True)
+
+
+def _differ_by_prefix(missing: list[str], unexpected: list[str]) -> bool:
+    return all(any(name.endswith(f".{wanted}") for wanted in missing) for name in unexpected)
 
 
 def _few(items: list[str], limit: int = 4) -> str:
@@ -177,10 +224,16 @@ def _torchscript(context: StageContext, source: Mapping[str, Any]) -> Any:
     import torch
 
     path = context.fetch_source(source["uri"], context.workdir / "model.pt", source.get("sha256"))
+    unpacked = _unpacked_size(path)
+    if unpacked is None:
+        raise StageError(StageReason.MODEL_INVALID, f"{source['uri']}: not a TorchScript archive: the file is not "
+                         "a whole zip archive as torch.jit.save writes")
+    MODEL_BYTES.check(unpacked, f"{source['uri']} unpacks to")
     try:
         return torch.jit.load(str(path), map_location="cpu").eval()
     except (RuntimeError, ValueError) as error:
-        raise StageError("ModelInvalid", f"{source['uri']}: not a TorchScript archive: {error}") from None
+        raise StageError(StageReason.MODEL_INVALID, f"{source['uri']}: not a readable TorchScript archive: it is "
+                         f"damaged or truncated ({type(error).__name__})") from None
 
 
 def _dummy_inputs(source: Mapping[str, Any], batch: int) -> list[np.ndarray]:
@@ -212,8 +265,8 @@ def _export(module: Any, source: Mapping[str, Any], target: Path) -> None:
             opset_version=source["opset"], do_constant_folding=True, dynamo=False,
         )
     except Exception as error:  # noqa: BLE001 - the exporter raises many types for unsupported models
-        raise StageError("ExportFailed", f"{_described(source)}: ONNX export at opset {source['opset']} failed: "
-                         f"{type(error).__name__}: {error}") from None
+        raise StageError(StageReason.EXPORT_FAILED, f"{_described(source)}: ONNX export at opset "
+                         f"{source['opset']} failed: {type(error).__name__}: {error}") from None
 
 
 def _torch_runner(module: Any) -> Any:
@@ -232,7 +285,65 @@ def _torch_runner(module: Any) -> Any:
 
 
 def _fetch_model(context: StageContext, source: Mapping[str, Any]) -> Path:
-    return context.fetch_source(source["uri"], context.workdir / "source.onnx", source.get("sha256"))
+    path = context.fetch_source(source["uri"], context.workdir / "source.onnx", source.get("sha256"))
+    _check_onnx_size(path, source["uri"])
+    return path
+
+
+def _check_onnx_size(path: Path, uri: str) -> None:
+    """The model file and the external data its tensors declare, against the model cap, before any tensor is read."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    MODEL_BYTES.check(path.stat().st_size, f"{uri} holds")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - protobuf decode errors have no common base
+        raise StageError(StageReason.MODEL_INVALID, f"{uri}: not an ONNX model") from None
+    directory = path.parent.resolve()
+    total = path.stat().st_size
+    for tensor in _tensors(model.graph):
+        if not uses_external_data(tensor):
+            continue
+        info = ExternalDataInfo(tensor)
+        location = (directory / info.location).resolve()
+        if not location.is_relative_to(directory):
+            raise StageError(StageReason.MODEL_INVALID,
+                             f"{uri}: a tensor's external data lies outside the model's directory")
+        if not location.is_file():
+            raise StageError(StageReason.MODEL_INVALID,
+                             f"{uri}: a tensor's external-data file is not beside the model")
+        available = max(0, location.stat().st_size - (info.offset or 0))
+        declared = max(info.length or available, _tensor_bytes(tensor))
+        total += declared
+        MODEL_BYTES.check(total, f"{uri} and its external data declare")
+        if declared > available:
+            raise StageError(StageReason.MODEL_INVALID, f"{uri}: a tensor declares {declared:,} bytes of external "
+                             f"data where its file holds {available:,}")
+
+
+def _tensors(graph: Any) -> Any:
+    """Every tensor of a graph: initializers and node attributes, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _tensors(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _tensors(subgraph)
+
+
+def _tensor_bytes(tensor: Any) -> int:
+    from onnx import helper
+
+    try:
+        itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    except (KeyError, TypeError):
+        itemsize = 1
+    return int(np.prod(list(tensor.dims), dtype=object)) * itemsize
 
 
 def _passthrough(original: Path, source: Mapping[str, Any], target: Path) -> int | None:
@@ -241,14 +352,17 @@ def _passthrough(original: Path, source: Mapping[str, Any], target: Path) -> int
 
     try:
         model = onnx.load(str(original))
-    except Exception as error:  # noqa: BLE001 - protobuf decode errors have no common base
-        raise StageError("ModelInvalid", f"{source['uri']}: not an ONNX model: {error}") from None
+    except Exception as error:  # noqa: BLE001 - protobuf and external-data errors have no common base
+        raise StageError(StageReason.MODEL_INVALID, f"{source['uri']}: not a readable ONNX model "
+                         f"({type(error).__name__})") from None
     initializers = {init.name for init in model.graph.initializer}
     graph_inputs = {value.name: value for value in model.graph.input if value.name not in initializers}
     declared = [spec["name"] for spec in source["inputs"]]
     if sorted(declared) != sorted(graph_inputs):
-        raise StageError("InputsMismatch", f"{source['uri']}: the model's inputs are {sorted(graph_inputs)}, "
-                         f"the spec declares {declared}")
+        raise StageError(StageReason.INPUTS_MISMATCH, f"{source['uri']}: the model's inputs are "
+                         f"{sorted(graph_inputs)}, the spec declares {declared}")
+    for spec in source["inputs"]:
+        _check_declared_input(graph_inputs[spec["name"]], spec, source["uri"])
     static_batch = _batch_of(graph_inputs[declared[0]])
     for value in [*graph_inputs.values(), *model.graph.output]:
         dims = value.type.tensor_type.shape.dim
@@ -260,10 +374,30 @@ def _passthrough(original: Path, source: Mapping[str, Any], target: Path) -> int
         try:
             model = onnx.version_converter.convert_version(model, source["opset"])
         except Exception as error:  # noqa: BLE001 - the converter raises bare RuntimeErrors and C++ errors
-            raise StageError("OpsetConversionFailed", f"{source['uri']}: cannot convert from opset {current} to "
-                             f"{source['opset']}: {error}") from None
+            raise StageError(StageReason.OPSET_CONVERSION_FAILED, f"{source['uri']}: cannot convert from opset "
+                             f"{current} to {source['opset']}: {error}") from None
     onnx.save(model, str(target))
     return static_batch
+
+
+def _check_declared_input(value: Any, spec: Mapping[str, Any], uri: str) -> None:
+    """The spec's shape (past the batch axis) and dtype of one input against the model's, where the model fixes them."""
+    from onnx import helper
+
+    tensor = value.type.tensor_type
+    declared = list(spec["shape"])
+    if tensor.HasField("shape"):
+        dims = [dim.dim_value if dim.HasField("dim_value") else -1 for dim in tensor.shape.dim]
+        if len(dims) != len(declared) or any(
+            model > 0 and wanted > 0 and model != wanted for model, wanted in zip(dims[1:], declared[1:])
+        ):
+            raise StageError(StageReason.INPUTS_MISMATCH, f"{uri}: input {spec['name']!r} has shape {dims} in the "
+                             f"model, the spec declares {declared} (-1: any size; the first axis is the batch)")
+    if tensor.elem_type:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)).name
+        if dtype != spec["dtype"]:
+            raise StageError(StageReason.INPUTS_MISMATCH, f"{uri}: input {spec['name']!r} takes {dtype} in the "
+                             f"model, the spec declares {spec['dtype']}")
 
 
 def _batch_of(value: Any) -> int | None:
@@ -275,7 +409,7 @@ def _onnx_reference(original: Path, source: Mapping[str, Any]) -> Any:
     try:
         return _onnx_runner(original)
     except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise StageError("ModelInvalid", f"{source['uri']}: onnxruntime cannot load it: {error}") from None
+        raise StageError(StageReason.MODEL_INVALID, f"{source['uri']}: onnxruntime cannot load it: {error}") from None
 
 
 def _onnx_runner(path: Path) -> Any:
@@ -297,7 +431,8 @@ def _simplify(target: Path) -> str:
     try:
         simplified = onnxslim.slim(onnx.load(str(target)))
     except Exception as error:  # noqa: BLE001
-        raise StageError("SimplifyFailed", f"onnxslim could not simplify the model: {error}") from None
+        raise StageError(StageReason.SIMPLIFY_FAILED, f"onnxslim could not simplify the model ({error}); set "
+                         "simplify: false to convert without it") from None
     onnx.save(simplified, str(target))
     return onnxslim.__version__
 
@@ -309,29 +444,34 @@ def _check(target: Path, source: Mapping[str, Any]) -> None:
         onnx.checker.check_model(str(target), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
         where = source.get("uri") if source["format"] == "onnx" else "the exported model"
-        raise StageError("ModelInvalid", f"{where} fails the ONNX checker: {error}") from None
+        raise StageError(StageReason.MODEL_INVALID, f"{where} fails the ONNX checker: {error}") from None
 
 
 def _parity(reference: Any, target: Path, source: Mapping[str, Any], batch: int) -> dict[str, float]:
     """Run both models on the same seeded random inputs; a source ONNX with a fixed batch runs at that batch."""
     arrays = _dummy_inputs(source, batch)
-    expected = reference(arrays)
+    try:
+        expected = reference(arrays)
+    except Exception as error:  # noqa: BLE001 - torch and onnxruntime raise their own exception types
+        raise StageError(StageReason.INPUTS_MISMATCH, f"{_described(source)} does not run on inputs of the spec's "
+                         f"shapes and dtypes: {type(error).__name__}: {error}") from None
     try:
         actual = _onnx_runner(target)(arrays)
     except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise StageError("ModelInvalid", f"onnxruntime cannot run the converted model: {error}") from None
+        raise StageError(StageReason.MODEL_INVALID, f"onnxruntime cannot run the converted model: {error}") from None
     diff, cosine = 0.0, 1.0
     for want, got in zip(expected, actual, strict=False):
         want, got = np.asarray(want, dtype=np.float64).ravel(), np.asarray(got, dtype=np.float64).ravel()
         if want.shape != got.shape:
-            raise StageError("ParityFailed", f"the ONNX output has {got.size} values, the source model {want.size}")
+            raise StageError(StageReason.PARITY_FAILED,
+                             f"the ONNX output has {got.size} values, the source model {want.size}")
         diff = max(diff, float(np.max(np.abs(want - got))) if want.size else 0.0)
         norms = float(np.linalg.norm(want) * np.linalg.norm(got))
         cosine = min(cosine, float(want @ got) / norms if norms else 1.0)
     limits = source["parity"]
     if diff > limits["maxAbsDiff"] or cosine < limits["minCosine"]:
         raise StageError(
-            "ParityFailed",
+            StageReason.PARITY_FAILED,
             f"the ONNX model does not reproduce {_described(source)}: max abs diff {diff:.3g} "
             f"(allowed {limits['maxAbsDiff']}), cosine similarity {cosine:.6f} (required {limits['minCosine']})",
         )

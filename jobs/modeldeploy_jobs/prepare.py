@@ -11,6 +11,7 @@ import codecs
 import itertools
 import pickle
 import re
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +24,15 @@ from numpy._core.multiarray import _reconstruct
 from PIL import Image
 
 from modeldeploy_jobs.data import RAW_UINT8_BINS, Sample, digits_split, write_prepared
-from modeldeploy_jobs.stage import StageContext, StageError, StageResult
+from modeldeploy_jobs.limits import DATASET_BYTES, DATASET_FILES, IMAGE_PIXELS
+from modeldeploy_jobs.stage import StageContext, StageError, StageReason, StageResult
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp")
 TENSOR_EXTENSIONS = (".npy", ".bin")
 SYNTHETIC_SAMPLES = 256
 MAX_LISTED = 5
 CIFAR_SIDE = 32
+RGB_CHANNELS = 3
 
 RESAMPLING = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -69,7 +72,7 @@ def run(context: StageContext) -> StageResult:
     source = LOADERS[dataset["kind"]](context, dataset, variant, context.config["inputs"])
     count = min(len(source.names), dataset.get("limit", len(source.names)))
     if count == 0:
-        raise StageError("DatasetEmpty", f"{_describe(dataset)} holds no samples")
+        raise StageError(StageReason.DATASET_EMPTY, f"{_describe(dataset)} holds no samples")
     labels = None if source.labels is None else source.labels[:count] + dataset.get("labelOffset", 0)
     outputs, meta = write_prepared(
         context.outputs_dir, variant, source.names[:count], itertools.islice(source.samples, count), labels
@@ -110,7 +113,8 @@ def _single_input(inputs: Sequence[Config], kind: str) -> Config:
     if len(inputs) != 1:
         names = ", ".join(repr(item["name"]) for item in inputs)
         raise StageError(
-            "DatasetInvalid", f"{kind} datasets feed a single model input, but the model has {len(inputs)}: {names}"
+            StageReason.DATASET_INVALID,
+            f"{kind} datasets feed a single model input, but the model has {len(inputs)}: {names}",
         )
     return inputs[0]
 
@@ -132,27 +136,44 @@ def _list_files(directory: Path, extensions: Sequence[str], sort_key: Callable[[
     for name in names:
         other = stems.setdefault(Path(name).stem, name)
         if other != name:
-            raise StageError("DatasetInvalid", f"{uri} holds both {other} and {name}: sample names must be unique")
+            raise StageError(StageReason.DATASET_INVALID,
+                             f"{uri} holds both {other} and {name}: sample names must be unique")
     return names
+
+
+def _check_dataset_size(directory: Path, names: Sequence[str], uri: str) -> None:
+    """The dataset's files against the installation's caps, before any is read."""
+    DATASET_FILES.check(len(names), f"{uri} holds")
+    DATASET_BYTES.check(sum((directory / name).stat().st_size for name in names), f"{uri} holds")
 
 
 def _label_key(name: str) -> str:
     return name.split(".", 1)[0]
 
 
-def _read_labels(path: Path, uri: str) -> dict[str, tuple[str, int]]:
-    """`<file> <label>` lines as {file name up to the first '.': (file name, label)}."""
-    table: dict[str, tuple[str, int]] = {}
+@dataclass(frozen=True)
+class Label:
+    file: str
+    label: int
+    line: int  # where the labels file gives it, which messages name instead of quoting the file
+
+
+def _read_labels(path: Path, uri: str) -> dict[str, Label]:
+    """`<file> <label>` lines by file name up to the first '.'."""
+    DATASET_BYTES.check(path.stat().st_size, f"{uri} holds")
+    table: dict[str, Label] = {}
     for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         fields = line.split()
         if not fields:
             continue
         if len(fields) != 2 or not re.fullmatch(r"[+-]?\d+", fields[1]):
-            raise StageError("LabelsInvalid", f"{uri} line {number}: expected '<file> <label>', got {line.strip()!r}")
+            raise StageError(StageReason.LABELS_INVALID,
+                             f"{uri} line {number}: expected '<file> <label>' with an integer label")
         key = _label_key(fields[0])
         if key in table:
-            raise StageError("LabelsInvalid", f"{uri} line {number}: {fields[0]} is listed twice")
-        table[key] = (fields[0], int(fields[1]))
+            raise StageError(StageReason.LABELS_INVALID,
+                             f"{uri} line {number}: names the same file as line {table[key].line}")
+        table[key] = Label(fields[0], int(fields[1]), number)
     return table
 
 
@@ -163,52 +184,80 @@ def _match_labels(context: StageContext, dataset: Config, files: Sequence[str], 
     missing = [name for name in files if _label_key(name) not in table]
     if missing:
         raise StageError(
-            "LabelsMissing",
+            StageReason.LABELS_MISSING,
             f"{labels_uri} has no label for {len(missing)} of {len(files)} {noun} in {uri}: {_listed(missing)}",
         )
     present = {_label_key(name) for name in files}
-    absent = [name for key, (name, _) in table.items() if key not in present]
+    absent = [str(entry.line) for key, entry in table.items() if key not in present]
     if absent:
         raise StageError(
-            "LabelsMismatch",
-            f"{labels_uri} lists {len(table)} {noun} but {uri} has {len(files)}; not found: {_listed(absent)}",
+            StageReason.LABELS_MISMATCH,
+            f"{labels_uri} lists {len(table)} {noun} but {uri} has {len(files)}; not there: the "
+            + (f"file named on line {absent[0]}" if len(absent) == 1 else f"files named on lines {_listed(absent)}"),
         )
-    return np.array([table[_label_key(name)][1] for name in files], dtype=np.int64)
+    return np.array([table[_label_key(name)].label for name in files], dtype=np.int64)
 
 
 # ---------------------------------------------------------------- image preprocessing
 
 
-def _decode(path: Path, where: str) -> Image.Image:
+def _decode(path: Path, where: str, pipeline: ImagePipeline) -> Image.Image:
+    """The image as RGB pixels, decoded only once the size its header declares passes the pipeline's checks."""
+    limit = IMAGE_PIXELS.value()
+    Image.MAX_IMAGE_PIXELS = limit  # Pillow's own bomb check, for any image opened in this process
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size check below refuses them
+            image = Image.open(path)
+        with image:
+            pipeline.check_size(image.size, where)
             return image.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise StageError("DatasetInvalid", f"{where}: cannot decode image: {error}") from error
+    except Image.DecompressionBombError:
+        raise StageError(
+            StageReason.LIMIT_EXCEEDED,
+            f"{where} has more than {2 * limit:,} pixels, more than the {limit:,} this installation allows "
+            f"(an administrator can raise it with ${IMAGE_PIXELS.variable})",
+        ) from None
+    except Image.UnidentifiedImageError:
+        raise StageError(StageReason.DATASET_INVALID, f"{where}: not an image Pillow can read "
+                         f"({', '.join(IMAGE_EXTENSIONS)})") from None
+    except (OSError, ValueError, SyntaxError) as error:  # the decoder's message may quote the file's bytes
+        raise StageError(StageReason.DATASET_INVALID,
+                         f"{where}: the image is damaged or truncated ({type(error).__name__})") from None
+
+
+def _resized_size(size: tuple[int, int], preprocess: Preprocess) -> tuple[int, int]:
+    """(width, height) after preprocess.resize."""
+    target = preprocess.resize
+    if target is None:
+        return size
+    width, height = size
+    if preprocess.resize_mode == "exact":
+        return (target, target)
+    if width <= height:  # torchvision Resize(int): the shorter side becomes `size`
+        return (target, int(target * height / width))
+    return (int(target * width / height), target)
 
 
 def _resized(image: Image.Image, preprocess: Preprocess) -> Image.Image:
-    size = preprocess.resize
-    if size is None:
-        return image
-    width, height = image.size
-    if preprocess.resize_mode == "exact":
-        target = (size, size)
-    elif width <= height:  # torchvision Resize(int): the shorter side becomes `size`
-        target = (size, int(size * height / width))
-    else:
-        target = (int(size * width / height), size)
+    target = _resized_size(image.size, preprocess)
     if target == image.size:
         return image
     return image.resize(target, RESAMPLING[preprocess.interpolation])
+
+
+def _check_crop(size: tuple[int, int], crop: int | None, where: str) -> None:
+    width, height = size
+    if crop is not None and (height < crop or width < crop):
+        raise StageError(StageReason.DATASET_INVALID,
+                         f"{where}: the {width}x{height} image is smaller than the {crop}x{crop} crop")
 
 
 def _center_cropped(pixels: np.ndarray, crop: int | None, where: str) -> np.ndarray:
     if crop is None:
         return pixels
     height, width = pixels.shape[:2]
-    if height < crop or width < crop:
-        raise StageError("DatasetInvalid", f"{where}: the {width}x{height} image is smaller than the {crop}x{crop} crop")
+    _check_crop((width, height), crop, where)
     top = round((height - crop) / 2.0)
     left = round((width - crop) / 2.0)
     return pixels[top : top + crop, left : left + crop]
@@ -220,7 +269,8 @@ def _per_channel(values: tuple[float, ...], channels: int, what: str) -> np.ndar
     if len(values) == channels:
         return np.asarray(values, dtype=np.float32)
     raise StageError(
-        "DatasetInvalid", f"preprocess.{what} has {len(values)} values but the images have {_counted(channels, 'channel')}"
+        StageReason.DATASET_INVALID,
+        f"preprocess.{what} has {len(values)} values but the images have {_counted(channels, 'channel')}",
     )
 
 
@@ -249,8 +299,10 @@ def _raw(pixels: np.ndarray, preprocess: Preprocess) -> np.ndarray:
     return np.ascontiguousarray(_cast(pixels, "uint8"))
 
 
-def _check_shape(sample: np.ndarray, model_input: Config, raw: bool, preprocess: Preprocess, where: str) -> None:
-    produced, expected = tuple(sample.shape), tuple(model_input["shape"][1:])
+def _check_shape(
+    produced: tuple[int, ...], model_input: Config, raw: bool, preprocess: Preprocess, where: str
+) -> None:
+    expected = tuple(model_input["shape"][1:])
     if raw:  # uint8 HWC: only the spatial size must fit, wherever the model keeps its channels
         layout = model_input.get("layout") if model_input.get("layout") in ("NCHW", "NHWC") else preprocess.layout
         produced = produced[:2]
@@ -258,7 +310,7 @@ def _check_shape(sample: np.ndarray, model_input: Config, raw: bool, preprocess:
             expected = expected[:2] if layout == "NHWC" else expected[1:]
     if len(produced) != len(expected) or any(e > 0 and e != p for p, e in zip(produced, expected)):
         raise StageError(
-            "DatasetInvalid",
+            StageReason.DATASET_INVALID,
             f"{where}: preprocessing produces {_dims(produced)} samples "
             f"but input {model_input['name']!r} expects {_dims(expected)}",
         )
@@ -272,13 +324,27 @@ class ImagePipeline:
         self.raw = variant == RAW_UINT8_BINS
         self.model_input = model_input
 
+    def check_size(self, size: tuple[int, int], where: str) -> None:
+        """Refuses an image from the (width, height) its header declares: too many pixels, too small for the crop,
+        or a sample shape the model input does not take."""
+        width, height = size
+        IMAGE_PIXELS.check(width * height, f"{where} ({width}x{height}) has")
+        resized = _resized_size(size, self.preprocess)
+        _check_crop(resized, self.preprocess.crop, where)
+        crop = self.preprocess.crop
+        out_width, out_height = (crop, crop) if crop is not None else resized
+        hwc = (out_height, out_width, RGB_CHANNELS)
+        chw = (RGB_CHANNELS, out_height, out_width)
+        produced = hwc if self.raw or self.preprocess.layout != "NCHW" else chw
+        _check_shape(produced, self.model_input, self.raw, self.preprocess, where)
+
     def image(self, image: Image.Image, where: str) -> Sample:
         pixels = np.asarray(_resized(image, self.preprocess))
         return self.pixels(_center_cropped(pixels, self.preprocess.crop, where), where)
 
     def pixels(self, pixels: np.ndarray, where: str) -> Sample:
         sample = _raw(pixels, self.preprocess) if self.raw else _normalised(pixels, self.preprocess)
-        _check_shape(sample, self.model_input, self.raw, self.preprocess, where)
+        _check_shape(tuple(sample.shape), self.model_input, self.raw, self.preprocess, where)
         return {self.model_input["name"]: sample}
 
 
@@ -293,9 +359,12 @@ def _imagenet(context: StageContext, dataset: Config, variant: str, inputs: Sequ
     root = context.fetch_tree(uri, context.workdir / "images")
     files = _list_files(root, IMAGE_EXTENSIONS, str, uri)
     if not files:
-        raise StageError("DatasetEmpty", f"{uri} has no images ({', '.join(IMAGE_EXTENSIONS)})")
+        raise StageError(StageReason.DATASET_EMPTY, f"{uri} has no images ({', '.join(IMAGE_EXTENSIONS)})")
+    _check_dataset_size(root, files, uri)
     labels = _match_labels(context, dataset, files, "images") if "labels" in dataset else None
-    samples = (pipeline.image(_decode(root / name, _join(uri, name)), _join(uri, name)) for name in files)
+    samples = (
+        pipeline.image(_decode(root / name, _join(uri, name), pipeline), _join(uri, name)) for name in files
+    )
     return Source([Path(name).stem for name in files], labels, samples)
 
 
@@ -308,7 +377,9 @@ def _cifar100(context: StageContext, dataset: Config, variant: str, inputs: Sequ
     pipeline = ImagePipeline(
         Preprocess.model_validate(dataset.get("preprocess", {})), variant, _single_input(inputs, "cifar100")
     )
-    pixels, labels = _load_cifar(context.fetch_source(uri, context.workdir / "cifar-100-test", None), uri)
+    path = context.fetch_source(uri, context.workdir / "cifar-100-test", None)
+    DATASET_BYTES.check(path.stat().st_size, f"{uri} holds")
+    pixels, labels = _load_cifar(path, uri)
     samples = (
         pipeline.image(Image.fromarray(image), f"{uri} sample {index}") for index, image in enumerate(pixels)
     )
@@ -318,18 +389,41 @@ def _cifar100(context: StageContext, dataset: Config, variant: str, inputs: Sequ
 def _latin1_bytes(text: str, encoding: str) -> bytes:
     """`_codecs.encode` as pickle protocol 2 uses it for bytes objects, and for nothing else."""
     if encoding != "latin1":
-        raise pickle.UnpicklingError(f"refuses _codecs.encode with encoding {encoding!r}")
+        raise pickle.UnpicklingError("refuses _codecs.encode with an encoding other than latin1")
     return codecs.encode(text, "latin1")
 
 
-# Everything a pickled dict of numpy arrays, lists, bytes and ints needs; nothing that can run code.
+class _NdarrayType:
+    """What `numpy.ndarray` unpickles to: the type `_reconstruct` is given, which the pickle itself cannot call."""
+
+
+NDARRAY_TYPE = _NdarrayType()
+
+
+def _empty_array(subtype: _NdarrayType, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """numpy's `_reconstruct` as an ndarray's pickle calls it: an empty array, which __setstate__ then fills with
+    the pickled data. Any other shape would allocate memory the file does not hold."""
+    if subtype is not NDARRAY_TYPE or tuple(shape) != (0,):
+        raise pickle.UnpicklingError("refuses numpy _reconstruct other than an ndarray of shape (0,)")
+    return _reconstruct(np.ndarray, (0,), dtype)
+
+
+def _empty_bytes(*args: Any) -> bytes:
+    """`bytes()` as protocol 2 pickles b'': with an argument it would allocate as much as the argument says."""
+    if args:
+        raise pickle.UnpicklingError("refuses bytes() with arguments")
+    return b""
+
+
+# Everything a pickled dict of numpy arrays, lists, bytes and ints needs; nothing that can run code or allocate
+# more memory than the file holds.
 PICKLE_GLOBALS: dict[tuple[str, str], Any] = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy.core.multiarray", "_reconstruct"): _empty_array,
+    ("numpy._core.multiarray", "_reconstruct"): _empty_array,
+    ("numpy", "ndarray"): NDARRAY_TYPE,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _latin1_bytes,
-    ("builtins", "bytes"): bytes,
+    ("__builtin__", "bytes"): _empty_bytes,  # protocol 2 names builtins by their Python 2 module
 }
 
 
@@ -342,9 +436,11 @@ class ArrayUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         allowed = PICKLE_GLOBALS.get((module, name))
-        if allowed is None:
+        if allowed is None:  # the global's name is the file's content, so it is not quoted
             raise StageError(
-                "UnsafePickle", f"{self.uri}: refuses to load {module}.{name}: only plain arrays are accepted"
+                StageReason.UNSAFE_PICKLE,
+                f"{self.uri}: refused: the pickle refers to Python objects other than plain arrays, lists, bytes "
+                "and numbers",
             )
         return allowed
 
@@ -356,20 +452,23 @@ def _load_cifar(path: Path, uri: str) -> tuple[np.ndarray, np.ndarray]:
             content = ArrayUnpickler(file, uri).load()
     except StageError:
         raise
-    except Exception as error:  # a corrupt pickle can fail in many ways; all mean the same to the user
-        raise StageError("DatasetInvalid", f"{uri}: not a readable python pickle: {error}") from error
+    except Exception as error:  # noqa: BLE001 - a corrupt pickle fails in many ways, all the same to the user
+        # The unpickler's message may quote the file's bytes, so only its type is named.
+        raise StageError(StageReason.DATASET_INVALID,
+                         f"{uri}: not a readable python pickle ({type(error).__name__})") from None
     if not isinstance(content, dict) or b"data" not in content or b"fine_labels" not in content:
         raise StageError(
-            "DatasetInvalid", f"{uri}: expected the cifar-100-python dict with b'data' and b'fine_labels'"
+            StageReason.DATASET_INVALID, f"{uri}: expected the cifar-100-python dict with b'data' and b'fine_labels'"
         )
     data = content[b"data"]
     side = CIFAR_SIDE
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * side**2:
         found = f"{data.dtype} {_dims(data.shape)} array" if isinstance(data, np.ndarray) else type(data).__name__
-        raise StageError("DatasetInvalid", f"{uri}: b'data' must be a uint8 N x {3 * side**2} array, got {found}")
+        raise StageError(StageReason.DATASET_INVALID,
+                         f"{uri}: b'data' must be a uint8 N x {3 * side**2} array, got {found}")
     labels = np.asarray(content[b"fine_labels"])
     if labels.dtype.kind not in "iu" or labels.shape != (len(data),):
-        raise StageError("DatasetInvalid", f"{uri}: b'fine_labels' must hold one integer per row of b'data'")
+        raise StageError(StageReason.DATASET_INVALID, f"{uri}: b'fine_labels' must hold one integer per row of b'data'")
     pixels = data.reshape(-1, 3, side, side).transpose(0, 2, 3, 1)  # channel-major rows -> HWC images
     return np.ascontiguousarray(pixels), labels.astype(np.int64)
 
@@ -394,7 +493,7 @@ def _tensor(model_input: Config, kind: str) -> Tensor:
     shape = tuple(model_input["shape"][1:])
     if any(d < 1 for d in shape):
         raise StageError(
-            "DatasetInvalid",
+            StageReason.DATASET_INVALID,
             f"input {model_input['name']!r} has shape {list(model_input['shape'])}: "
             f"{kind} data needs every dimension after the batch axis fixed",
         )
@@ -405,17 +504,19 @@ def _open_npy(path: Path, tensor: Tensor, where: str) -> np.ndarray:
     """The .npy file memory-mapped, as (samples, *tensor.shape)."""
     try:
         array = np.load(path, mmap_mode="r")
-    except (OSError, ValueError, EOFError) as error:
-        raise StageError("DatasetInvalid", f"{where}: cannot read .npy file: {error}") from error
+    except (OSError, ValueError, EOFError) as error:  # numpy's message may quote the file's header
+        raise StageError(StageReason.DATASET_INVALID, f"{where}: not a readable .npy file: its header is damaged or "
+                         f"it is shorter than its header declares ({type(error).__name__})") from None
     if array.shape == tensor.shape:
         array = array[np.newaxis]
     if array.shape[1:] != tensor.shape or not len(array):
         raise StageError(
-            "DatasetInvalid",
+            StageReason.DATASET_INVALID,
             f"{where}: holds a {_dims(array.shape)} array; input {tensor.name!r} takes {_dims(tensor.shape)} samples",
         )
     if not np.can_cast(array.dtype, tensor.dtype, "same_kind"):
-        raise StageError("DatasetInvalid", f"{where}: holds {array.dtype} data; input {tensor.name!r} takes {tensor.dtype}")
+        raise StageError(StageReason.DATASET_INVALID,
+                         f"{where}: holds {array.dtype} data; input {tensor.name!r} takes {tensor.dtype}")
     return array
 
 
@@ -425,7 +526,7 @@ def _sample_count(path: Path, tensor: Tensor, where: str) -> int:
     size = path.stat().st_size
     if size == 0 or size % tensor.nbytes:
         raise StageError(
-            "DatasetInvalid",
+            StageReason.DATASET_INVALID,
             f"{where}: {size} bytes is not a multiple of one {_dims(tensor.shape)} {tensor.dtype} sample "
             f"of input {tensor.name!r} ({tensor.nbytes} bytes)",
         )
@@ -433,9 +534,10 @@ def _sample_count(path: Path, tensor: Tensor, where: str) -> int:
 
 
 def _read_tensors(path: Path, tensor: Tensor, where: str) -> np.ndarray:
+    """The file's samples memory-mapped: a sample is read (and cast to the input's dtype) when it is taken."""
     if path.suffix.lower() == ".npy":
-        return np.asarray(_open_npy(path, tensor, where), dtype=tensor.dtype)
-    return np.fromfile(path, dtype=tensor.dtype).reshape(-1, *tensor.shape)
+        return _open_npy(path, tensor, where)
+    return np.memmap(path, dtype=tensor.dtype, mode="r").reshape(-1, *tensor.shape)
 
 
 def _tensors(context: StageContext, dataset: Config, variant: str, inputs: Sequence[Config]) -> Source:
@@ -445,6 +547,8 @@ def _tensors(context: StageContext, dataset: Config, variant: str, inputs: Seque
     # A single input's files lie in the directory itself, several inputs' in one sub-directory each.
     folders = {tensors[0].name: ""} if len(tensors) == 1 else {tensor.name: tensor.name for tensor in tensors}
     files = _tensor_files(root, folders, uri)
+    _check_dataset_size(root, [f"{folder}/{name}" if folder else name for folder in folders.values() for name in files],
+                        uri)
     counts = [_file_sample_counts(root, folders[tensor.name], tensor, files, uri) for tensor in tensors]
     _check_counts_agree(tensors, folders, files, counts, uri)
     labels = None
@@ -453,7 +557,7 @@ def _tensors(context: StageContext, dataset: Config, variant: str, inputs: Seque
         for name, count in zip(files, counts[0]):
             if count != 1:
                 raise StageError(
-                    "DatasetInvalid",
+                    StageReason.DATASET_INVALID,
                     f"{_join(uri, folders[tensors[0].name], name)} holds {_counted(count, 'sample')}, "
                     f"but {dataset['labels']} gives one label per file",
                 )
@@ -473,7 +577,7 @@ def _check_counts_agree(
         for name, expected, count in zip(files, counts[0], tensor_counts):
             if count != expected:
                 raise StageError(
-                    "DatasetInvalid",
+                    StageReason.DATASET_INVALID,
                     f"{_join(uri, folders[tensor.name], name)} holds {_counted(count, 'sample')} "
                     f"but {_join(uri, folders[first], name)} holds {expected}",
                 )
@@ -486,18 +590,18 @@ def _tensor_files(root: Path, folders: Mapping[str, str], uri: str) -> list[str]
         directory = root / folder
         if not directory.is_dir():
             raise StageError(
-                "DatasetInvalid",
+                StageReason.DATASET_INVALID,
                 f"{uri} has no directory {name!r}: a model with several inputs takes one sub-directory per input",
             )
         listings[name] = _list_files(directory, TENSOR_EXTENSIONS, _natural_key, _join(uri, folder))
     (first, files), *others = listings.items()
     if not files:
-        raise StageError("DatasetEmpty", f"{_join(uri, folders[first])} has no .npy or .bin files")
+        raise StageError(StageReason.DATASET_EMPTY, f"{_join(uri, folders[first])} has no .npy or .bin files")
     for name, other in others:
         if other != files:
             differing = sorted(set(files) ^ set(other), key=_natural_key)
             raise StageError(
-                "DatasetInvalid",
+                StageReason.DATASET_INVALID,
                 f"{_join(uri, folders[name])} and {_join(uri, folders[first])} must hold the same files; "
                 f"differing: {_listed(differing)}",
             )
@@ -517,7 +621,7 @@ def _tensor_samples(
             for tensor in tensors
         }
         for index in range(len(arrays[tensors[0].name])):
-            yield {tensor_name: array[index] for tensor_name, array in arrays.items()}
+            yield {tensor.name: np.asarray(arrays[tensor.name][index], dtype=tensor.dtype) for tensor in tensors}
 
 
 def _random(rng: np.random.Generator, tensor: Tensor) -> np.ndarray:
