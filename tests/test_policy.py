@@ -389,3 +389,6 @@ def test_metadata_hosts_are_compared_by_value() -> None:
     for uri in ("https://[fd00:ec2::254]/x", "https://[fd00:ec2:0:0::254]/x", "https://metadata.example/x"):
         assert [error.path for error in violations(load_resource(with_weights(uri)).spec, policy)] == \
             ["spec.source.weights"], uri
+    # Admission compares IPv6 addresses as written: another spelling of one passes it (docs/policy.md says so).
+    assert admission_errors(with_weights("https://[fd00:ec2:0:0::254]/x"), policy) == []
+    assert admission_errors(with_weights("https://[FD00:EC2::254]/x"), policy) != []
