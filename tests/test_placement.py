@@ -1,11 +1,14 @@
-"""Where device stages run: the extended resource per backend device, renamed per installation."""
+"""Where stages run and what they are given: the extended resource per backend device, renamed per installation;
+the installation's limits, and the operator's variables over a target's placement.env."""
 
 from __future__ import annotations
 
+import pytest
 from modeldeploy.controller.config import OperatorConfig
 from modeldeploy.controller.jobs import Owner, job_manifest
 from modeldeploy.planner import plan
 from modeldeploy.validation import load_resource
+from modeldeploy_jobs.limits import LIMITS
 from specs import base
 
 OWNER = Owner("cases", "team-a", "uid-1234", 3)
@@ -69,3 +72,15 @@ def test_the_installations_limits_reach_every_stage_and_a_target_cannot_override
         if task.target:
             assert values["OMP_NUM_THREADS"] == "2"
         assert pod["automountServiceAccountToken"] is False
+
+
+def test_every_cap_a_stage_reads_can_be_set_through_the_operators_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = load_resource(base()).spec
+    config = OperatorConfig.model_validate({"limits": {limit.variable.removeprefix("MODELDEPLOY_"): limit.default + 1
+                                                       for limit in LIMITS}})
+    task = next(task for task in plan(spec).tasks if task.kind == "prepare")
+    body = job_manifest(OWNER, task, None, task.task_document("s3://a"), "u", spec.artifacts, config)
+    for item in body["spec"]["template"]["spec"]["containers"][0]["env"]:
+        if "value" in item:
+            monkeypatch.setenv(item["name"], item["value"])
+    assert [limit.value() for limit in LIMITS] == [limit.default + 1 for limit in LIMITS]
