@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import http.server
+import socket
+import threading
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
-from modeldeploy_jobs.sources import fetch_tree, inside
-from modeldeploy_jobs.stage import StageError
+from modeldeploy_jobs import sources
+from modeldeploy_jobs.sources import fetch_source, fetch_tree, inside
+from modeldeploy_jobs.stage import StageError, StageReason
 
 
 @pytest.fixture
@@ -67,3 +73,68 @@ def test_inside_refuses_names_that_leave_the_folder_or_are_not_plain(tmp_path: P
 
 def test_inside_keeps_plain_names(tmp_path: Path) -> None:
     assert inside(tmp_path, "a/b.png") == tmp_path / "a" / "b.png"
+
+
+class Answers(http.server.BaseHTTPRequestHandler):
+    """/missing: 404; /broken: 503; /stalled: accepts, then says nothing; anything else: the bytes of its path."""
+
+    def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+        if self.path == "/stalled":
+            time.sleep(5)
+            return
+        status = {"/missing": 404, "/broken": 503}.get(self.path, 200)
+        self.send_response(status)
+        self.end_headers()
+        if status == 200:
+            self.wfile.write(self.path.encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def web() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answers)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize(("path", "reason"), [
+    ("/missing", StageReason.SOURCE_NOT_FOUND),
+    ("/broken", StageReason.SOURCE_UNREACHABLE),
+    ("/stalled", StageReason.SOURCE_UNREACHABLE),
+])
+def test_a_download_that_fails_says_whether_a_retry_may_help(web: str, tmp_path: Path, path: str, reason: StageReason,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources, "DOWNLOAD_TIMEOUT_SECONDS", 0.5)
+    with pytest.raises(StageError) as failed:
+        fetch_source(f"{web}{path}", tmp_path / "weights.pth")
+    assert failed.value.reason is reason
+    assert failed.value.reason.user_fault is (reason is StageReason.SOURCE_NOT_FOUND)
+    assert f"{web}{path}" in failed.value.message
+    assert list(tmp_path.iterdir()) == []
+    assert fetch_source(f"{web}/fine", tmp_path / "fine").read_bytes() == b"/fine"
+
+
+def test_an_s3_object_that_is_not_there_is_the_uris_fault(s3, bucket: str, tmp_path: Path) -> None:
+    with pytest.raises(StageError) as failed:
+        fetch_source(f"s3://{bucket}/no/such/weights.pth", tmp_path / "weights.pth")
+    assert failed.value.reason is StageReason.SOURCE_NOT_FOUND
+
+
+def test_an_s3_server_that_cannot_be_reached_is_retried(aws_environment: None, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    with pytest.raises(StageError) as failed:
+        fetch_source("s3://bucket/weights.pth", tmp_path / "weights.pth")
+    assert failed.value.reason is StageReason.SOURCE_UNREACHABLE
+    with pytest.raises(StageError) as failed:
+        fetch_tree("s3://bucket/images/", tmp_path / "images")
+    assert failed.value.reason is StageReason.SOURCE_UNREACHABLE

@@ -14,6 +14,7 @@ read; a writer that dies before the manifest leaves nothing a reader takes for a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -184,10 +185,8 @@ def commit(
 
 
 def _remove_quietly(store: Store, prefix: str) -> None:
-    try:
+    with contextlib.suppress(Exception):  # the error being raised matters more; what is left no manifest names
         store.delete_prefix(prefix)
-    except Exception:  # noqa: BLE001 - the error being raised matters more; what is left is named by no manifest
-        pass
 
 
 def read_manifest(store: Store, key: str) -> Manifest | None:

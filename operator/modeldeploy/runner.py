@@ -152,7 +152,7 @@ class Runner:
         with log.open("wb") as handle:
             process = subprocess.Popen(
                 [*STAGE_COMMAND, uri], stdout=handle, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
-                preexec_fn=die_with_parent,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - the runner starts no thread
             )
         self.running[task.key] = _Running(task, process, time.monotonic(), log)
         self.say("start", task.name)
