@@ -78,7 +78,7 @@ def test_inside_keeps_plain_names(tmp_path: Path) -> None:
 class Answers(http.server.BaseHTTPRequestHandler):
     """/missing: 404; /broken: 503; /stalled: accepts, then says nothing; anything else: the bytes of its path."""
 
-    def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+    def do_GET(self) -> None:
         if self.path == "/stalled":
             time.sleep(5)
             return
