@@ -285,6 +285,10 @@ def test_placement_fields_need_the_policy_to_list_them() -> None:
     document["spec"]["targets"][1]["placement"] = {"resources": {"limits": {"memory": "16Gi"}}}
     assert judged(document, Policy(placement_fields=[])) == (["spec.targets[1].placement.resources"],
                                                             ["spec.targets[*].placement.resources"])
+    # Writing a field counts, empty or not, as the admission policy can only tell that it is there.
+    document["spec"]["targets"][1]["placement"] = {"nodeSelector": {}}
+    assert judged(document) == (["spec.targets[1].placement.nodeSelector"],
+                                ["spec.targets[*].placement.nodeSelector"])
 
 
 def test_env_names_are_allowed_by_pattern_and_the_operators_prefix_never() -> None:
