@@ -107,17 +107,17 @@ def run_task(task: TaskDocument, workdir: Path, keep_document: bool = False) -> 
         reason = error.reason
         if isinstance(error.__context__, MemoryError):  # a parser that ran out of memory is no verdict on the file
             reason = StageReason.OUT_OF_MEMORY
-        return _failed(store, task, reason, error.message)
+        return fail(store, task, reason, error.message)
     except MemoryError:
-        return _failed(store, task, StageReason.OUT_OF_MEMORY, "the stage ran out of memory")
+        return fail(store, task, StageReason.OUT_OF_MEMORY, "the stage ran out of memory")
     except Exception as error:  # noqa: BLE001 - the Job's boundary: every failure is recorded, never lost
         traceback.print_exc()
-        return _failed(store, task, StageReason.STAGE_CRASHED, f"{type(error).__name__}: {error}")
+        return fail(store, task, StageReason.STAGE_CRASHED, f"{type(error).__name__}: {error}")
     print(f"{task.name}: done ({task.key[:12]})")
     return 0
 
 
-def _failed(store: Store, task: TaskDocument, reason: StageReason, message: str) -> int:
+def fail(store: Store, task: TaskDocument, reason: StageReason, message: str) -> int:
     """Records the failure and returns the exit code that tells the Job whether to retry."""
     record_failure(store, task.key, task.stage, reason.value, message, retriable=not reason.user_fault)
     print(f"{task.name} failed: {reason}: {message}", file=sys.stderr)

@@ -5,7 +5,8 @@ Behaviour from research/ascend.md §1: gflags-style flags (§1.2), the `--soc_ve
 status 255 on failure (§1.6). Only ONNX (`--framework=5`) in build mode (`--mode=0`) is supported.
 
 Fault injection: with `ATC_STANDIN_FAIL=<code>` (e.g. `E19010`, `EZ3003`) the run fails with that code's recorded
-output from §1.5 (or a one-line block for codes without a recording).
+output from §1.5 (or a one-line block for codes without a recording). With `ATC_STANDIN_FAIL_ONCE=<path>` as well,
+the failure is transient: a run fails only while that file does not exist, and creates it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import onnx
 from ascend_standins import ShapeSpecError, aipp, om, parse_shape_spec
 
 FAIL_ENV = "ATC_STANDIN_FAIL"
+FAIL_ONCE_ENV = "ATC_STANDIN_FAIL_ONCE"
 
 START = "ATC start working now, please wait for a moment."
 SUCCESS = "ATC run success, welcome to the next use."
@@ -127,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(START, flush=True)
     try:
         injected = os.environ.get(FAIL_ENV)
-        if injected:
+        if injected and _fails_this_time():
             raise AtcError(RECORDED_FAILURES.get(injected, f"{injected}: Failure injected by {FAIL_ENV}."))
         build(parse_flags(arguments))
     except AtcError as failure:
@@ -136,6 +138,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return FAILURE_EXIT_STATUS
     print(SUCCESS, flush=True)
     return 0
+
+
+def _fails_this_time() -> bool:
+    marker = os.environ.get(FAIL_ONCE_ENV)
+    if not marker:
+        return True
+    try:
+        Path(marker).touch(exist_ok=False)
+    except FileExistsError:
+        return False
+    return True
 
 
 def parse_flags(arguments: Sequence[str]) -> dict[str, str]:
