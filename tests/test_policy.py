@@ -139,6 +139,7 @@ REFUSED_BY_DEFAULT = [
     "https://models.example.com@169.254.169.254/x",
     "https://a@b@models.example.com/x",  # two @: refused rather than guessed
     "https://models.example.com\\@169.254.169.254/x",
+    "https://169.254.169.254\\@models.example.com/x",  # a WHATWG parser goes to 169.254.169.254
     "https://models_example.com/x",
     "https://%31%36%39.254.169.254/x",
 ]

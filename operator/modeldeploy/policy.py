@@ -42,10 +42,10 @@ RESERVED_ENV_PREFIX = "MODELDEPLOY_"  # the operator's: the task document and th
 
 # Regular expressions in the syntax Python's re and RE2 (the API server's CEL) share. A URI is well-formed
 # only when its authority is plain: an optional user@, an ASCII DNS name or a bracketed IPv6 address, an
-# optional port; whatever a URL parser might read otherwise (whitespace, a second @, a percent-encoded or
-# non-ASCII host) is refused rather than interpreted. Hosts are matched without regard to case, by ASCII
-# classes rather than the (?i) flag: with it both engines match the long s and the Kelvin sign, which IDNA
-# then turns into s and k (localhoſt is localhost to urllib).
+# optional port; whatever a URL parser might read otherwise (whitespace, a second @, a backslash, which
+# WHATWG parsers take for a slash, a percent-encoded or non-ASCII host) is refused rather than interpreted.
+# Hosts are matched without regard to case by ASCII classes rather than the (?i) flag: with it both engines
+# match the long s and the Kelvin sign, which IDNA then turns into s and k (localhoſt is localhost to urllib).
 _LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
 _NAME = rf"{_LABEL}(?:\.{_LABEL})*"
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
@@ -60,7 +60,7 @@ _BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
 
 def _web(host: str, schemes: str = "https?") -> str:
     """An http(s) URI whose host matches `host`."""
-    return rf"(?s)^(?:{schemes})://(?:[^/?#@\s]*@)?(?:{host})(?::[0-9]{{1,5}})?(?:[/?#].*)?$"
+    return rf"(?s)^(?:{schemes})://(?:[^/?#@\s\\]*@)?(?:{host})(?::[0-9]{{1,5}})?(?:[/?#].*)?$"
 
 
 def _s3(bucket: str = _BUCKET) -> str:
