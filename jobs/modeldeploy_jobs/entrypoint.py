@@ -64,7 +64,8 @@ def download_inputs(store: Store, task: TaskDocument, workdir: Path) -> dict[str
     for role, key in task.inputs.items():
         manifest = read_manifest(store, key)
         if manifest is None:
-            raise StageError("InputMissing", f"input {role} (task {key[:12]}) has no result in {store.uri} yet")
+            raise StageError(StageReason.INPUT_MISSING,
+                             f"input {role} (task {key[:12]}) has no result in {store.uri} yet")
         directory = workdir / "inputs" / role.replace("/", "_").replace(":", "_")
         for name in manifest.outputs:
             fetch(store, manifest, name, inside(directory, name))
