@@ -167,6 +167,22 @@ def test_an_onnx_model_whose_input_shape_is_not_the_specs_exits_3(store: FileSto
     assert "Traceback" not in result.stderr
 
 
+def test_a_loader_out_of_memory_on_the_users_file_is_retried(
+    store: FileStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch.load failing is WeightsInvalid, unless it failed for want of memory: then the file got no verdict."""
+    import torch
+
+    def exhausted(*args: Any, **kwargs: Any) -> Any:
+        raise MemoryError
+
+    monkeypatch.setattr(torch, "load", exhausted)
+    task = task_named(planned(quickstart(tmp_path / "spec")), "convert", store)
+    assert entrypoint.run_task(task, tmp_path / "work") == 1
+    failure = read_failure(store, task.key)
+    assert failure is not None and failure.reason == "OutOfMemory" and failure.retriable
+
+
 # ---------------------------------------------------------------- the network
 
 
