@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +184,36 @@ def test_a_pickle_payload_in_a_pth_is_refused_and_never_runs(tmp_path: Path) -> 
 
 def test_weights_key_that_is_not_there(tmp_path: Path) -> None:
     error = failure(tmp_path, **DIGITS, weightsKey="model")
-    assert error.reason == "WeightsInvalid" and "no 'model' in the checkpoint" in error.message
+    assert error.reason == "WeightsInvalid"
+    entries = len(torch.load(EXAMPLES / "digits_cnn.pt", weights_only=True))
+    assert error.message.endswith(f"no 'model' in the checkpoint (it holds a dict of {entries} entries)")
+
+
+def test_onnx_input_dtype_that_is_not_the_specs(tmp_path: Path) -> None:
+    source = _onnx_file(tmp_path / "m.onnx", batch="n")
+    error = failure(tmp_path / "work", format="onnx", uri=str(source),
+                    inputs=[{"name": "x", "shape": [-1, 4], "dtype": "int64"}])
+    assert error.reason == "InputsMismatch"
+    assert error.message == f"{source}: input 'x' takes float32 in the model, the spec declares int64"
+
+
+def test_code_that_does_not_compile(tmp_path: Path) -> None:
+    code = tmp_path / "broken_net.py"
+    code.write_text("def make(:\n    pass\n")
+    error = failure(tmp_path / "work", format="pytorch", architecture="python:broken_net:make", code=str(code),
+                    randomWeights=True, inputs=[{"name": "x", "shape": [-1, 4]}])
+    assert error.reason == "CodeInvalid"
+    assert error.message == "python:broken_net:make: the code does not compile: SyntaxError in broken_net.py line 1"
+
+
+def test_a_code_archive_member_leading_out_of_it(tmp_path: Path) -> None:
+    archive = tmp_path / "code.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr("../outside.py", "X = 1\n")
+    error = failure(tmp_path / "work", format="pytorch", architecture="python:outside:X", code=str(archive),
+                    randomWeights=True, inputs=[{"name": "x", "shape": [-1, 4]}])
+    assert error.reason == "CodeInvalid" and "outside.py" not in error.message
+    assert error.message == f"{archive}: an archive member's path is absolute or leads out of the archive"
 
 
 def test_pinned_sha256_that_does_not_match(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import pytest
 from modeldeploy_jobs import prepare
 from modeldeploy_jobs.data import PreparedData, digits_split, write_prepared
 from modeldeploy_jobs.stage import StageContext, StageError, StageResult
+from numpy._core.multiarray import _reconstruct
 from PIL import Image
 
 IMAGE_INPUT = [{"name": "image", "shape": [-1, 3, 224, 224], "dtype": "float32", "layout": "NCHW"}]
@@ -415,6 +416,36 @@ def test_malicious_cifar_pickle_is_refused(tmp_path: Path, payload: Callable[[Pa
     assert error.value.message.startswith(f"{uri}: refused: the pickle refers to Python objects other than plain")
     assert "system" not in error.value.message and "open" not in error.value.message  # names from the file
     assert not marker.exists()
+
+
+TERABYTE = 2**40
+
+
+@pytest.mark.parametrize("payload", [
+    Payload(bytes, TERABYTE),  # b'' is pickled as bytes(); with an argument it allocates that many zeros
+    Payload(np.ndarray, (TERABYTE,)),  # the type numpy's pickles pass to _reconstruct, called directly
+    Payload(_reconstruct, np.ndarray, (TERABYTE,), b"b"),  # an uninitialised terabyte
+], ids=["bytes", "ndarray", "reconstruct"])
+def test_a_cifar_pickle_cannot_allocate_more_than_it_holds(tmp_path: Path, payload: Payload) -> None:
+    uri = tmp_path / "test"
+    uri.write_bytes(pickle.dumps({b"data": payload, b"fine_labels": [0]}, protocol=2))
+    assert uri.stat().st_size < 300
+
+    with pytest.raises(StageError) as error:
+        run_prepare(tmp_path, {"kind": "cifar100", "uri": str(uri)}, inputs=[{"name": "x", "shape": [-1, 3, 32, 32]}])
+
+    assert error.value.reason == "DatasetInvalid"
+    assert error.value.message.startswith(f"{uri}: not a readable python pickle (")
+    assert not isinstance(error.value.__context__, MemoryError)
+
+
+def test_a_real_cifar_pickle_with_empty_bytes_still_loads(tmp_path: Path) -> None:
+    pixels = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
+    content = {b"data": pixels, b"fine_labels": [3, 1], b"batch_label": b"", b"coarse_labels": [0, 0]}
+    (tmp_path / "test").write_bytes(pickle.dumps(content, protocol=2))
+    result = run_prepare(tmp_path, {"kind": "cifar100", "uri": str(tmp_path / "test")},
+                         inputs=[{"name": "x", "shape": [-1, 3, 32, 32]}])
+    assert opened(result).labels.tolist() == [3, 1]
 
 
 Case = Callable[[Path, dict[str, Any]], tuple[dict[str, Any], str, list[dict[str, Any]]]]
