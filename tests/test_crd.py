@@ -103,3 +103,18 @@ def test_status_schema_keeps_what_the_operator_writes() -> None:
     assert {"top1", "top5", "throughput", "latencyMs", "artifact", "sha256", "gate"} <= result.keys()
     assert set(result["latencyMs"]["properties"]) == {"mean", "p50", "p90", "p99"}
 
+
+
+def test_every_integer_is_bounded_within_int64() -> None:
+    """CEL's integers are int64: a larger value must be refused by the schema before a rule reads it."""
+    schema = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    integers = [(path, node) for path, node in nodes(schema) if node.get("type") == "integer"]
+    assert len(integers) >= 20
+    for path, node in integers:
+        assert -(2**63) <= node.get("minimum", -(2**64)) and node.get("maximum", 2**64) <= 2**63 - 1, path
+
+
+def test_graph_tensor_names_are_safe_in_tool_arguments() -> None:
+    source = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["source"]
+    name = source["properties"]["inputs"]["items"]["properties"]["name"]
+    assert name["pattern"] == source["properties"]["outputs"]["items"]["pattern"] == r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from modeldeploy.crd import resource_schema
-from modeldeploy.validation import FieldError, SpecError, load_resource
+from modeldeploy.validation import FieldError, SpecError, load_documents, load_resource
 from specs import Doc, base, both, removing, setting
 
 MLU = "spec.targets[3]"
 NPU = "spec.targets[2]"
+
+
+
+def nested_lists(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
 
 # (id, change, field path of the expected error, words its message contains)
 BAD_SPECS: list[tuple[str, Callable[[Doc], None], str, str]] = [
@@ -168,6 +178,36 @@ BAD_SPECS: list[tuple[str, Callable[[Doc], None], str, str]] = [
      "spec.targets[0].placement.env", "environment variable names are letters"),
     ("env-credentials", setting("spec.targets[0].placement", {"env": {"AWS_SECRET_ACCESS_KEY": "x"}}),
      "spec.targets[0].placement.env", "store credentials and endpoints come from artifacts"),
+    # The CRD's types, strictly: what the API server would refuse is refused here too.
+    ("warmup-boolean", setting("spec.performance.warmup", True), "spec.performance.warmup",
+     "must be an integer (got True)"),
+    ("iterations-numeric-string", setting("spec.performance.iterations", "50"), "spec.performance.iterations",
+     "must be an integer (got '50')"),
+    ("simplify-string", setting("spec.source.simplify", "yes"), "spec.source.simplify", "must be true or false"),
+    ("mean-boolean", setting("spec.dataset.preprocess.mean", [True, 0.5, 0.5]), "spec.dataset.preprocess.mean[0]",
+     "must be a number"),
+    # Integers are int64, as CEL's are.
+    ("shape-beyond-int64", setting("spec.source.inputs[0].shape", [-1, 3, 2**64, 32]), "spec.source.inputs[0].shape[2]",
+     "must be at most 9223372036854775807 (got an integer of 65 bits)"),
+    ("limit-beyond-int64", setting("spec.dataset.limit", 2**63), "spec.dataset.limit", "must be at most"),
+    ("num-classes-beyond-int64", setting("spec.source.numClasses", 10**30), "spec.source.numClasses", "must be at most"),
+    ("architecture-args-beyond-int64", setting("spec.source.architectureArgs", {"width": 2**64}),
+     "spec.source.architectureArgs", "holds an integer outside the 64-bit range"),
+    ("architecture-args-too-deep", setting("spec.source.architectureArgs", {"layers": nested_lists(40)}),
+     "spec.source.architectureArgs", "nests deeper than 32 levels"),
+    # A list given a scalar, where CEL rules iterate over the list.
+    ("shape-scalar", setting("spec.source.inputs[0].shape", 5), "spec.source.inputs[0].shape", "must be a list (got 5)"),
+    ("precisions-scalar", setting("spec.targets[0].precisions", "fp32"), "spec.targets[0].precisions",
+     "must be a list"),
+    ("evaluate-scalar", setting(f"{MLU}.dynamicBatch.evaluate", 8), f"{MLU}.dynamicBatch.evaluate", "must be a list"),
+    ("input-name-newline", setting("spec.source.inputs[0].name", "\n"), "spec.source.inputs[0].name",
+     "must be a graph tensor name"),
+    ("input-name-separators", setting("spec.source.inputs[0].name", "x:1;y"), "spec.source.inputs[0].name",
+     "must be a graph tensor name"),
+    ("output-name-path", setting("spec.source.outputs", ["../logits"]), "spec.source.outputs[0]",
+     "must be a graph tensor name"),
+    ("aipp-input-not-4d", setting("spec.source.inputs[0].shape", [-1, 32, 32]), f"{NPU}.options",
+     "aipp feeds the model one image per sample, so its input 'input' needs 4 dimensions"),
 ]
 
 
@@ -250,3 +290,63 @@ def test_explicit_defaults_validate_like_implicit_ones() -> None:
     explicit_doc["spec"]["accuracy"].update(metric="top1", dropMode="absolute")
     explicit = load_resource(copy.deepcopy(explicit_doc))
     assert implicit.spec == explicit.spec
+
+
+def test_explicit_nulls_validate_like_absent_fields() -> None:
+    doc = base()
+    doc["spec"]["dataset"]["limit"] = None
+    doc["spec"]["targets"][0]["placement"] = None
+    assert load_resource(doc).spec.dataset.limit is None  # type: ignore[union-attr]
+
+
+def test_a_wrong_type_in_a_rule_s_list_is_reported_once() -> None:
+    doc = base()
+    setting("spec.dataset.preprocess.std", [0.25, "x", 0.25])(doc)
+    assert [str(error) for error in errors_of(doc)] == ["spec.dataset.preprocess.std[1]: must be a number (got 'x')"]
+
+
+def load_text(tmp_path: Path, text: str | bytes) -> list[Any]:
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    return load_documents(path)
+
+
+BOMB = "".join(f"l{n}: &l{n} [{', '.join([f'*l{n - 1}' if n else 'lol'] * 10)}]\n" for n in range(9))
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message"),
+    [
+        (BOMB, ":4:5", "expands to more than 10000 values (aliases included)"),
+        ("spec: " + "[" * 100 + "]" * 100, ":1:70", "nests deeper than 64 levels"),
+        ("a: &a [1, [2, [3]]]\n" + "b: " + "[" * 62 + "*a" + "]" * 62, ":2:66",
+         "nests deeper than 64 levels (aliases expanded)"),
+        ("spec: &a {x: *a}\n", ":1:14", "an alias inside the node it refers to"),
+        ("spec: {limit: 1" + "0" * 5000 + "}\n", ":1:15", "an integer with too many digits"),
+        ("spec: !!set {a, b}\n", ":1:7", "tag:yaml.org,2002:set is not a JSON value"),
+        ("spec: !!binary aGk=\n", ":1:7", "tag:yaml.org,2002:binary is not a JSON value"),
+        ("spec: {1: x}\n", ":1:8", "a key must be a string (quote it)"),
+        ("spec: {maxDrop: .nan}\n", ":1:17", ".nan is not a JSON number"),
+        ("spec: [unclosed\n", ":2:1", "invalid YAML: expected ',' or ']', but got '<stream end>'"),
+    ],
+    ids=["alias-bomb", "deep", "deep-through-alias", "recursive-alias", "long-integer", "set", "binary", "int-key",
+         "nan", "syntax"],
+)
+def test_files_are_read_as_json_within_bounds(tmp_path: Path, text: str, where: str, message: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        load_text(tmp_path, text)
+    assert [str(error) for error in caught.value.errors] == [f"{tmp_path / 'spec.yaml'}{where}: {message}"]
+
+
+def test_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as caught:
+        load_text(tmp_path, b"spec: \xff\n")
+    assert [str(error) for error in caught.value.errors] == [f"{tmp_path / 'spec.yaml'}: not UTF-8 text (byte 6)"]
+
+
+def test_anchors_merges_and_dates_read_as_kubectl_reads_them(tmp_path: Path) -> None:
+    (document,) = load_text(tmp_path, "metadata: {name: 2024-01-01}\n"
+                                      "defaults: &cpu {backend: openvino, precisions: [fp32]}\n"
+                                      "targets: [{<<: *cpu, name: a}, {<<: *cpu, name: b}]\n")
+    assert document["metadata"]["name"] == "2024-01-01"
+    assert document["targets"] == [{"backend": "openvino", "precisions": ["fp32"], "name": name} for name in "ab"]

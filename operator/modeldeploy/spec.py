@@ -7,6 +7,7 @@ Field names are the camelCase names users write in YAML. Cross-field rules live 
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -34,6 +35,16 @@ ARCHITECTURE = r"^((timm|torchvision):[A-Za-z0-9_.]+|python:[A-Za-z_][A-Za-z0-9_
 SHA256 = r"^[0-9a-f]{64}$"
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
 STORE_URI = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.*)$"
+# Graph input and output names: they become tool arguments (atc --input_shape=name:dims;...) and directory names.
+TENSOR_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+
+# Integers are int64, as in the API server and its CEL rules.
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+# How deeply a free-form field (architectureArgs, options, affinity) may nest: a core/v1 Affinity needs 10
+# levels, and Python's recursion limit is far beyond.
+MAX_NESTING = 32
 
 Uri = Annotated[
     str,
@@ -47,6 +58,45 @@ Uri = Annotated[
 Cel = list[dict[str, str]]
 
 
+def json_problem(value: Any) -> str | None:
+    """What keeps `value` from being a JSON value the API server stores as it is, or None.
+
+    Iterative, so a document nested beyond Python's recursion limit is answered too.
+    """
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if depth > MAX_NESTING:
+            return f"nests deeper than {MAX_NESTING} levels"
+        if isinstance(node, dict):
+            if not all(isinstance(key, str) for key in node):
+                return "has a key that is not a string"
+            pending.extend((item, depth + 1) for item in node.values())
+        elif isinstance(node, list):
+            pending.extend((item, depth + 1) for item in node)
+        elif isinstance(node, bool) or node is None or isinstance(node, str):
+            continue
+        elif isinstance(node, int):
+            if not INT64_MIN <= node <= INT64_MAX:
+                return "holds an integer outside the 64-bit range"
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                return f"holds {node}, which JSON cannot"
+        else:
+            return f"holds a {type(node).__name__}, which is not a JSON value"
+    return None
+
+
+def _json_object(value: dict[str, Any]) -> dict[str, Any]:
+    problem = json_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_json_object)]
+
+
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
     """One `x-kubernetes-validations` entry; `field_path` points the error at a child field."""
     entry = {"rule": rule, "message": message}
@@ -56,12 +106,21 @@ def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str
 
 
 class Model(BaseModel):
+    """What users write: strict types, as the CRD's schema checks them (true is not an integer, "8" not a number)."""
+
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
         frozen=True,
+        strict=True,
     )
+
+
+class StatusModel(Model):
+    """What the operator writes: numbers as the stages computed them, timestamps as text."""
+
+    model_config = ConfigDict(strict=False)
 
 
 # ---------------------------------------------------------------- source
@@ -87,8 +146,8 @@ class TensorSpec(Model):
         }
     )
 
-    name: str = Field(min_length=1, max_length=128, description="Input name in the exported graph.")
-    shape: list[int] = Field(min_length=1, max_length=8)
+    name: str = Field(min_length=1, max_length=128, pattern=TENSOR_NAME, description="Input name in the exported graph.")
+    shape: list[Int64] = Field(min_length=1, max_length=8)
     dtype: Literal["float32", "float16", "uint8", "int8", "int32", "int64"] = "float32"
     layout: Literal["NCHW", "NHWC", "ND"] = "NCHW"
 
@@ -136,10 +195,10 @@ class Source(Model):
         pattern=ARCHITECTURE,
         description="timm:<name>, torchvision:<name> or python:<module>:<callable>.",
     )
-    architecture_args: dict[str, Any] = Field(
+    architecture_args: JsonObject = Field(
         default_factory=dict, description="Keyword arguments for the architecture constructor."
     )
-    num_classes: int | None = Field(default=None, ge=1, description="Passed to the constructor as num_classes.")
+    num_classes: int | None = Field(default=None, ge=1, le=INT64_MAX, description="Passed to the constructor as num_classes.")
     code: Uri | None = Field(
         default=None, description="A .py file or .zip archive put on the import path for a python: architecture."
     )
@@ -163,7 +222,7 @@ class Source(Model):
         max_length=16,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
-    outputs: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
+    outputs: list[Annotated[str, Field(min_length=1, max_length=128, pattern=TENSOR_NAME)]] | None = Field(
         default=None, max_length=16, description="Output names for the exported graph."
     )
     opset: int = Field(default=17, ge=7, le=23)
@@ -228,11 +287,11 @@ class Dataset(Model):
     )
     labels: Uri | None = Field(default=None, description="Label file of 'file label' lines.")
     preprocess: Preprocess | None = None
-    limit: int | None = Field(default=None, ge=1, description="Use at most this many samples.")
+    limit: int | None = Field(default=None, ge=1, le=INT64_MAX, description="Use at most this many samples.")
     label_offset: int = Field(
         default=0, ge=-1, le=1, description="Added to every label: 1 for 1001-class models with a background class."
     )
-    seed: int = Field(default=0, ge=0, description="Seed for synthetic data.")
+    seed: int = Field(default=0, ge=0, le=INT64_MAX, description="Seed for synthetic data.")
 
 
 CalibrationMethod = Literal["auto", "minmax", "entropy", "percentile"]
@@ -255,10 +314,10 @@ class Toleration(Model):
     operator: Literal["Exists", "Equal"] | None = None
     value: str | None = Field(default=None, max_length=253)
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    toleration_seconds: Int64 | None = None
 
 
-Quantity = int | Annotated[str, Field(pattern=QUANTITY)]
+Quantity = Int64 | Annotated[str, Field(pattern=QUANTITY)]
 
 
 class Resources(Model):
@@ -283,7 +342,7 @@ class Placement(Model):
 
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
-    affinity: dict[str, Any] = Field(default_factory=dict, description="A core/v1 Affinity.")
+    affinity: JsonObject = Field(default_factory=dict, description="A core/v1 Affinity.")
     resources: Resources | None = None
     env: dict[str, Annotated[str, Field(max_length=4096)]] = Field(
         default_factory=dict, max_length=64, description="Environment variables of the stage containers."
@@ -354,7 +413,7 @@ class Target(Model):
         default=None, min_length=1, max_length=64, json_schema_extra={"x-kubernetes-list-type": "set"}
     )
     dynamic_batch: DynamicBatch | None = None
-    options: dict[str, Any] = Field(default_factory=dict, description="Backend options, checked by the backend.")
+    options: JsonObject = Field(default_factory=dict, description="Backend options, checked by the backend.")
     image: str | None = Field(default=None, max_length=512, description="Overrides the backend's job image.")
     placement: Placement | None = None
 
@@ -488,19 +547,19 @@ class ModelDeploymentSpec(Model):
     performance: Performance = Field(default_factory=Performance)
 
 
-class Condition(Model):
+class Condition(StatusModel):
     type: str = Field(max_length=316)
     status: Literal["True", "False", "Unknown"]
     reason: str = Field(max_length=1024)
     message: str = Field(default="", max_length=32768)
     last_transition_time: datetime
-    observed_generation: int | None = None
+    observed_generation: Int64 | None = None
 
 
 StagePhase = Literal["Pending", "Running", "Succeeded", "Failed", "Skipped"]
 
 
-class StageStatus(Model):
+class StageStatus(StatusModel):
     name: str
     kind: str
     key: str
@@ -511,19 +570,19 @@ class StageStatus(Model):
     message: str | None = None
 
 
-class Latency(Model):
+class Latency(StatusModel):
     mean: float | None = None
     p50: float | None = None
     p90: float | None = None
     p99: float | None = None
 
 
-class CellResult(Model):
+class CellResult(StatusModel):
     target: str
     backend: str | None = None
     device: str | None = None
     precision: Precision
-    batch_size: int
+    batch_size: Int64
     top1: float | None = None
     top5: float | None = None
     throughput: float | None = Field(default=None, description="Samples per second.")
@@ -534,16 +593,16 @@ class CellResult(Model):
     gate: Literal["Passed", "Failed", "NotEvaluated"] = "NotEvaluated"
 
 
-class BestCell(Model):
+class BestCell(StatusModel):
     target: str
     precision: Precision
-    batch_size: int
+    batch_size: Int64
     throughput: float
     top1: float | None = None
 
 
-class ModelDeploymentStatus(Model):
-    observed_generation: int | None = None
+class ModelDeploymentStatus(StatusModel):
+    observed_generation: Int64 | None = None
     phase: Literal["Pending", "Running", "Succeeded", "Failed"] | None = None
     conditions: list[Condition] = Field(
         default_factory=list,
@@ -562,7 +621,7 @@ class ObjectMeta(BaseModel):
 
     name: str = Field(min_length=1, description="Checked by the resource's CEL rule, as the API server does.")
     namespace: str | None = None
-    generation: int | None = None
+    generation: Int64 | None = None
 
 
 class ModelDeployment(BaseModel):

@@ -1,21 +1,28 @@
 """Validation of ModelDeployment documents, reporting every error at once as (field path, message).
 
+Files are read as kubectl reads them for the API server: JSON values only, and bounded, so a
+document nested too deeply or an alias bomb is refused with its file and line.
+
 Three layers, run together so one pass shows everything:
 1. the typed model (types, ranges, patterns, unknown fields);
 2. the CRD's own schema walk, as the API server does it: schema defaults, list-map and set
-   uniqueness, then every CEL rule (`x-kubernetes-validations`) evaluated with cel-python;
-3. checks that need Python: each backend's verdict on its targets, and preprocessing that
-   does not fit the model's input.
+   uniqueness, then every CEL rule (`x-kubernetes-validations`) evaluated with cel-python on
+   the values that have the schema's types (a value of the wrong type is reported, not read);
+3. checks that need Python: each backend's verdict on its targets, what its tools can be
+   configured for, and preprocessing that does not fit the model's input.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
+import math
+import re
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import celpy
 import yaml
@@ -27,13 +34,22 @@ from modeldeploy.crd import Schema, resource_schema
 from modeldeploy.spec import (
     ARCHITECTURE,
     DNS_LABEL,
+    INT64_MAX,
+    INT64_MIN,
     QUANTITY,
     SHA256,
     STORE_URI,
+    TENSOR_NAME,
     ModelDeployment,
     ModelDeploymentSpec,
     Target,
+    json_problem,
 )
+
+# Bounds of a document read from a file. The deepest field of a real spec (a term of an affinity) is under
+# 20 levels down and a large spec has a few hundred values; an alias bomb expands to billions.
+MAX_DEPTH = 64
+MAX_VALUES = 10_000
 
 
 @dataclass(frozen=True, order=True)
@@ -54,19 +70,102 @@ class SpecError(ValueError):
         super().__init__("\n".join(str(error) for error in errors))
 
 
+class _Refused(yaml.MarkedYAMLError):
+    """Well-formed YAML that is not a document the API server would take, or that expands beyond the bounds."""
+
+
+_JSON_TAGS = frozenset(f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map"))
+_MERGE_TAG = "tag:yaml.org,2002:merge"  # the `<<` key of a merge, resolved while constructing the mapping
+
+
+class _DocumentLoader(yaml.SafeLoader):
+    """YAML as kubectl turns it into JSON for the API server, within MAX_DEPTH and MAX_VALUES.
+
+    A date stays text, as in kubectl; tags for what JSON cannot hold (!!set, !!binary, ...), keys that are not
+    strings and non-finite numbers are refused. Sizes count every alias as the node it repeats, before any of
+    it is built, and an alias inside the node it names is refused: it would build a cycle.
+    """
+
+    yaml_implicit_resolvers: ClassVar[dict[str, list[tuple[str, re.Pattern[str]]]]] = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, levels), aliases expanded
+
+    def compose_document(self) -> yaml.Node | None:
+        self._sizes.clear()  # the nodes of the previous document are gone, and their ids free for reuse
+        return super().compose_document()
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        mark = self.peek_event().start_mark
+        if self._depth >= MAX_DEPTH:
+            raise _Refused(None, None, f"nests deeper than {MAX_DEPTH} levels", mark)
+        alias = self.check_event(yaml.AliasEvent)
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if alias:
+            if id(node) not in self._sizes:
+                raise _Refused(None, None, "an alias inside the node it refers to", mark)
+            values, levels = self._sizes[id(node)]
+        else:
+            self._check_json(node)
+            values, levels = self._measure(node)
+            self._sizes[id(node)] = (values, levels)
+        if self._depth + levels > MAX_DEPTH:
+            raise _Refused(None, None, f"nests deeper than {MAX_DEPTH} levels (aliases expanded)", mark)
+        if values > MAX_VALUES:
+            raise _Refused(None, None, f"expands to more than {MAX_VALUES} values (aliases included)", mark)
+        return node
+
+    def _measure(self, node: yaml.Node) -> tuple[int, int]:
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            return 1, 1
+        sizes = [self._sizes[id(child)] for child in children]
+        return 1 + sum(values for values, _ in sizes), 1 + max((levels for _, levels in sizes), default=0)
+
+    def _check_json(self, node: yaml.Node) -> None:
+        if node.tag not in _JSON_TAGS and node.tag != _MERGE_TAG:
+            raise _Refused(None, None, f"{node.tag} is not a JSON value", node.start_mark)
+        if node.tag == "tag:yaml.org,2002:float" and not math.isfinite(self.construct_yaml_float(node)):
+            raise _Refused(None, None, f"{node.value} is not a JSON number", node.start_mark)
+        if node.tag == "tag:yaml.org,2002:int":
+            try:
+                self.construct_yaml_int(node)
+            except ValueError:  # Python converts at most sys.get_int_max_str_digits() digits
+                raise _Refused(None, None, "an integer with too many digits", node.start_mark) from None
+        if isinstance(node, yaml.MappingNode):
+            for key, _ in node.value:
+                if key.tag not in ("tag:yaml.org,2002:str", _MERGE_TAG):
+                    raise _Refused(None, None, "a key must be a string (quote it)", key.start_mark)
+
+
 def load_documents(path: Path) -> list[Any]:
     """The YAML documents of a file; a syntax error names the file, line and column."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise SpecError([FieldError(str(path), f"cannot read: {error.strerror}")]) from None
+    except UnicodeDecodeError as error:
+        raise SpecError([FieldError(str(path), f"not UTF-8 text (byte {error.start})")]) from None
     try:
-        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        documents = [doc for doc in yaml.load_all(text, Loader=_DocumentLoader) if doc is not None]
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(error, "problem", None) or str(error)
-        raise SpecError([FieldError(where, f"invalid YAML: {problem}")]) from None
+        raise SpecError([FieldError(where, problem if isinstance(error, _Refused) else f"invalid YAML: {problem}")]
+                        ) from None
     if not documents:
         raise SpecError([FieldError(str(path), "no YAML document in the file")])
     return documents
@@ -122,6 +221,7 @@ PATTERN_HINTS = {
     SHA256: "must be 64 lowercase hex digits",
     QUANTITY: "must be a Kubernetes quantity such as 500m, 2 or 4Gi",
     STORE_URI: "must be s3://bucket/prefix or file:///path",
+    TENSOR_NAME: "must be a graph tensor name: letters, digits, '_', '.' and '-', not starting with '.' or '-'",
 }
 
 
@@ -152,7 +252,7 @@ def _document_path(loc: tuple[Any, ...], document: Any, missing: bool) -> list[s
 
 def _message(item: Any, parts: list[str | int]) -> str:
     kind, given, ctx = item["type"], item.get("input"), item.get("ctx") or {}
-    got = f" (got {given!r})" if not isinstance(given, (dict, list)) else ""
+    got = f" (got {_shown(given)})" if not isinstance(given, (dict, list)) else ""
     if kind == "missing":
         return "is required"
     if kind == "extra_forbidden":
@@ -190,6 +290,14 @@ def _message(item: Any, parts: list[str | int]) -> str:
     return str(item["msg"]).removeprefix("Value error, ")
 
 
+def _shown(value: Any) -> str:
+    """A short account of a wrong value: a huge number or string would bury the message."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
 def _unknown_field(parts: list[str | int]) -> str:
     field = parts[-1]
     known = _known_fields(parts[:-1])
@@ -217,15 +325,19 @@ def _program(rule: str) -> celpy.Runner:
     return environment.program(environment.compile(rule))
 
 
-def schema_errors(document: dict[str, Any], failed: list[str] = ()) -> list[FieldError]:
-    """What the API server would reject beyond types: list uniqueness and CEL rules.
+def schema_errors(document: dict[str, Any], failed: Sequence[str] = ()) -> list[FieldError]:
+    """What the API server would reject beyond the typed model: values of the wrong type, list uniqueness, CEL rules.
 
-    `failed` lists paths that already have type errors; a rule over such a node that cannot
-    be evaluated is not reported again.
+    `failed` lists paths that already have errors. A value without the schema's type is left out of what the
+    rules read, as if absent; a rule that cannot be evaluated over such a gap is not reported.
     """
     schema = resource_schema()
-    defaulted = with_defaults(document, schema)
-    return list(_walk(defaulted, schema, [], tuple(failed)))
+    mistyped: list[FieldError] = []
+    typed = _typed(with_defaults(document, schema), schema, [], mistyped)
+    new = [error for error in mistyped if not any(_within(error.path, bad) or _within(bad, error.path)
+                                                  for bad in failed)]
+    failed = (*failed, *(error.path for error in mistyped))
+    return new + list(_walk(typed, schema, [], failed))
 
 
 def with_defaults(value: Any, schema: Schema) -> Any:
@@ -243,15 +355,72 @@ def with_defaults(value: Any, schema: Schema) -> Any:
     return value
 
 
+_ABSENT = object()
+
+
+def _typed(value: Any, schema: Schema, parts: list[str | int], mistyped: list[FieldError]) -> Any:
+    """The value as the API server holds it, or _ABSENT when it lacks the schema's type (added to `mistyped`).
+
+    Unknown fields and nulls are pruned, numbers become floats; a list with one wrong item is wrong as a whole,
+    so the positions the rules see are the document's.
+    """
+    problem = _type_problem(value, schema)
+    if problem is not None:
+        mistyped.append(FieldError(format_path(parts), problem))
+        return _ABSENT
+    if isinstance(value, dict) and ("properties" in schema or isinstance(schema.get("additionalProperties"), dict)):
+        children = schema.get("properties") or {key: schema["additionalProperties"] for key in value}
+        result = {}
+        for name, child in children.items():
+            if value.get(name) is not None:
+                typed = _typed(value[name], child, [*parts, name], mistyped)
+                if typed is not _ABSENT:
+                    result[name] = typed
+        return result
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        items = [_typed(item, schema["items"], [*parts, index], mistyped) for index, item in enumerate(value)]
+        return _ABSENT if any(item is _ABSENT for item in items) else items
+    if schema.get("type") == "number":
+        return float(value)
+    return value
+
+
+TYPE_NAMES = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
+              "array": "a list", "object": "a mapping"}
+JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "integer": int, "number": (int, float), "string": str, "boolean": bool, "array": list, "object": dict
+}
+
+
+def _type_problem(value: Any, schema: Schema) -> str | None:
+    int_or_string = bool(schema.get("x-kubernetes-int-or-string"))
+    if int_or_string and isinstance(value, str):
+        return None
+    kind = "integer" if int_or_string else schema.get("type")
+    if kind is None:
+        return None
+    if not isinstance(value, JSON_TYPES[kind]) or isinstance(value, bool) != (kind == "boolean"):
+        return f"must be {TYPE_NAMES[kind]}" + (" or a string" if int_or_string else "")
+    if kind == "integer" and not INT64_MIN <= value <= INT64_MAX:
+        return "must be a 64-bit integer"
+    if kind == "number" and (abs(value) > sys.float_info.max or not math.isfinite(value)):
+        return "must be a finite number"
+    if kind == "object" and "properties" not in schema and not isinstance(schema.get("additionalProperties"), dict):
+        return json_problem(value)  # a free-form field: whatever JSON holds
+    return None
+
+
 def _walk(value: Any, schema: Schema, parts: list[str | int], failed: tuple[str, ...]) -> Iterator[FieldError]:
     path = format_path(parts)
-    broken_below = any(_within(path, bad) for bad in failed)
     if isinstance(value, list):
         yield from _duplicates(value, schema, parts)
-    for rule in schema.get("x-kubernetes-validations", []):
+    rules = schema.get("x-kubernetes-validations", [])
+    activation = {"self": celpy.json_to_cel(value)} if rules else {}
+    broken_below = any(_within(path, bad) for bad in failed)
+    for rule in rules:
         target = format_path(parts + _split_path(rule.get("fieldPath", "")))
         try:
-            result = _program(rule["rule"]).evaluate({"self": celpy.json_to_cel(value)})
+            result = _program(rule["rule"]).evaluate(activation)
         except celpy.CELEvalError:
             result = None
         if isinstance(result, celtypes.BoolType):
@@ -280,11 +449,10 @@ def _duplicates(items: list[Any], schema: Schema, parts: list[str | int]) -> Ite
         describe = [repr(item) for item in items]
     elif list_type == "map":
         names = schema.get("x-kubernetes-list-map-keys", [])
-        keys = [repr([item.get(name) for name in names]) if isinstance(item, dict) else None for item in items]
-        describe = [
-            ", ".join(f"{name}={item.get(name)!r}" for name in names) if isinstance(item, dict) else ""
-            for item in items
-        ]
+        # An item whose key has the wrong type (left out of the typed view) has no key to compare.
+        keys = [repr([item[name] for name in names]) if all(name in item for name in names) else None
+                for item in items]
+        describe = [", ".join(f"{name}={item.get(name)!r}" for name in names) for item in items]
     else:
         return
     seen: set[str] = set()
@@ -315,7 +483,15 @@ def _backend_errors(index: int, target: Target, spec: ModelDeploymentSpec | None
         backend.parse_options(target)
     except ValidationError as error:
         errors.extend(_model_errors(error, target.options, ["spec", "targets", index, "options"]))
-    return errors
+    if errors or spec is None:
+        return errors
+    # The plan builds each target's tool configuration; a backend raises ValueError for what its tools cannot
+    # be configured for, and the spec is refused here instead of failing in the planner.
+    try:
+        backend.build_config(target, spec)
+    except ValueError as error:
+        return [FieldError(f"spec.targets[{index}].options", str(error))]
+    return []
 
 
 def _target_errors_alone(document: dict[str, Any]) -> list[FieldError]:

@@ -109,7 +109,12 @@ def aipp_fields(preprocess: Mapping[str, Any], model_input: Mapping[str, Any]) -
     The prepare stage computes (pixel * scale - mean) / std; AIPP computes
     (pixel - mean_chn - min_chn) * var_reci_chn, so min_chn = mean / scale and var_reci_chn = scale / std.
     """
-    dims = model_input["shape"][1:]
+    shape = model_input["shape"]
+    if len(shape) != 4:
+        # Validation reports this ValueError at the target's options (modeldeploy.validation).
+        raise ValueError(f"aipp feeds the model one image per sample, so its input {model_input['name']!r} needs "
+                         f"4 dimensions (N, C, H, W or N, H, W, C), but its shape is {shape}")
+    dims = shape[1:]
     height, width = (dims[0], dims[1]) if model_input.get("layout") == "NHWC" else (dims[1], dims[2])
     scale = preprocess.get("scale", 1 / 255)
     mean = preprocess.get("mean", [0.0, 0.0, 0.0])
