@@ -269,6 +269,17 @@ def test_external_data_outside_the_models_directory_is_refused(tmp_path: Path) -
     assert "external data lies outside the model's directory" in caught.value.message
 
 
+def test_a_malformed_external_data_entry_is_the_models_fault(tmp_path: Path) -> None:
+    model = external_data_model(tmp_path / "model", declared_length=16, dims=[4])
+    loaded = onnx.load(str(model), load_external_data=False)
+    loaded.graph.initializer[0].external_data[2].value = "sixteen"
+    onnx.save(loaded, str(model))
+    with pytest.raises(StageError) as caught:
+        run_stage("convert", onnx_source(model, 4), tmp_path / "work")
+    assert caught.value.reason is StageReason.MODEL_INVALID
+    assert caught.value.message == f"{model}: a tensor's external-data entry is malformed"
+
+
 def test_a_model_with_external_data_within_the_cap_converts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     weights = np.arange(4, dtype=np.float32)
     model = external_data_model(tmp_path / "model", declared_length=16, dims=[4], stored=weights.tobytes())

@@ -305,7 +305,10 @@ def _check_onnx_size(path: Path, uri: str) -> None:
     for tensor in _tensors(model.graph):
         if not uses_external_data(tensor):
             continue
-        info = ExternalDataInfo(tensor)
+        try:
+            info = ExternalDataInfo(tensor)
+        except ValueError:  # an offset or length that is no integer
+            raise StageError(StageReason.MODEL_INVALID, f"{uri}: a tensor's external-data entry is malformed") from None
         location = (directory / info.location).resolve()
         if not location.is_relative_to(directory):
             raise StageError(StageReason.MODEL_INVALID,
