@@ -138,3 +138,18 @@ def test_an_s3_server_that_cannot_be_reached_is_retried(aws_environment: None, t
     with pytest.raises(StageError) as failed:
         fetch_tree("s3://bucket/images/", tmp_path / "images")
     assert failed.value.reason is StageReason.SOURCE_UNREACHABLE
+
+
+def test_a_tree_over_the_dataset_caps_is_refused_from_its_listing(s3, bucket: str, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    for index in range(3):
+        s3.put_object(Bucket=bucket, Key=f"imgs/{index}.png", Body=b"x" * 100)
+    monkeypatch.setenv("MODELDEPLOY_MAX_DATASET_FILES", "2")
+    with pytest.raises(StageError, match=r"has 3 files, more than the 2 .*MODELDEPLOY_MAX_DATASET_FILES") as refused:
+        fetch_tree(f"s3://{bucket}/imgs", tmp_path / "dataset")
+    assert refused.value.reason is StageReason.LIMIT_EXCEEDED
+    monkeypatch.setenv("MODELDEPLOY_MAX_DATASET_FILES", "3")
+    monkeypatch.setenv("MODELDEPLOY_MAX_DATASET_BYTES", "299")
+    with pytest.raises(StageError, match=r"has 300 bytes, more than the 299"):
+        fetch_tree(f"s3://{bucket}/imgs", tmp_path / "dataset")
+    assert not (tmp_path / "dataset").exists()

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 from modeldeploy.store import NotFound, S3Store, access_problem, sha256_file
 
+from modeldeploy_jobs.limits import DATASET_BYTES, DATASET_FILES
 from modeldeploy_jobs.stage import StageError, StageReason
 
 DOWNLOAD_TIMEOUT_SECONDS = 60  # without a byte for this long, a download has failed (and is retried)
@@ -74,8 +75,8 @@ def inside(root: Path, name: str) -> Path:
 def fetch_tree(uri: str, destination: Path) -> Path:
     """A local directory with every object under the directory uri (s3://bucket/prefix is the folder prefix/).
 
-    Every object's name is checked before anything is downloaded: one that is not a plain relative path under
-    the folder refuses the whole tree, and nothing is written.
+    The listing is checked before anything is downloaded: the dataset caps (files, bytes), and every object's
+    name: one that is not a plain relative path under the folder refuses the whole tree, and nothing is written.
     """
     local = _local_path(uri)
     if local is not None:
@@ -87,16 +88,18 @@ def fetch_tree(uri: str, destination: Path) -> Path:
     store, folder = _bucket_and_key(uri)
     folder = folder.strip("/")
     try:
-        names = store.list(folder)
+        sizes = store.sizes(folder)
     except ValueError:
         raise StageError(StageReason.SOURCE_INVALID,
                          f"{uri}: the prefix is not a plain path (empty, '.' or '..' parts)") from None
     except Exception as error:  # noqa: BLE001 - classified by _store_failure, which returns any other as is
         raise _store_failure(uri, error) from None
-    if not names:
+    if not sizes:
         raise StageError(StageReason.SOURCE_NOT_FOUND, f"{uri} holds no objects")
+    DATASET_FILES.check(len(sizes), f"{uri} has")  # before anything is downloaded
+    DATASET_BYTES.check(sum(sizes.values()), f"{uri} has")
     paths = {}
-    for name in names:
+    for name in sorted(sizes):
         try:
             paths[name] = inside(destination, name[len(folder) + 1 :] if folder else name)
         except ValueError:

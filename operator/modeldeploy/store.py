@@ -315,18 +315,25 @@ class S3Store:
             raise
         return True
 
-    def _keys(self, prefix: str) -> Iterator[str]:
-        """The keys in the folder prefix (a key `prefix-other/x` is not in folder `prefix`)."""
+    def _objects(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """The keys in the folder prefix (a key `prefix-other/x` is not in folder `prefix`), with their sizes."""
         folder = self._key(prefix) if prefix else self.prefix
         full = f"{folder}/" if folder else ""
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
             for item in page.get("Contents", []):
-                yield item["Key"]
+                yield item["Key"], item.get("Size", 0)
+
+    def _keys(self, prefix: str) -> Iterator[str]:
+        return (key for key, _ in self._objects(prefix))
 
     def list(self, prefix: str = "") -> list[str]:
+        return sorted(self.sizes(prefix))
+
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        """The names in the folder prefix with their sizes in bytes, as the listing gives them."""
         strip = len(self.prefix) + 1 if self.prefix else 0
-        return sorted(key[strip:] for key in self._keys(prefix))
+        return {key[strip:]: size for key, size in self._objects(prefix)}
 
     def folders(self, prefix: str) -> set[str]:
         base = f"{self._key(prefix)}/"
