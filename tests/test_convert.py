@@ -216,6 +216,13 @@ def test_a_code_archive_member_leading_out_of_it(tmp_path: Path) -> None:
     assert error.message == f"{archive}: an archive member's path is absolute or leads out of the archive"
 
 
+@pytest.mark.parametrize("uri", ["s3://bucket/code/..", "https://example.org/.."])
+def test_a_code_uri_naming_no_file_is_refused_before_it_is_fetched(tmp_path: Path, uri: str) -> None:
+    error = failure(tmp_path / "work", format="pytorch", architecture="python:net:X", code=uri,
+                    randomWeights=True, inputs=[{"name": "x", "shape": [-1, 4]}])
+    assert (error.reason, error.message) == ("CodeInvalid", f"{uri}: names no file (a .py module or a .zip)")
+
+
 def test_pinned_sha256_that_does_not_match(tmp_path: Path) -> None:
     error = failure(tmp_path, **DIGITS, sha256="0" * 64)
     assert error.reason == "ChecksumMismatch" and str(DIGITS["weights"]) in error.message

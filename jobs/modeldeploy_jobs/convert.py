@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from modeldeploy_jobs.limits import MODEL_BYTES
+from modeldeploy_jobs.sources import inside
 from modeldeploy_jobs.stage import StageContext, StageError, StageReason, StageResult
 
 BATCH_AXIS = "batch"
@@ -74,7 +75,11 @@ def _import_path(context: StageContext, uri: str) -> None:
     name = Path(uri.split("?")[0]).name
     code_dir = context.workdir / "code"
     code_dir.mkdir(exist_ok=True)
-    path = context.fetch_source(uri, code_dir / name, None)
+    try:
+        local = inside(code_dir, name)
+    except ValueError:
+        raise StageError(StageReason.CODE_INVALID, f"{uri}: names no file (a .py module or a .zip)") from None
+    path = context.fetch_source(uri, local, None)
     if name.endswith(".zip"):
         unpacked = _unpacked_size(path)
         if unpacked is None:
@@ -82,12 +87,14 @@ def _import_path(context: StageContext, uri: str) -> None:
         MODEL_BYTES.check(unpacked, f"{uri} unpacks to")
         with zipfile.ZipFile(path) as archive:
             for member in archive.namelist():
-                if member.startswith("/") or ".." in Path(member).parts:
+                try:
+                    inside(code_dir, member.removesuffix("/"))  # a folder's name ends in /
+                except ValueError:
                     raise StageError(StageReason.CODE_INVALID,
-                                     f"{uri}: an archive member's path is absolute or leads out of the archive")
+                                     f"{uri}: an archive member's path is absolute or leads out of the archive") from None
             archive.extractall(code_dir)
-    elif path.parent != code_dir:
-        (code_dir / name).write_bytes(path.read_bytes())
+    elif path != local:
+        local.write_bytes(path.read_bytes())
     sys.path.insert(0, str(code_dir))
 
 
