@@ -1,0 +1,229 @@
+//go:build ignore
+
+// genwrapper writes the go.mod of a small wrapper module that lets the go
+// command build the commands of a module whose own go.mod points some of its
+// dependencies at directories of its repository (k8s.io/kubernetes replaces
+// every k8s.io/* staging module with ./staging/src/..., etcd's server module
+// replaces its siblings with ../api, ../pkg, ...). Such a module cannot be
+// built with `go install mod@version`: directories are not in the module zip,
+// and replace directives of a dependency are ignored anyway.
+//
+// The go.mod of the wrapped module is read through `go mod edit -json`, so the
+// go command's own parser decides what it says. Every directory replacement of
+// a module the wrapped module requires becomes a replacement by that module at
+// -sibling-version (the version the repository published it at); replacements
+// by another module version are copied as they are, as are exclude lines, the
+// go line and the godebug lines. Directory replacements of modules the wrapped
+// module does not require (etcd's FORBIDDEN_DEPENDENCY guards, examples) have
+// no effect on its build and are left out; each is reported on stderr.
+//
+// With -verify DIR, it instead checks the wrapper module in DIR once resolved:
+// every module the wrapped module requires must have been selected at exactly
+// the version it pins (or, for a mapped sibling, replaced by -sibling-version).
+// Minimal version selection would otherwise be free to raise a shared
+// dependency above the release's pin, and the binaries would not be the release.
+//
+// Usage (what build.sh runs):
+//
+//	go run genwrapper.go -gomod PATH/TO/x.mod -module NAME \
+//	    -require k8s.io/kubernetes@v1.36.5 -sibling-version v0.36.5 > go.mod
+//	go run genwrapper.go -gomod PATH/TO/x.mod -require k8s.io/kubernetes@v1.36.5 \
+//	    -sibling-version v0.36.5 -verify DIR
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+)
+
+type modVersion struct {
+	Path    string
+	Version string
+}
+
+type goMod struct {
+	Module  struct{ Path string }
+	Go      string
+	GoDebug []struct{ Key, Value string }
+	Require []struct {
+		Path     string
+		Version  string
+		Indirect bool
+	}
+	Exclude []modVersion
+	Replace []struct{ Old, New modVersion }
+}
+
+func fail(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "genwrapper: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+func isDir(path string) bool {
+	// A replacement target without a version is a directory; the go command
+	// only accepts those when they are absolute or start with ./ or ../.
+	return strings.HasPrefix(path, "./") || strings.HasPrefix(path, "../") ||
+		strings.HasPrefix(path, "/") || path == "." || path == ".."
+}
+
+func main() {
+	gomodPath := flag.String("gomod", "", "go.mod of the wrapped module (the GoMod of `go mod download -json`)")
+	module := flag.String("module", "", "module path of the wrapper")
+	require := flag.String("require", "", "wrapped module as path@version")
+	sibling := flag.String("sibling-version", "", "version the repository published its other modules at")
+	verify := flag.String("verify", "", "check the resolved wrapper module in this directory instead of writing one")
+	flag.Parse()
+	if *gomodPath == "" || (*module == "" && *verify == "") || *require == "" || *sibling == "" {
+		flag.Usage()
+		os.Exit(2)
+	}
+	reqPath, reqVersion, ok := strings.Cut(*require, "@")
+	if !ok || reqPath == "" || reqVersion == "" {
+		fail("-require must be path@version, got %q", *require)
+	}
+
+	cmd := exec.Command("go", "mod", "edit", "-json", *gomodPath)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		fail("go mod edit -json %s: %v: %s", *gomodPath, err, stderr.String())
+	}
+	var m goMod
+	if err := json.Unmarshal(out, &m); err != nil {
+		fail("decoding go mod edit -json output: %v", err)
+	}
+	if m.Module.Path != reqPath {
+		fail("%s declares module %q, expected %q", *gomodPath, m.Module.Path, reqPath)
+	}
+
+	required := map[string]bool{}
+	for _, r := range m.Require {
+		required[r.Path] = true
+	}
+	if *verify != "" {
+		verifyWrapper(&m, *verify, *require, *sibling)
+		return
+	}
+
+	var replaces []string
+	var mapped, copied, skipped int
+	for _, r := range m.Replace {
+		old := r.Old.Path
+		if r.Old.Version != "" {
+			old += " " + r.Old.Version
+		}
+		switch {
+		case r.New.Version != "":
+			replaces = append(replaces, fmt.Sprintf("%s => %s %s", old, r.New.Path, r.New.Version))
+			copied++
+		case !isDir(r.New.Path):
+			fail("replacement %s => %s has neither a version nor a directory", old, r.New.Path)
+		case !required[r.Old.Path]:
+			fmt.Fprintf(os.Stderr, "genwrapper: left out %s => %s (%s does not require it)\n", old, r.New.Path, reqPath)
+			skipped++
+		default:
+			replaces = append(replaces, fmt.Sprintf("%s => %s %s", old, r.Old.Path, *sibling))
+			mapped++
+		}
+	}
+	sort.Strings(replaces)
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "// Code generated by tests/cluster/genwrapper.go from the go.mod of %s; DO NOT EDIT.\n\n", *require)
+	fmt.Fprintf(&b, "module %s\n\n", *module)
+	if m.Go != "" {
+		fmt.Fprintf(&b, "go %s\n\n", m.Go)
+	}
+	for _, g := range m.GoDebug {
+		fmt.Fprintf(&b, "godebug %s=%s\n", g.Key, g.Value)
+	}
+	if len(m.GoDebug) > 0 {
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(&b, "require %s %s\n", reqPath, reqVersion)
+	if len(m.Exclude) > 0 {
+		b.WriteString("\nexclude (\n")
+		for _, e := range m.Exclude {
+			fmt.Fprintf(&b, "\t%s %s\n", e.Path, e.Version)
+		}
+		b.WriteString(")\n")
+	}
+	if len(replaces) > 0 {
+		b.WriteString("\nreplace (\n")
+		for _, r := range replaces {
+			fmt.Fprintf(&b, "\t%s\n", r)
+		}
+		b.WriteString(")\n")
+	}
+	os.Stdout.WriteString(b.String())
+	fmt.Fprintf(os.Stderr, "genwrapper: %s: %d directory replacements mapped to %s, %d module replacements copied, %d left out\n",
+		*require, mapped, *sibling, copied, skipped)
+}
+
+// verifyWrapper compares the wrapper's build list with the wrapped module's requirements.
+func verifyWrapper(m *goMod, dir, require, sibling string) {
+	cmd := exec.Command("go", "list", "-m", "-json", "all")
+	cmd.Dir = dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		fail("go list -m all in %s: %v: %s", dir, err, stderr.String())
+	}
+	type listed struct {
+		Path    string
+		Version string
+		Replace *modVersion
+	}
+	selected := map[string]listed{}
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for dec.More() {
+		var l listed
+		if err := dec.Decode(&l); err != nil {
+			fail("decoding go list output: %v", err)
+		}
+		selected[l.Path] = l
+	}
+	dirReplaced := map[string]bool{}
+	for _, r := range m.Replace {
+		if r.New.Version == "" {
+			dirReplaced[r.Old.Path] = true
+		}
+	}
+	siblings := 0
+	var problems []string
+	for _, r := range m.Require {
+		got, ok := selected[r.Path]
+		switch {
+		case !ok:
+			problems = append(problems, fmt.Sprintf("%s: not in the build list", r.Path))
+			continue
+		case dirReplaced[r.Path]:
+			siblings++
+			if got.Replace == nil || got.Replace.Version != sibling {
+				problems = append(problems, fmt.Sprintf("%s: not replaced by %s", r.Path, sibling))
+			}
+			continue
+		case got.Replace != nil:
+			if got.Replace.Version == "" {
+				problems = append(problems, fmt.Sprintf("%s: replaced by directory %s", r.Path, got.Replace.Path))
+			}
+			continue // a replacement copied from the wrapped module
+		}
+		if got.Version != r.Version {
+			problems = append(problems, fmt.Sprintf("%s: selected %s, %s pins %s", r.Path, got.Version, require, r.Version))
+		}
+	}
+	if len(problems) > 0 {
+		fail("the wrapper in %s does not build %s as released:\n  %s", dir, require, strings.Join(problems, "\n  "))
+	}
+	fmt.Fprintf(os.Stderr, "genwrapper: %s: all %d required modules selected at the pinned versions (%d siblings at %s)\n",
+		require, len(m.Require), siblings, sibling)
+}
