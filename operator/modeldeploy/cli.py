@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shlex
 import sys
@@ -21,6 +22,10 @@ EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_INTERRUPTED = 130
 DEFAULT_STORE = ".modeldeploy/store"
+# Loggers that write HTTP traffic at DEBUG: the bodies of answers (kubernetes.client.rest, a Secret's values
+# among them) and signed requests (botocore: the access key id, the session token). Whatever the operator's
+# level, they stay at INFO.
+WIRE_LOGGERS = ("kubernetes", "urllib3", "botocore", "boto3", "s3transfer")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -238,6 +243,8 @@ def _operator(args: argparse.Namespace) -> int:
 
     namespaces = args.namespace or ([] if args.all_namespaces else config.load().namespaces)
     kopf.configure(verbose=args.verbose)
+    for name in WIRE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
     kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=args.liveness,
              memo=kopf.Memo(namespaces=namespaces))
     return 0
