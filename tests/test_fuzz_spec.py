@@ -127,10 +127,10 @@ def from_schema(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
         return st.lists(from_schema(schema["items"]), min_size=schema.get("minItems", 0),
                         max_size=min(schema.get("maxItems", 4), 4))
     if kind == "integer":
-        low, high = schema.get("minimum"), schema.get("maximum")
+        low, high = schema.get("minimum", -(2**63)), schema.get("maximum", 2**63 - 1)  # format: int64 where absent
         if schema.get("exclusiveMinimum") and low is not None:
             low += 1
-        return st.integers(low, high) | st.sampled_from([value for value in (low, high) if value is not None] or [0])
+        return st.integers(low, high) | st.sampled_from([low, high])
     if kind == "number":
         return st.floats(schema.get("minimum"), schema.get("maximum"), allow_nan=False, allow_infinity=False,
                          exclude_min=bool(schema.get("exclusiveMinimum")))

@@ -16,6 +16,8 @@ from modeldeploy import backends
 from modeldeploy.spec import (
     DNS_LABEL,
     GROUP,
+    INT64_MAX,
+    INT64_MIN,
     KIND,
     MAX_NAME_LENGTH,
     PLURAL,
@@ -72,6 +74,13 @@ def structural(node: Schema, definitions: Schema) -> Schema:
                 result[key] = structural(value, definitions)
         else:
             result[key] = value
+    if result.get("type") == "integer":
+        # Bounds at int64's own limits are said as format: int64. The API server holds bounds as float64 and
+        # refuses an integer bound it cannot hold exactly (beyond 2^53).
+        for bound, limit in (("minimum", INT64_MIN), ("maximum", INT64_MAX)):
+            if result.get(bound) == limit:
+                del result[bound]
+                result["format"] = "int64"
     return result
 
 
@@ -123,7 +132,8 @@ def resource_schema() -> Schema:
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
-            "metadata": {"type": "object"},
+            # The API server lets a CRD describe metadata.name (and generateName) only; the rule below names it.
+            "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
             "spec": spec,
             "status": status,
         },
