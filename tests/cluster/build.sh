@@ -17,6 +17,7 @@
 #   GOMODCACHE/GOCACHE honoured when set; otherwise kept under the cache root (go/mod, go/build)
 # Prints the bin directory on stdout; progress goes to stderr.
 set -euo pipefail
+shopt -s inherit_errexit # a failure inside $(...) stops the script too
 
 KUBE_VERSION=${KUBE_VERSION:-v1.36.5}
 CACHE=${MODELDEPLOY_CACHE:-${HOME:?HOME is not set}/.cache/modeldeploy}
@@ -42,8 +43,10 @@ expected_version() {
   esac
 }
 
-version_of() { # binary-path name
-  if [[ $2 == kubectl ]]; then "$1" version --client 2>&1 | head -n1; else "$1" --version 2>&1 | head -n1; fi
+version_of() { # binary-path name -> the first line of what it says its version is
+  local out
+  if [[ $2 == kubectl ]]; then out=$("$1" version --client 2>&1); else out=$("$1" --version 2>&1); fi
+  printf '%s\n' "${out%%$'\n'*}"
 }
 
 # The warm path: every binary present and reporting the expected version.
@@ -161,7 +164,7 @@ for cmd in "${KUBE_CMDS[@]}"; do
   log "go build $cmd"
   (cd "$ROOT/src/kubebin" && go build -p 2 -trimpath -ldflags "$LDFLAGS" -o "$STAGE/$cmd" "k8s.io/kubernetes/cmd/$cmd") ||
     die "go build k8s.io/kubernetes/cmd/$cmd failed"
-  got=$(version_of "$STAGE/$cmd" "$cmd")
+  got=$(version_of "$STAGE/$cmd" "$cmd") || die "$STAGE/$cmd does not run: $got"
   [[ $got == "$(expected_version "$cmd")" ]] || die "$cmd reports '$got', expected '$(expected_version "$cmd")'"
   phase_done "build-$cmd"
 done
@@ -173,7 +176,7 @@ make_wrapper "$ROOT/src/etcdbin" "go.etcd.io/etcd/server/v3@$ETCD_VERSION" "$ETC
 phase_done etcd-resolve
 (cd "$ROOT/src/etcdbin" && go build -p 2 -trimpath -ldflags "-s -w" -o "$STAGE/etcd" go.etcd.io/etcd/server/v3) ||
   die "go build go.etcd.io/etcd/server/v3 failed"
-got=$(version_of "$STAGE/etcd" etcd)
+got=$(version_of "$STAGE/etcd" etcd) || die "$STAGE/etcd does not run: $got"
 [[ $got == "$(expected_version etcd "$ETCD_VERSION")" ]] || die "etcd reports '$got', expected '$(expected_version etcd "$ETCD_VERSION")'"
 phase_done build-etcd
 
