@@ -82,8 +82,9 @@ class _DocumentLoader(yaml.SafeLoader):
     """YAML as kubectl turns it into JSON for the API server, within MAX_DEPTH and MAX_VALUES.
 
     A date stays text, as in kubectl; tags for what JSON cannot hold (!!set, !!binary, ...), keys that are not
-    strings and non-finite numbers are refused. Sizes count every alias as the node it repeats, before any of
-    it is built, and an alias inside the node it names is refused: it would build a cycle.
+    strings and non-finite numbers are refused. Values are counted as they are read, every alias as the values
+    of the node it repeats, so an alias bomb stops before any of it is built; an alias inside the node it
+    names is refused: it would build a cycle.
     """
 
     yaml_implicit_resolvers: ClassVar[dict[str, list[tuple[str, re.Pattern[str]]]]] = {
@@ -94,9 +95,11 @@ class _DocumentLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
+        self._values = 0  # in the document so far, aliases expanded
         self._sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, levels), aliases expanded
 
     def compose_document(self) -> yaml.Node | None:
+        self._values = 0
         self._sizes.clear()  # the nodes of the previous document are gone, and their ids free for reuse
         return super().compose_document()
 
@@ -114,14 +117,17 @@ class _DocumentLoader(yaml.SafeLoader):
             if id(node) not in self._sizes:
                 raise _Refused(None, None, "an alias inside the node it refers to", mark)
             values, levels = self._sizes[id(node)]
+            self._values += values
         else:
             self._check_json(node)
-            values, levels = self._measure(node)
-            self._sizes[id(node)] = (values, levels)
+            size = self._measure(node)
+            self._sizes[id(node)] = size
+            levels = size[1]
+            self._values += 1  # its children are counted already
         if self._depth + levels > MAX_DEPTH:
             raise _Refused(None, None, f"nests deeper than {MAX_DEPTH} levels (aliases expanded)", mark)
-        if values > MAX_VALUES:
-            raise _Refused(None, None, f"expands to more than {MAX_VALUES} values (aliases included)", mark)
+        if self._values > MAX_VALUES:
+            raise _Refused(None, None, f"the document has more than {MAX_VALUES} values (aliases expanded)", mark)
         return node
 
     def _measure(self, node: yaml.Node) -> tuple[int, int]:
