@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ import onnxruntime
 import pytest
 import torch
 from conftest import EXAMPLES
+from hostile import checkpoint_with_payload, code_zip
 from modeldeploy.spec import Source
 from modeldeploy_jobs.stage import StageError
 from onnx import TensorProto, helper
@@ -164,18 +163,9 @@ def test_weights_with_keys_the_model_lacks(tmp_path: Path) -> None:
     assert "backbone" not in error.message  # the checkpoint's own names are its content, never quoted
 
 
-class _Payload:
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_a_pickle_payload_in_a_pth_is_refused_and_never_runs(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    weights = tmp_path / "evil.pth"
-    torch.save({"conv.weight": torch.zeros(1), "payload": _Payload(marker)}, weights)
+    weights = checkpoint_with_payload(tmp_path / "evil.pth", marker)
     error = failure(tmp_path / "work", **{**DIGITS, "weights": str(weights)})
     assert error.reason == "UnsafeWeights"
     assert str(weights) in error.message and "weights_only=True" in error.message
@@ -207,9 +197,7 @@ def test_code_that_does_not_compile(tmp_path: Path) -> None:
 
 
 def test_a_code_archive_member_leading_out_of_it(tmp_path: Path) -> None:
-    archive = tmp_path / "code.zip"
-    with zipfile.ZipFile(archive, "w") as bundle:
-        bundle.writestr("../outside.py", "X = 1\n")
+    archive = code_zip(tmp_path / "code.zip", {"../outside.py": "X = 1\n"})
     error = failure(tmp_path / "work", format="pytorch", architecture="python:outside:X", code=str(archive),
                     randomWeights=True, inputs=[{"name": "x", "shape": [-1, 4]}])
     assert error.reason == "CodeInvalid" and "outside.py" not in error.message

@@ -8,30 +8,20 @@ its maximum resident set size over the call.
 
 from __future__ import annotations
 
-import json
-import os
-import struct
-import subprocess
-import sys
 import zipfile
-import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 import pytest
-from conftest import EXAMPLES
+from conftest import EXAMPLES, REPO
+from hostile import MIB, REFUSAL_MEMORY, external_data_model, one_bit_png, stage_in_child, zip_bomb_checkpoint
 from modeldeploy.spec import Source
 from modeldeploy_jobs import limits
 from modeldeploy_jobs.stage import StageError, StageReason
-from onnx import TensorProto, helper, numpy_helper
+from onnx import numpy_helper
 from stages import run_stage
-
-TESTS = Path(__file__).resolve().parent
-MIB = 1024**2
-# What a refusal may cost above the child's resident set after imports: far below any decoded image or tensor.
-REFUSAL_MEMORY = 64 * MIB
 
 IMAGE_INPUT = [{"name": "image", "shape": [-1, 3, 224, 224], "dtype": "float32", "layout": "NCHW"}]
 DIGITS = {
@@ -41,50 +31,6 @@ DIGITS = {
     "inputs": [{"name": "image", "shape": [-1, 1, 8, 8]}],
     "outputs": ["logits"],
 }
-
-
-def one_bit_png(path: Path, width: int, height: int) -> Path:
-    """An all-black 1-bit grey PNG, written row by row: its file is a few KB whatever its size."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    compressor = zlib.compressobj(9)
-    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte, then the packed pixels
-    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
-    return path
-
-
-def zip_bomb_checkpoint(path: Path, inflated: int) -> Path:
-    """A torch.save-like zip whose one tensor entry is `inflated` zero bytes, deflated to a tiny file."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        archive.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
-        archive.writestr("archive/version", b"3\n")
-        with archive.open("archive/data/0", "w", force_zip64=True) as entry:
-            block = bytes(MIB)
-            for _ in range(inflated // MIB):
-                entry.write(block)
-    return path
-
-
-def external_data_model(directory: Path, declared_length: int, dims: list[int], stored: bytes = bytes(16)) -> Path:
-    """y = x + w, with w an initializer whose data lies in w.bin and whose external-data entry declares its length."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "w.bin").write_bytes(stored)
-    weight = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=dims, data_location=TensorProto.EXTERNAL)
-    for key, value in {"location": "w.bin", "offset": "0", "length": str(declared_length)}.items():
-        entry = weight.external_data.add()
-        entry.key, entry.value = key, value
-    graph = helper.make_graph(
-        [helper.make_node("Add", ["x", "w"], ["y"])], "external",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", dims[-1]])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", dims[-1]])],
-        initializer=[weight],
-    )
-    path = directory / "model.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
-    return path
 
 
 def onnx_source(model: Path, features: int) -> dict[str, Any]:
@@ -100,40 +46,6 @@ def pytorch_source(**fields: Any) -> dict[str, Any]:
 def prepare_config(directory: Path) -> dict[str, Any]:
     return {"dataset": {"kind": "imagenet", "uri": str(directory), "seed": 0, "labelOffset": 0},
             "variant": "tensors", "inputs": IMAGE_INPUT}
-
-
-# What a stage imports as it runs, imported before the measurement starts.
-WARM_IMPORTS = {"prepare": ["numpy", "PIL.Image"], "convert": ["numpy", "onnx", "onnxruntime", "torch"]}
-
-CHILD = """
-import json, resource, sys
-from pathlib import Path
-from stages import run_stage
-from modeldeploy_jobs.stage import StageError
-
-kind, config, workdir = sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3])
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-try:
-    run_stage(kind, config, workdir)
-    outcome = {"reason": None, "message": None}
-except StageError as error:
-    outcome = {"reason": error.reason.value, "message": error.message}
-outcome["grewBytes"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
-print(json.dumps(outcome))
-"""
-
-
-def stage_in_child(kind: str, config: dict[str, Any], workdir: Path, **environment: str) -> dict[str, Any]:
-    """Runs a stage in a fresh interpreter (stage modules and their libraries imported first, so the measured growth
-    is the call's own); its StageError's reason and message and how much its peak resident set grew."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    warm = f"import modeldeploy_jobs.{kind}, {', '.join(WARM_IMPORTS[kind])}\n"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-           **environment}
-    result = subprocess.run([sys.executable, "-c", warm + CHILD, kind, json.dumps(config), str(workdir)],
-                            capture_output=True, text=True, timeout=300, check=False, env=env)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.splitlines()[-1])
 
 
 # ---------------------------------------------------------------- images
@@ -258,11 +170,7 @@ def test_external_data_declaring_more_than_its_file_holds(tmp_path: Path) -> Non
 
 
 def test_external_data_outside_the_models_directory_is_refused(tmp_path: Path) -> None:
-    model = external_data_model(tmp_path / "model", declared_length=16, dims=[4])
-    loaded = onnx.load(str(model), load_external_data=False)
-    loaded.graph.initializer[0].external_data[0].value = "../elsewhere.bin"
-    (tmp_path / "elsewhere.bin").write_bytes(bytes(16))
-    onnx.save(loaded, str(model))
+    model = external_data_model(tmp_path / "model", declared_length=16, dims=[4], location="../elsewhere.bin")
     with pytest.raises(StageError) as caught:
         run_stage("convert", onnx_source(model, 4), tmp_path / "work")
     assert caught.value.reason is StageReason.MODEL_INVALID
@@ -270,10 +178,7 @@ def test_external_data_outside_the_models_directory_is_refused(tmp_path: Path) -
 
 
 def test_a_malformed_external_data_entry_is_the_models_fault(tmp_path: Path) -> None:
-    model = external_data_model(tmp_path / "model", declared_length=16, dims=[4])
-    loaded = onnx.load(str(model), load_external_data=False)
-    loaded.graph.initializer[0].external_data[2].value = "sixteen"
-    onnx.save(loaded, str(model))
+    model = external_data_model(tmp_path / "model", declared_length=16, dims=[4], offset="sixteen")
     with pytest.raises(StageError) as caught:
         run_stage("convert", onnx_source(model, 4), tmp_path / "work")
     assert caught.value.reason is StageReason.MODEL_INVALID
@@ -309,6 +214,6 @@ def test_every_cap_has_a_default_and_refuses_a_bad_setting(monkeypatch: pytest.M
 
 
 def test_the_documented_defaults_are_the_codes() -> None:
-    text = (TESTS.parent / "docs" / "limits.md").read_text()
+    text = (REPO / "docs" / "limits.md").read_text()
     for limit in limits.LIMITS:
         assert f"| `{limit.variable}` | {limit.default:,} |" in text

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import pickle
 import tarfile
 import tempfile
@@ -14,10 +13,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hostile import ALLOCATING_PAYLOADS, Payload, cifar_pickle, command_payload, open_payload
 from modeldeploy_jobs import prepare
 from modeldeploy_jobs.data import PreparedData, digits_split, write_prepared
 from modeldeploy_jobs.stage import StageContext, StageError, StageResult
-from numpy._core.multiarray import _reconstruct
 from PIL import Image
 
 IMAGE_INPUT = [{"name": "image", "shape": [-1, 3, 224, 224], "dtype": "float32", "layout": "NCHW"}]
@@ -391,23 +390,10 @@ def test_prepared_data_reads_across_shards(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- errors
 
 
-class Payload:
-    """Pickles as a call to `function(*arguments)`."""
-
-    def __init__(self, function: Callable[..., Any], *arguments: Any):
-        self.function = function
-        self.arguments = arguments
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return self.function, self.arguments
-
-
-@pytest.mark.parametrize("payload", [lambda marker: Payload(open, str(marker), "w"),
-                                     lambda marker: Payload(os.system, f"touch {marker}")])
+@pytest.mark.parametrize("payload", [open_payload, command_payload])
 def test_malicious_cifar_pickle_is_refused(tmp_path: Path, payload: Callable[[Path], Payload]) -> None:
     marker = tmp_path / "pwned"
-    uri = tmp_path / "test"
-    uri.write_bytes(pickle.dumps({b"data": payload(marker), b"fine_labels": [0]}, protocol=2))
+    uri = cifar_pickle(tmp_path / "test", payload(marker))
 
     with pytest.raises(StageError) as error:
         run_prepare(tmp_path, {"kind": "cifar100", "uri": str(uri)}, inputs=[{"name": "x", "shape": [-1, 3, 32, 32]}])
@@ -418,17 +404,9 @@ def test_malicious_cifar_pickle_is_refused(tmp_path: Path, payload: Callable[[Pa
     assert not marker.exists()
 
 
-TERABYTE = 2**40
-
-
-@pytest.mark.parametrize("payload", [
-    Payload(bytes, TERABYTE),  # b'' is pickled as bytes(); with an argument it allocates that many zeros
-    Payload(np.ndarray, (TERABYTE,)),  # the type numpy's pickles pass to _reconstruct, called directly
-    Payload(_reconstruct, np.ndarray, (TERABYTE,), b"b"),  # an uninitialised terabyte
-], ids=["bytes", "ndarray", "reconstruct"])
+@pytest.mark.parametrize("payload", list(ALLOCATING_PAYLOADS.values()), ids=list(ALLOCATING_PAYLOADS))
 def test_a_cifar_pickle_cannot_allocate_more_than_it_holds(tmp_path: Path, payload: Payload) -> None:
-    uri = tmp_path / "test"
-    uri.write_bytes(pickle.dumps({b"data": payload, b"fine_labels": [0]}, protocol=2))
+    uri = cifar_pickle(tmp_path / "test", payload)
     assert uri.stat().st_size < 300
 
     with pytest.raises(StageError) as error:
@@ -625,8 +603,7 @@ def test_errors(tmp_path: Path, imagenet: dict[str, Any], name: str) -> None:
 
 def test_unsafe_pickle_payload_inside_an_array(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    objects = np.array([Payload(open, str(marker), "w")], dtype=object)
-    (tmp_path / "test").write_bytes(pickle.dumps({b"data": objects, b"fine_labels": [0]}, protocol=2))
+    cifar_pickle(tmp_path / "test", np.array([open_payload(marker)], dtype=object))
 
     with pytest.raises(StageError) as error:
         run_prepare(tmp_path, {"kind": "cifar100", "uri": str(tmp_path / "test")}, inputs=[{"name": "x", "shape": [-1, 3, 32, 32]}])
