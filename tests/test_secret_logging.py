@@ -57,11 +57,16 @@ def forms(value: str) -> set[str]:
     return {value, encoded, encoded.rstrip("=")}
 
 
-@pytest.mark.parametrize("level", [[], ["--verbose"]], ids=["info", "debug"])
-def test_the_operator_never_logs_a_secret(level: list[str], moto_endpoint: str, tmp_path: Path) -> None:
+# Every log level of `modeldeploy operator`, as the arguments that set it.
+LEVELS = {"info": [], "debug": ["--verbose"]}
+
+
+def operator_output(level: list[str], moto_endpoint: str, directory: Path) -> str:
+    """Everything `modeldeploy operator`, started with the arguments `level`, printed from its start until it created
+    the first Job of a deployment whose store it opened with the Secret's credentials."""
     boto3.client("s3", endpoint_url=moto_endpoint, aws_access_key_id="x", aws_secret_access_key="x",
                  region_name="us-east-1").create_bucket(Bucket=BUCKET)
-    log = tmp_path / "operator.log"
+    log = directory / "operator.log"
     with ApiServer() as server:
         environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
         environment |= {"KUBECONFIG": str(server.kubeconfig), "MODELDEPLOY_S3_ENDPOINT": moto_endpoint,
@@ -84,7 +89,12 @@ def test_the_operator_never_logs_a_secret(level: list[str], moto_endpoint: str, 
         finally:
             operator.terminate()
             operator.wait(timeout=30)
-    printed = log.read_text(errors="replace")
+    return log.read_text(errors="replace")
+
+
+@pytest.mark.parametrize("level", list(LEVELS.values()), ids=list(LEVELS))
+def test_the_operator_never_logs_a_secret(level: list[str], moto_endpoint: str, tmp_path: Path) -> None:
+    printed = operator_output(level, moto_endpoint, tmp_path)
     assert "Traceback" not in printed, printed[-3000:]
     if level:
         assert " DEBUG " in printed or "[DEBUG" in printed, "the operator did not log at DEBUG"
