@@ -53,6 +53,7 @@ class Operator:
             "KUBECONFIG": str(kubeconfig),
             "MODELDEPLOY_METRICS_PORT": str(self.metrics_port),
             "MODELDEPLOY_RESYNC_SECONDS": "3",
+            "MODELDEPLOY_ALLOW_PYTHON_ARCHITECTURES": "true",  # the quickstart's model is code of its own
             **settings,
         }
         self.log = log
@@ -129,6 +130,19 @@ def a_spec_the_cluster_cannot_run_stalls_with_invalid_spec(server: Cluster, oper
     assert body["status"]["phase"] == "Failed" and condition(body, "Ready")["status"] == "False"
     assert jobs_of(server, "local-paths") == []
     server.kubectl("delete", "mdep", "local-paths", "--wait=false")
+
+
+def a_spec_the_policy_refuses_stalls_with_policy_denied(server: Cluster, operator: Operator, s3: Any) -> None:
+    targets = quickstart()["spec"]["targets"]
+    targets[1]["placement"] = {"tolerations": [{"operator": "Exists"}]}  # onto every tainted node
+    apply(server, quickstart(**{"metadata.name": "tolerates-all", "spec.targets": targets}))
+    body = wait_for(lambda: (b := deployment(server, "tolerates-all")) and condition(b, "Stalled") and b, 30,
+                    what="a Stalled condition")
+    stalled = condition(body, "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "PolicyDenied")
+    assert "spec.targets[1].placement.tolerations" in stalled["message"]
+    assert jobs_of(server, "tolerates-all") == []
+    server.kubectl("delete", "mdep", "tolerates-all", "--wait=false")
 
 
 def a_store_that_cannot_be_used_stalls_with_the_reason_until_it_can(server: Cluster, operator: Operator, s3: Any
@@ -275,6 +289,7 @@ def the_same_document_twice_changes_nothing(server: Cluster, operator: Operator,
 
 SCENARIOS = [
     a_spec_the_cluster_cannot_run_stalls_with_invalid_spec,
+    a_spec_the_policy_refuses_stalls_with_policy_denied,
     a_store_that_cannot_be_used_stalls_with_the_reason_until_it_can,
     the_quickstart_reaches_ready_with_results_in_status_and_the_report_in_s3,
     adding_a_batch_size_runs_only_the_new_cells,

@@ -52,6 +52,8 @@ def cluster(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "placement": {"ascend": {"env": image_environment(TESTS / "ascend_toolchain")},
                       "magicmind": {"env": image_environment(TESTS / "magicmind_toolchain")}},
         "maxJobsPerDeployment": 2,
+        # what a spec sets to pick the emulated chip or card, or to make the atc stand-in fail
+        "policy": {"envNames": ["ASCEND_STANDIN_*", "MAGICMIND_STANDIN_*", "ATC_STANDIN_*"]},
     }))
     with ApiServer() as server, NodeAgent(server.kubeconfig, workdir / "node") as agent:
         operator = Operator(server.kubeconfig, workdir / "operator.log", MODELDEPLOY_S3_ENDPOINT=moto_endpoint,
@@ -94,7 +96,7 @@ def test_an_atc_error_stalls_with_its_code_and_message(cluster: tuple[ApiServer,
                     and b, READY_SECONDS, interval=1, what="atc-fails to settle")
     stalled = condition(body, "Stalled")
     assert stalled["status"] == "True" and stalled["reason"] == "StageFailed"
-    assert stalled["message"].startswith("compile npu/fp16/bs2: CompileFailed: atc failed (exit 255): E10001: Value")
+    assert stalled["message"].startswith("compile npu/fp16/bs2: CompileRejected: atc failed (exit 255): E10001: Value")
     stages = {stage["name"]: stage["phase"] for stage in body["status"]["stages"]}
     assert stages["evaluate npu/fp16/bs2"] == "Skipped"
 

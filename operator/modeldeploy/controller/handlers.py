@@ -58,6 +58,7 @@ from modeldeploy.controller.reconcile import (
 )
 from modeldeploy.manifest import task_document_name
 from modeldeploy.planner import Plan, Task, plan
+from modeldeploy.policy import violations
 from modeldeploy.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION, ModelDeployment, ModelDeploymentSpec, Target
 from modeldeploy.store import Store, access_problem, load_s3_model, open_store
 from modeldeploy.validation import FieldError, SpecError, load_resource, semantic_errors
@@ -308,7 +309,8 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> Decided:
     planned = await _planned(meta, body, memo)
     if isinstance(planned, SpecError):
         _stop_waiting(memo, deployment)
-        return Decided(meta, previous, invalid(meta, planned.errors, now, previous))
+        reason = "PolicyDenied" if isinstance(planned, PolicyDenied) else "InvalidSpec"
+        return Decided(meta, previous, invalid(meta, planned.errors, now, previous, reason))
     spec, pipeline_plan = planned
     try:
         store = await _store(spec, deployment[0], memo)
@@ -365,9 +367,13 @@ def _validated_plan(
     return spec, plan(spec)
 
 
+class PolicyDenied(SpecError):
+    """A spec the installation's policy refuses (docs/policy.md)."""
+
+
 def _validated(body: Mapping[str, Any], config: operator_config.OperatorConfig) -> ModelDeploymentSpec:
-    """The spec, with the checks the API server cannot make: the typed model, those that need Python and those
-    that need a cluster.
+    """The spec, with the checks the API server cannot make: the typed model, those that need Python, those that
+    need a cluster, and the installation's policy (PolicyDenied).
 
     The CRD's own rules (CEL, list uniqueness) held when the API server admitted the object, and evaluating them
     again would cost more than everything else a new deployment needs; a spec that fails a check here gets the
@@ -397,6 +403,8 @@ def _validated(body: Mapping[str, Any], config: operator_config.OperatorConfig) 
             errors.append(FieldError(path, f"{uri} is not reachable from Jobs; use s3:// or https://"))
     if errors:
         raise SpecError(errors)
+    if denied := violations(spec, config.policy):
+        raise PolicyDenied(denied)
     return spec
 
 
