@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -577,3 +578,25 @@ def test_a_store_that_cannot_be_used_stalls_keeping_what_was_known_and_warns_onc
 def test_passes_that_cannot_use_the_store_back_off_up_to_five_minutes() -> None:
     assert [_retry_seconds(30, failed) for failed in range(6)] == [30, 30, 60, 120, 240, 300]
     assert _retry_seconds(3, 100) == 300
+
+
+def test_a_retried_stage_shows_its_attempts_and_why_the_last_one_failed() -> None:
+    _, result = the_plan()
+    convert = task_named(result, "convert")
+    failure = Failure(key=convert.key, stage="convert", reason="SourceUnreachable", retriable=True,
+                      message="s3://models/w.pth: the server answered 503", failed_at=datetime.now(UTC))
+    annotations = {"modeldeploy.io/task-key": convert.key, "modeldeploy.io/generation": "3"}
+    body = {"metadata": {"name": "j", "annotations": annotations}, "status": {"active": 1, "failed": 1}}
+    retrying = job_state(body)
+    assert retrying is not None and retrying.attempts == 2 and retrying.active
+
+    status = decide(META, result, Observed({convert.key: retrying}, {}, {convert.key: failure}), 4, NOW, {}).status
+    stage = next(stage for stage in status["stages"] if stage["key"] == convert.key)
+    assert (stage["phase"], stage["attempts"]) == ("Running", 2)
+    assert stage["message"] == "attempt 2; the last failed: SourceUnreachable: s3://models/w.pth: the server answered 503"
+
+    gave_up = replace(retrying, active=False, failed=True, attempts=3)
+    status = decide(META, result, Observed({convert.key: gave_up}, {}, {convert.key: failure}), 4, NOW, {}).status
+    stage = next(stage for stage in status["stages"] if stage["key"] == convert.key)
+    assert (stage["phase"], stage["attempts"]) == ("Failed", 3)
+    assert stage["message"].endswith("the server answered 503 (after 3 attempts)")

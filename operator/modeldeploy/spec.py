@@ -568,6 +568,8 @@ class StageStatus(StatusModel):
     start_time: datetime | None = None
     completion_time: datetime | None = None
     message: str | None = None
+    attempts: Int64 | None = Field(default=None, description="Pods the stage's Job ran: above 1 when a failure that "
+                                 "retrying may fix (a tool, device or network failure) was retried.")
 
 
 class Latency(StatusModel):

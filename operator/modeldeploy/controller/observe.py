@@ -101,7 +101,8 @@ class StoreCache:
             for task in plan.tasks
             if (store.identity, task.key) in self.manifests
         }
-        failed = [key for key, job in jobs.items() if job.failed and key not in results]
+        # the failure records of failed Jobs, and of those retrying after a failed attempt
+        failed = [key for key, job in jobs.items() if (job.failed or job.attempts > 1) and key not in results]
         failures = {
             key: failure
             for key, failure in zip(failed, await asyncio.gather(*(self.read(read_failure, store, key) for key in failed)),

@@ -36,6 +36,7 @@ class JobState:
     completion_time: str | None
     reason: str | None
     message: str | None
+    attempts: int = 0  # the Job's pods that ran or run: more than one when a retriable failure was retried
 
 
 def job_state(job: Mapping[str, Any]) -> JobState | None:
@@ -58,6 +59,7 @@ def job_state(job: Mapping[str, Any]) -> JobState | None:
         completion_time=status.get("completionTime"),
         reason=failed.get("reason") if failed else None,
         message=failed.get("message") if failed else None,
+        attempts=sum(int(status.get(count) or 0) for count in ("active", "succeeded", "failed")),
     )
 
 
@@ -89,6 +91,7 @@ class _Stage:
     start_time: str | None = None
     completion_time: str | None = None
     message: str | None = None
+    attempts: int = 0
 
 
 def decide(
@@ -120,7 +123,8 @@ def decide(
         written = before.get(task.key, {})
         if stage.phase == "Running" and stage.start_time is None and written.get("phase") == "Running":
             # A Job not started yet tells nothing new: the stage stays as written (and the status needs no write).
-            stage = _Stage(task, "Running", stage.job, written.get("startTime"), message=written.get("message"))
+            stage = _Stage(task, "Running", stage.job, written.get("startTime"), message=written.get("message"),
+                           attempts=written.get("attempts") or 0)
         if stage.phase == "Pending":
             inputs = [stages[key].phase for key in task.inputs.values()]
             if any(phase in ("Failed", "Blocked") for phase in inputs):
@@ -172,20 +176,22 @@ def serving_order(waiting: Sequence[T], running: Collection[T]) -> list[T]:
     return sorted(waiting, key=lambda deployment: deployment in running)
 
 
-def invalid(meta: Mapping[str, Any], errors: Sequence[FieldError], now: str, previous: Mapping[str, Any]) -> Decision:
-    """A spec the API server accepted but we cannot run: Stalled/InvalidSpec naming the fields, no Jobs."""
+def invalid(meta: Mapping[str, Any], errors: Sequence[FieldError], now: str, previous: Mapping[str, Any],
+            reason: Literal["InvalidSpec", "PolicyDenied"] = "InvalidSpec") -> Decision:
+    """A spec the API server accepted but we cannot run (InvalidSpec), or may not (PolicyDenied: the installation's
+    policy refuses it): Stalled naming the fields, no Jobs."""
     generation = int(meta.get("generation") or 0)
     message = _clip("; ".join(str(error) for error in errors))
     conditions = _merge_conditions(previous, generation, now, [
-        ("Ready", "False", "InvalidSpec", message),
-        ("Reconciling", "False", "InvalidSpec", "the spec must be fixed first"),
-        ("Stalled", "True", "InvalidSpec", message),
+        ("Ready", "False", reason, message),
+        ("Reconciling", "False", reason, "the spec must be fixed first"),
+        ("Stalled", "True", reason, message),
     ])
     status = {"observedGeneration": generation, "phase": "Failed", "conditions": conditions, "stages": [],
               "results": [], "best": [], "targets": None, "bestSummary": None, "reportUri": None}
     events = []
-    if _condition(previous, "Stalled").get("reason") != "InvalidSpec" or previous.get("observedGeneration") != generation:
-        events.append(("Warning", "InvalidSpec", message))
+    if _condition(previous, "Stalled").get("reason") != reason or previous.get("observedGeneration") != generation:
+        events.append(("Warning", reason, message))
     return Decision(status=status, events=events)
 
 
@@ -212,19 +218,29 @@ def _stage(task: Task, job: JobState | None, observed: Observed) -> _Stage:
     if task.key in observed.results:
         manifest = observed.results[task.key]
         return _Stage(task, "Succeeded", job.name if job else None, timestamp(manifest.started_at),
-                      timestamp(manifest.finished_at))
+                      timestamp(manifest.finished_at), attempts=job.attempts if job else 0)
     if job is None:
         return _Stage(task, "Pending")
     if job.active:
-        return _Stage(task, "Running", job.name, job.start_time)
+        retried = f"attempt {job.attempts}; the last failed: {_failed_because(task, job, observed)}"
+        return _Stage(task, "Running", job.name, job.start_time, message=_clip(retried) if job.attempts > 1 else None,
+                      attempts=job.attempts)
+    message = _failed_because(task, job, observed)
+    if job.attempts > 1:
+        message += f" (after {job.attempts} attempts)"
+    return _Stage(task, "Failed", job.name, job.start_time, job.completion_time, _clip(message), job.attempts)
+
+
+def _failed_because(task: Task, job: JobState, observed: Observed) -> str:
+    """Why the task's Job failed (or its last attempt did): the stage's own failure record, else the Job's."""
     failure = observed.failures.get(task.key)
     if failure is not None:
-        message = f"{failure.reason}: {failure.message}"
-    elif job.failed:
-        message = f"{job.reason or 'Failed'}: {job.message or 'the Job failed before the stage could report why'}"
-    else:
-        message = "JobSucceededWithoutResult: the Job completed but wrote no result manifest"
-    return _Stage(task, "Failed", job.name, job.start_time, job.completion_time, _clip(message))
+        return f"{failure.reason}: {failure.message}"
+    if job.failed:
+        return f"{job.reason or 'Failed'}: {job.message or 'the Job failed before the stage could report why'}"
+    if job.active:
+        return "the pod ended before the stage could report why"
+    return "JobSucceededWithoutResult: the Job completed but wrote no result manifest"
 
 
 def _phase(plan: Plan, stages: Mapping[str, _Stage]) -> str:
@@ -290,7 +306,7 @@ def _stage_status(stage: _Stage) -> dict[str, Any]:
         "name": stage.task.name, "kind": stage.task.kind, "key": stage.task.key,
         "phase": "Skipped" if stage.phase == "Blocked" else stage.phase,
         "job": stage.job, "startTime": stage.start_time, "completionTime": stage.completion_time,
-        "message": stage.message,
+        "message": stage.message, "attempts": stage.attempts or None,
     }
 
 
