@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import EXAMPLES
 from modeldeploy.backends import ascend_tools
+from modeldeploy.validation import SpecError, load_resource
 
 MODELDEPLOY = Path(sys.executable).with_name("modeldeploy")
 
@@ -170,3 +172,12 @@ def test_tools_parse_prints_json_and_fails_on_a_failed_run() -> None:
 def test_tools_parse_names_a_missing_log() -> None:
     missing = parse_log("atc", "no-such.log")
     assert missing.returncode == 2 and missing.stderr.strip() == "no-such.log: No such file or directory"
+
+
+def test_a_skip_layer_name_that_would_write_its_own_line_into_quant_cfg_is_refused() -> None:
+    document = yaml.safe_load((EXAMPLES / "seeds" / "000-resnet50-cifar100-int8-ascend310p3.yaml").read_text())
+    document["spec"]["targets"][0].setdefault("options", {})["skipLayers"] = ['conv1"\nbatch_num: 1\n#']
+    with pytest.raises(SpecError) as refused:
+        load_resource(document)
+    assert any(error.path.startswith("spec.targets[0].options") and "skipLayers" in str(error)
+               for error in refused.value.errors), refused.value.errors

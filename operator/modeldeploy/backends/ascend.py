@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from modeldeploy.backends import (
     RAW_UINT8_BINS,
@@ -22,6 +22,11 @@ from modeldeploy.spec import ModelDeploymentSpec, Preprocess, Target, TensorSpec
 CANN_VERSION = "8.2.rc1"
 
 
+# A node name as quant.cfg quotes it: any text but a quote, a backslash or a control character, which would end the
+# string or the line and write a setting of the spec's choosing into the file.
+LayerName = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r'^[^"\\\x00-\x1f\x7f]+$')]
+
+
 class AscendOptions(Options):
     aipp: bool = Field(
         default=False, description="Fold resize/crop output normalisation into the model (uint8 NHWC input)."
@@ -32,7 +37,7 @@ class AscendOptions(Options):
     ] | None = None
     output_type: Literal["FP32", "FP16", "UINT8", "INT8"] | None = None
     activation_offset: bool = Field(default=True, description="AMCT asymmetric activation quantization.")
-    skip_layers: list[str] = Field(default_factory=list, description="Layers AMCT leaves unquantized.")
+    skip_layers: list[LayerName] = Field(default_factory=list, description="Layers AMCT leaves unquantized.")
     calibration_batch_size: int = Field(
         default=16, ge=1, le=4096, description="Samples per AMCT calibration batch (one .bin file each)."
     )
