@@ -181,3 +181,12 @@ def test_a_skip_layer_name_that_would_write_its_own_line_into_quant_cfg_is_refus
         load_resource(document)
     assert any(error.path.startswith("spec.targets[0].options") and "skipLayers" in str(error)
                for error in refused.value.errors), refused.value.errors
+
+
+@pytest.mark.parametrize("options", [{"aipp": 1}, {"calibrationBatchSize": "16"}, {"enableSmallChannel": "true"}])
+def test_backend_options_take_the_types_they_declare_as_the_spec_does(options: dict[str, Any]) -> None:
+    document = yaml.safe_load((EXAMPLES / "seeds" / "000-resnet50-cifar100-int8-ascend310p3.yaml").read_text())
+    document["spec"]["targets"][0]["options"] = options
+    with pytest.raises(SpecError) as refused:
+        load_resource(document)
+    assert any(error.path.startswith("spec.targets[0].options") for error in refused.value.errors)

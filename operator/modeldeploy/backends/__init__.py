@@ -31,9 +31,9 @@ Config = Mapping[str, Any]
 
 
 class Options(BaseModel):
-    """Base for backend option models: camelCase names, unknown options rejected."""
+    """Base for backend option models: camelCase names, unknown options rejected, strict types as in the spec."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, strict=True)
 
 
 class NoOptions(Options):
