@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import EXAMPLES
 from modeldeploy.backends import magicmind_tools
+from modeldeploy.validation import SpecError, load_resource
 
 MODELDEPLOY = Path(sys.executable).with_name("modeldeploy")
 # Guide 002 (gen_model/run.sh and the mm_run line of its README), MagicMind 0.14.
@@ -85,3 +87,14 @@ def test_a_static_int8_model_is_built_at_its_batch_with_per_axis_eqnm() -> None:
     command = magicmind_tools.build_command(config, magicmind_tools.Workspace())
     assert command[command.index("--input_dims") + 1] == "8,3,32,32"
     assert command[-2:] == ["--calibration_algo", "eqnm"]
+
+
+def test_insert_bn_on_an_input_that_is_no_3_channel_image_is_refused() -> None:
+    (seed,) = EXAMPLES.glob("seeds/002-*.yaml")
+    document = yaml.safe_load(seed.read_text())
+    document["spec"]["targets"][0].setdefault("options", {})["insertBn"] = True
+    document["spec"]["source"]["inputs"][0]["shape"] = [-1, 3, 224]
+    with pytest.raises(SpecError) as refused:
+        load_resource(document)
+    assert any(error.path == "spec.targets[0].options.insertBn" and "model's inputs are" in str(error)
+               for error in refused.value.errors), refused.value.errors

@@ -48,6 +48,11 @@ def check(target: Target, spec: ModelDeploymentSpec) -> FieldErrors:
         preprocess = spec.dataset.preprocess if spec.dataset else None
         if preprocess is None or len(preprocess.mean) != 3:
             errors.append(("options.insertBn", "insertBn folds 3-channel mean/std from dataset.preprocess"))
+        images = [item for item in spec.source.inputs if len(item.shape) == 4 and item.shape[1] == 3]
+        if len(images) != len(spec.source.inputs):
+            shapes = ", ".join(f"{item.name} {item.shape}" for item in spec.source.inputs)
+            errors.append(("options.insertBn", (f"insertBn turns a 3-channel NCHW image input into uint8 NHWC; the "
+                                                f"model's inputs are {shapes}")))
     if options.activation_quant_algo == "asymmetric" and options.calibration_algorithm == "eqnm":
         errors.append(("options.calibrationAlgorithm", "eqnm works only with symmetric activation quantization"))
     return errors
