@@ -25,14 +25,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """moto's standalone S3 server in its own process, on 127.0.0.1."""
+def s3_server(**environment: str) -> Iterator[str]:
+    """moto's standalone S3 server in its own process, on 127.0.0.1, with moto's settings in `environment`."""
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, **environment},
     )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -48,6 +48,11 @@ def moto_endpoint() -> Iterator[str]:
     yield endpoint
     process.terminate()
     process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    yield from s3_server()
 
 
 @pytest.fixture
