@@ -21,6 +21,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/harness_overhead.py
 	$(BIN)/python bench/cached_rerun.py
 	$(BIN)/python bench/operator_scale.py
+	$(BIN)/python bench/security.py
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
