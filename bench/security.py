@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +39,7 @@ from hypothesis import seed as hypothesis_seed
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
-from conftest import moto_endpoint
+from conftest import s3_server
 from hostile import (
     ALLOCATING_PAYLOADS,
     MIB,
@@ -612,13 +612,6 @@ def secrets_in_logs(scratch: Path, endpoint: str) -> Row:
 # ---------------------------------------------------------------- the run
 
 
-@contextlib.contextmanager
-def s3_server() -> Iterator[str]:
-    """moto's S3 server in a process of its own, as the test suite starts it (its fixture's function)."""
-    with contextlib.contextmanager(moto_endpoint.__wrapped__)() as endpoint:
-        yield endpoint
-
-
 def table(rows: list[Row]) -> str:
     header = ("probe", "tried", "failed", "goal")
     cells = [header, *((row.probe, row.tried, f"{row.failed} ({row.failures})", row.goal) for row in rows)]
@@ -648,7 +641,7 @@ def main() -> int:
         del os.environ[name]
     os.environ.update(AWS_ACCESS_KEY_ID="security-bench", AWS_SECRET_ACCESS_KEY="security-bench",
                       AWS_REGION="us-east-1")  # moto takes any
-    with s3_server() as endpoint, tempfile.TemporaryDirectory(prefix="security-") as scratch:
+    with contextlib.contextmanager(s3_server)() as endpoint, tempfile.TemporaryDirectory(prefix="security-") as scratch:
         os.environ["AWS_ENDPOINT_URL_S3"] = endpoint  # for fetch_tree, the runs and the checks of their stores
         directory = Path(scratch)
         probes: list[Callable[[Path], Row]] = [
