@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import yaml
 from conftest import EXAMPLES
-from modeldeploy.backends import ascend_tools
+from modeldeploy.backends import ascend, ascend_tools
+from modeldeploy.planner import plan
 from modeldeploy.validation import SpecError, load_resource
 
 MODELDEPLOY = Path(sys.executable).with_name("modeldeploy")
@@ -118,8 +119,137 @@ def test_plan_table_prints_the_commands_and_generated_files() -> None:
     output = subprocess.run([str(MODELDEPLOY), "plan", str(spec)], capture_output=True, text=True, check=True).stdout
     assert "$ amct_onnx calibration --model=model.onnx" in output
     assert "$ atc --framework=5" in output and "--input_shape=input:24,3,32,32" in output
-    assert "config/quant.cfg:\n    batch_num : 10\n    activation_offset : true" in output
+    assert "config/quant.cfg:\n    batch_num : 5\n    joint_quant : true\n" in output
     assert "aipp_mode : static" in output
+
+
+# The files the guides' commands read, key by key, with the line of the guide (or of the file it names) each
+# value comes from.
+GUIDE_QUANT_CFG_000 = {
+    "batch_num": "5",  # quant.cfg (amct_onnx ... --calibration_config ./quant.cfg): "batch_num: 5"
+    "joint_quant": "true",  # quant.cfg: "joint_quant: true"
+}
+GUIDE_AIPP_001 = {  # aipp_SE_ResNet50_pth.config (atc ... --insert_op_conf=./aipp_SE_ResNet50_pth.config)
+    "aipp_mode": "static",  # "aipp_mode: static"
+    "input_format": "RGB888_U8",  # "input_format : RGB888_U8"
+    "src_image_size_w": "256",  # "src_image_size_w : 256"
+    "src_image_size_h": "256",  # "src_image_size_h : 256"
+    "crop": "true",  # "crop: true"
+    "load_start_pos_h": "16",  # "load_start_pos_h : 16"
+    "load_start_pos_w": "16",  # "load_start_pos_w : 16"
+    "crop_size_w": "224",  # "crop_size_w : 224"
+    "crop_size_h": "224",  # "crop_size_h: 224"
+    "min_chn_0": "123.675",  # "min_chn_0 : 123.675"
+    "min_chn_1": "116.28",  # "min_chn_1 : 116.28"
+    "min_chn_2": "103.53",  # "min_chn_2 : 103.53"
+    "var_reci_chn_0": "0.0171247538316637",  # "var_reci_chn_0: 0.0171247538316637"
+    "var_reci_chn_1": "0.0175070028011204",  # "var_reci_chn_1: 0.0175070028011204"
+    "var_reci_chn_2": "0.0174291938997821",  # "var_reci_chn_2: 0.0174291938997821"
+}
+# What seeds/001's dataset.preprocess says of imagenet_torch_preprocess.py's resize (exactly 256x256, aspect not
+# kept) and of the 224 crop that AIPP makes on the device.
+PREPROCESS_001 = {"resize": 256, "resizeMode": "exact", "crop": 224,
+                  "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+def settings(text: str) -> dict[str, str]:
+    """The `key : value` lines of a quant.cfg or of an aipp_op block, by key (each key once)."""
+    pairs = [line.split(":", 1) for line in text.splitlines() if ":" in line]
+    found = {key.strip(): value.strip() for key, value in pairs}
+    assert len(found) == len(pairs), text
+    return found
+
+
+def seed_document(seed: str) -> dict[str, Any]:
+    (path,) = EXAMPLES.glob(f"seeds/{seed}-*.yaml")
+    return yaml.safe_load(path.read_text())
+
+
+def files_of(document: dict[str, Any], kind: str) -> dict[str, str]:
+    (task,) = [task for task in plan(load_resource(document).spec).tasks if task.kind == kind]
+    return dict(ascend.ASCEND.files(kind, task.config))
+
+
+def test_seed_000_quant_cfg_is_the_guides_key_for_key() -> None:
+    (task,) = [task for task in planned("000") if task["kind"] == "calibrate"]
+    assert settings(task["files"]["config/quant.cfg"]) == GUIDE_QUANT_CFG_000
+
+
+def test_quant_cfg_writes_each_amct_key_the_options_move_off_amcts_default() -> None:
+    options = {"activationOffset": False, "jointQuant": True, "skipLayers": ["Conv_0", "Gemm_9"]}
+    assert ascend_tools.quant_cfg(options, 3).splitlines() == [
+        "batch_num : 3", "activation_offset : false", "joint_quant : true",
+        'skip_layers : "Conv_0"', 'skip_layers : "Gemm_9"',
+    ]
+    assert ascend_tools.quant_cfg({"activationOffset": True, "jointQuant": False, "skipLayers": []}, 1) == (
+        "batch_num : 1\n")
+
+
+def test_aipp_crop_gives_the_guides_aipp_config_for_seed_001_key_for_key() -> None:
+    document = seed_document("001")
+    document["spec"]["dataset"]["preprocess"] = PREPROCESS_001
+    document["spec"]["targets"][0]["options"]["aippCrop"] = True
+    assert settings(files_of(document, "compile")["config/aipp.cfg"]) == GUIDE_AIPP_001
+
+
+def test_aipp_crop_prepares_the_resized_images_and_still_plans_the_guides_atc_flags() -> None:
+    document = seed_document("001")
+    document["spec"]["dataset"]["preprocess"] = PREPROCESS_001
+    document["spec"]["targets"][0]["options"]["aippCrop"] = True
+    result = plan(load_resource(document).spec)
+    assert {task.config["variant"] for task in result.tasks if task.kind == "prepare"} == {
+        ascend.RAW_UINT8_UNCROPPED_BINS}
+    (compile_task,) = [task for task in result.tasks if task.kind == "compile"]
+    (atc,) = ascend.ASCEND.commands("compile", compile_task.config, load_resource(document).spec.source.inputs)
+    tool, flags = normalised(atc, CHIPS["001"])
+    guide_tool, guide_flags = normalised(shlex.split(GUIDES["001"][0]), CHIPS["001"])
+    assert (tool, flags) == (guide_tool, guide_flags)
+
+
+def test_options_added_later_leave_the_task_keys_of_targets_without_them_as_they_were() -> None:
+    """Every Ascend task's config holds the options' dump: aippCrop and jointQuant enter it only when set."""
+    dumped = ascend.AscendOptions.model_validate({}).model_dump(mode="json", by_alias=True)
+    assert set(dumped) == {"aipp", "enableSmallChannel", "opSelectImplmode", "outputType", "activationOffset",
+                           "skipLayers", "calibrationBatchSize"}
+    used = ascend.AscendOptions.model_validate({"aipp": True, "aippCrop": True, "jointQuant": True})
+    assert {"aippCrop", "jointQuant"} <= set(used.model_dump(mode="json", by_alias=True))
+
+
+def test_the_centre_crop_on_the_device_starts_where_the_hosts_does() -> None:
+    """prepare rounds (side - crop) / 2 as torchvision's CenterCrop does: 7 / 2 = 3.5 rounds to 4."""
+    fields = ascend_tools.aipp_fields({"crop": 25}, {"name": "x", "shape": [-1, 3, 25, 25]}, source_side=32)
+    assert fields["crop"] == {"loadStartPosH": 4, "loadStartPosW": 4, "cropSizeW": 25, "cropSizeH": 25}
+    assert (fields["srcImageSizeW"], fields["srcImageSizeH"]) == (32, 32)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"options": {"aipp": False, "aippCrop": True}}, "aippCrop crops in AIPP: set aipp: true"),
+    ({"preprocess": {"resize": 256, "crop": 224}}, "set dataset.preprocess.resizeMode: exact"),
+    ({"preprocess": {"resize": 256, "resizeMode": "exact"}}, "set preprocess.crop"),
+    ({"preprocess": {"resize": 224, "resizeMode": "exact", "crop": 224}}, "it must be smaller than 224"),
+    ({"preprocess": {"resize": 256, "resizeMode": "exact", "crop": 200}},
+     "input 'image' is 224x224: preprocess.crop must be the model's input size"),
+])
+def test_aipp_crop_that_the_host_and_the_device_could_not_agree_on_is_refused(
+    change: dict[str, Any], message: str
+) -> None:
+    document = seed_document("001")
+    target = document["spec"]["targets"][0]
+    target["options"] = {**target["options"], "aippCrop": True, **change.get("options", {})}
+    document["spec"]["dataset"]["preprocess"] = change.get("preprocess", PREPROCESS_001)
+    with pytest.raises(SpecError) as refused:
+        load_resource(document)
+    assert [str(error) for error in refused.value.errors if error.path == "spec.targets[0].options.aippCrop"
+            and message in str(error)], refused.value.errors
+
+
+def test_calibration_samples_that_leave_a_partial_amct_batch_are_refused() -> None:
+    document = seed_document("000")
+    document["spec"]["calibration"]["samples"] = 130
+    with pytest.raises(SpecError) as refused:
+        load_resource(document)
+    assert [error for error in refused.value.errors if error.path == "spec.targets[0].options.calibrationBatchSize"
+            and "calibration.samples (130) is not a multiple of calibrationBatchSize (24)" in str(error)]
 
 
 def test_aipp_from_imagenet_preprocessing_matches_the_modelzoo_config() -> None:

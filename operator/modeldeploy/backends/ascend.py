@@ -17,9 +17,12 @@ from modeldeploy.backends import (
     Options,
     ascend_tools,
 )
-from modeldeploy.spec import ModelDeploymentSpec, Preprocess, Target, TensorSpec
+from modeldeploy.spec import Calibration, Dataset, ModelDeploymentSpec, Preprocess, Target, TensorSpec
 
 CANN_VERSION = "8.2.rc1"
+CIFAR_SIDE = 32
+# The prepare stage's uint8 NHWC samples resized but not cropped, for AIPP to crop on the device.
+RAW_UINT8_UNCROPPED_BINS = "raw-uint8-uncropped-bins"
 
 
 # A node name as quant.cfg quotes it: any text but a quote, a backslash or a control character, which would end the
@@ -31,15 +34,34 @@ class AscendOptions(Options):
     aipp: bool = Field(
         default=False, description="Fold resize/crop output normalisation into the model (uint8 NHWC input)."
     )
+    # Options added after task keys were first computed are left out of the dump at their defaults, so the keys of
+    # targets that do not use them stay.
+    aipp_crop: bool = Field(
+        default=False,
+        exclude_if=lambda crop: not crop,
+        description="AIPP crops on the device (crop, load_start_pos, crop_size): the host only resizes, to "
+        "src_image_size, and AIPP cuts dataset.preprocess.crop from the centre, where the host would have cut it.",
+    )
     enable_small_channel: bool = False
     op_select_implmode: Literal[
         "high_performance", "high_precision", "high_performance_for_all", "high_precision_for_all"
     ] | None = None
     output_type: Literal["FP32", "FP16", "UINT8", "INT8"] | None = None
-    activation_offset: bool = Field(default=True, description="AMCT asymmetric activation quantization.")
+    activation_offset: bool = Field(
+        default=True, description="AMCT's activation_offset: asymmetric activation quantization (AMCT's default)."
+    )
+    joint_quant: bool = Field(
+        default=False,
+        exclude_if=lambda joint: not joint,
+        description="AMCT's joint_quant: quantize the inputs of element-wise operators jointly (AMCT's default: off).",
+    )
     skip_layers: list[LayerName] = Field(default_factory=list, description="Layers AMCT leaves unquantized.")
     calibration_batch_size: int = Field(
-        default=16, ge=1, le=4096, description="Samples per AMCT calibration batch (one .bin file each)."
+        default=16,
+        ge=1,
+        le=4096,
+        description="Samples per AMCT calibration batch (one .bin file each); quant.cfg's batch_num is "
+        "calibration.samples / calibrationBatchSize.",
     )
 
 
@@ -94,21 +116,76 @@ def check(target: Target, spec: ModelDeploymentSpec) -> FieldErrors:
         elif spec.source.inputs[0].dtype != "float32":
             errors.append(("options.aipp", (f"aipp replaces a float32 image input, but input "
                                             f"{spec.source.inputs[0].name!r} is {spec.source.inputs[0].dtype}")))
+    if options.aipp_crop:
+        errors += _aipp_crop_errors(options, spec)
+    if "int8" in target.precisions:
+        samples = (spec.calibration or Calibration()).samples
+        batch = options.calibration_batch_size
+        if samples > batch and samples % batch:
+            errors.append(("options.calibrationBatchSize", (
+                f"AMCT calibrates on whole batches: calibration.samples ({samples}) is not a multiple of "
+                f"calibrationBatchSize ({batch}), so {samples % batch} samples would be left out")))
     return errors
+
+
+def _aipp_crop_errors(options: AscendOptions, spec: ModelDeploymentSpec) -> FieldErrors:
+    if not options.aipp:
+        return [("options.aippCrop", "aippCrop crops in AIPP: set aipp: true")]
+    dataset = spec.dataset
+    if dataset is None or dataset.preprocess is None:
+        return []  # reported at options.aipp
+    crop = dataset.preprocess.crop
+    if crop is None:
+        return [("options.aippCrop", "aippCrop moves dataset.preprocess.crop onto the device: set preprocess.crop")]
+    side = resized_side(dataset)
+    if side is None:
+        return [("options.aippCrop", ("aippCrop needs every image at one size before the crop (AIPP's static "
+                                      "src_image_size): set dataset.preprocess.resizeMode: exact"))]
+    if side <= crop:
+        return [("options.aippCrop", (f"AIPP cuts the {crop}x{crop} preprocess.crop from the {side}x{side} resized "
+                                      f"images: it must be smaller than {side}"))]
+    model_input = spec.source.inputs[0]
+    dims = model_input.shape[1:]
+    if len(dims) != 3:
+        return []  # reported at options.aipp
+    height, width = (dims[0], dims[1]) if model_input.layout == "NHWC" else (dims[1], dims[2])
+    if (height, width) != (crop, crop):
+        return [("options.aippCrop", (f"AIPP hands the model its {crop}x{crop} crop, but input {model_input.name!r} "
+                                      f"is {height}x{width}: preprocess.crop must be the model's input size"))]
+    return []
+
+
+def resized_side(dataset: Dataset) -> int | None:
+    """The side of the square images the host hands AIPP when it only resizes; None when their size varies."""
+    preprocess = dataset.preprocess or Preprocess()
+    if dataset.kind == "cifar100":  # 32x32 images: a shorter-side resize keeps them square
+        return preprocess.resize or CIFAR_SIDE
+    if preprocess.resize is not None and preprocess.resize_mode == "exact":
+        return preprocess.resize
+    return None
 
 
 def build_config(target: Target, spec: ModelDeploymentSpec) -> Config:
     """The model inputs the tools' --input_shape names, and the AIPP fields from the dataset's preprocessing."""
     inputs = [item.model_dump(mode="json", by_alias=True) for item in spec.source.inputs]
-    if not AscendOptions.model_validate(target.options).aipp or spec.dataset is None:
+    options = AscendOptions.model_validate(target.options)
+    if not options.aipp or spec.dataset is None:
         return {"inputs": inputs}
     preprocess = (spec.dataset.preprocess or Preprocess()).model_dump(mode="json", by_alias=True)
-    return {"inputs": inputs, "aipp": ascend_tools.aipp_fields(preprocess, inputs[0])}
+    source_side = resized_side(spec.dataset) if options.aipp_crop else None
+    return {"inputs": inputs, "aipp": ascend_tools.aipp_fields(preprocess, inputs[0], source_side)}
 
 
 def commands(kind: str, config: Config, inputs: Sequence[TensorSpec]) -> list[list[str]]:
     spec_inputs = {"inputs": [item.model_dump(mode="json", by_alias=True) for item in inputs]}
     return ascend_tools.commands(kind, config, ascend_tools.inputs_of(spec_inputs))
+
+
+def data_variant(target: Target) -> str:
+    options = AscendOptions.model_validate(target.options)
+    if not options.aipp:
+        return SAMPLE_BINS
+    return RAW_UINT8_UNCROPPED_BINS if options.aipp_crop else RAW_UINT8_BINS
 
 
 ASCEND = Backend(
@@ -119,7 +196,7 @@ ASCEND = Backend(
     options=AscendOptions,
     devices=DEVICES,
     runs_as_non_root=False,
-    data_variant=lambda target: RAW_UINT8_BINS if AscendOptions.model_validate(target.options).aipp else SAMPLE_BINS,
+    data_variant=data_variant,
     check=check,
     build_config=build_config,
     commands=commands,

@@ -77,8 +77,17 @@ def calibration_batches(samples: int, batch_size: int) -> tuple[int, int]:
     return batch, max(1, samples // batch)
 
 
+# quant.cfg keys the Ascend options set, by option name, and AMCT's value for each when the file leaves it out.
+AMCT_KEYS = {"activation_offset": "activationOffset", "joint_quant": "jointQuant"}
+AMCT_DEFAULTS = {"activation_offset": True, "joint_quant": False}
+
+
 def quant_cfg(options: Mapping[str, Any], batch_num: int) -> str:
-    lines = [f"batch_num : {batch_num}", f"activation_offset : {str(options['activationOffset']).lower()}"]
+    """AMCT's simple config (research/ascend.md §2.2): batch_num, then each key whose option is not AMCT's default."""
+    lines = [f"batch_num : {batch_num}"]
+    for key, option in AMCT_KEYS.items():
+        if options[option] != AMCT_DEFAULTS[key]:
+            lines.append(f"{key} : {str(options[option]).lower()}")
     lines += [f'skip_layers : "{layer}"' for layer in options["skipLayers"]]
     return "\n".join(lines) + "\n"
 
@@ -103,11 +112,15 @@ def deploy_model(workspace: Workspace) -> str:
 # ---------------------------------------------------------------- AIPP
 
 
-def aipp_fields(preprocess: Mapping[str, Any], model_input: Mapping[str, Any]) -> dict[str, Any]:
-    """Static AIPP that takes the prepare stage's resized, cropped uint8 RGB and normalises it on the device.
+def aipp_fields(
+    preprocess: Mapping[str, Any], model_input: Mapping[str, Any], source_side: int | None = None
+) -> dict[str, Any]:
+    """Static AIPP that takes the prepare stage's uint8 RGB and normalises it on the device.
 
     The prepare stage computes (pixel * scale - mean) / std; AIPP computes
     (pixel - mean_chn - min_chn) * var_reci_chn, so min_chn = mean / scale and var_reci_chn = scale / std.
+    With `source_side`, the host stops after resizing to source_side x source_side and AIPP cuts
+    preprocess.crop from the centre, at the offset the host's centre crop uses.
     """
     shape = model_input["shape"]
     if len(shape) != 4:
@@ -119,14 +132,25 @@ def aipp_fields(preprocess: Mapping[str, Any], model_input: Mapping[str, Any]) -
     scale = preprocess.get("scale", 1 / 255)
     mean = preprocess.get("mean", [0.0, 0.0, 0.0])
     std = preprocess.get("std", [1.0, 1.0, 1.0])
-    return {
+    fields: dict[str, Any] = {
         "inputFormat": "RGB888_U8",
         "srcImageSizeW": width,
         "srcImageSizeH": height,
-        "minChn": [round(m / scale, 6) for m in mean],
-        "varReciChn": [round(scale / s, 12) for s in std],
+        "minChn": [_significant(m / scale) for m in mean],
+        "varReciChn": [_significant(scale / s) for s in std],
         "rbuvSwap": preprocess.get("channelOrder") == "BGR",
     }
+    if source_side is not None:
+        crop = preprocess["crop"]
+        start = round((source_side - crop) / 2.0)  # as prepare's centre crop (torchvision's CenterCrop) rounds
+        fields.update(srcImageSizeW=source_side, srcImageSizeH=source_side)
+        fields["crop"] = {"loadStartPosH": start, "loadStartPosW": start, "cropSizeW": crop, "cropSizeH": crop}
+    return fields
+
+
+def _significant(value: float) -> float:
+    """15 significant digits, as the ModelZoo AIPP files write 1/(255*std): 0.0171247538316637."""
+    return float(f"{value:.15g}")
 
 
 def aipp_cfg(fields: Mapping[str, Any]) -> str:
@@ -136,8 +160,18 @@ def aipp_cfg(fields: Mapping[str, Any]) -> str:
         f"    input_format : {fields['inputFormat']}",
         f"    src_image_size_w : {fields['srcImageSizeW']}",
         f"    src_image_size_h : {fields['srcImageSizeH']}",
-        "    crop : false",
     ]
+    crop = fields.get("crop")  # absent: the host cropped
+    if crop is None:
+        lines.append("    crop : false")
+    else:
+        lines += [
+            "    crop : true",
+            f"    load_start_pos_h : {crop['loadStartPosH']}",
+            f"    load_start_pos_w : {crop['loadStartPosW']}",
+            f"    crop_size_w : {crop['cropSizeW']}",
+            f"    crop_size_h : {crop['cropSizeH']}",
+        ]
     if fields["rbuvSwap"]:
         lines.append("    rbuv_swap_switch : true")
     lines += [f"    min_chn_{i} : {value}" for i, value in enumerate(fields["minChn"])]
