@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 import onnxruntime
 import pytest
+from modeldeploy.backends import ascend_tools
 from tiny_onnx import CLASSES, INPUT_SHAPE, write_tiny_model
 
 TOOLCHAIN = Path(__file__).resolve().parent / "ascend_toolchain"
@@ -349,6 +350,32 @@ def test_aipp_om_normalises_uint8_input(workspace: Workspace) -> None:
     expected = _reference(workspace.model, np.ascontiguousarray(by_hand))
     outputs = np.concatenate([np.load(workspace.root / "out" / "aipp" / f"image_{index}_0.npy") for index in range(3)])
     np.testing.assert_allclose(outputs, expected, rtol=1e-2, atol=1e-2)
+
+
+def test_the_planned_aipp_crop_gives_the_model_what_the_host_centre_crop_gives(workspace: Workspace) -> None:
+    """aippCrop's config (modeldeploy's own aipp_cfg) on an 11x11 source: the centre 8x8 starts at round(1.5) = 2,
+    where prepare's centre crop starts."""
+    preprocess = {"resize": 11, "resizeMode": "exact", "crop": 8, "mean": MEAN.tolist(), "std": STD.tolist()}
+    fields = ascend_tools.aipp_fields(preprocess, {"name": "input", "shape": [-1, *INPUT_SHAPE]}, source_side=11)
+    (workspace.root / "crop.cfg").write_text(ascend_tools.aipp_cfg(fields))
+    built = workspace.atc("--model=tiny.onnx", "--output=om/crop", "--input_format=NCHW",
+                          "--input_shape=input:2,3,8,8", "--insert_op_conf=crop.cfg")
+    assert built.returncode == 0, built.stdout
+    images = np.random.default_rng(3).integers(0, 256, (2, 11, 11, 3), dtype=np.uint8)
+    (workspace.root / "resized").mkdir()
+    for index, image in enumerate(images):
+        image.tofile(workspace.root / "resized" / f"image_{index}.bin")
+    result = workspace.ais_bench("--model", "om/crop.om", "--input", "resized", "--output", "out",
+                                 "--output_dirname", "crop", "--outfmt", "NPY")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    cropped = images[:, 2:10, 2:10, :].astype(np.float32) / 255
+    by_hand = ((cropped - MEAN) / STD).transpose(0, 3, 1, 2)
+    expected = _reference(workspace.model, np.ascontiguousarray(by_hand))
+    outputs = np.concatenate([np.load(workspace.root / "out" / "crop" / f"image_{index}_0.npy") for index in range(2)])
+    np.testing.assert_allclose(outputs, expected, rtol=1e-2, atol=1e-2)
+    shifted = ((images[:, 1:9, 1:9, :].astype(np.float32) / 255 - MEAN) / STD).transpose(0, 3, 1, 2)
+    assert not np.allclose(outputs, _reference(workspace.model, np.ascontiguousarray(shifted)), rtol=1e-2, atol=1e-2)
 
 
 def test_ais_bench_fails_to_load_an_om_for_another_chip(workspace: Workspace, static_om: Path) -> None:
