@@ -181,8 +181,8 @@ def test_quant_cfg_writes_each_amct_key_the_options_move_off_amcts_default() -> 
         "batch_num : 3", "activation_offset : false", "joint_quant : true",
         'skip_layers : "Conv_0"', 'skip_layers : "Gemm_9"',
     ]
-    assert ascend_tools.quant_cfg({"activationOffset": True, "jointQuant": False, "skipLayers": []}, 1) == (
-        "batch_num : 1\n")
+    defaults = ascend.AscendOptions.model_validate({}).model_dump(mode="json", by_alias=True)
+    assert ascend_tools.quant_cfg(defaults, 1) == "batch_num : 1\n"
 
 
 def test_aipp_crop_gives_the_guides_aipp_config_for_seed_001_key_for_key() -> None:

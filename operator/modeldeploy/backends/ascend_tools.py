@@ -86,8 +86,9 @@ def quant_cfg(options: Mapping[str, Any], batch_num: int) -> str:
     """AMCT's simple config (research/ascend.md §2.2): batch_num, then each key whose option is not AMCT's default."""
     lines = [f"batch_num : {batch_num}"]
     for key, option in AMCT_KEYS.items():
-        if options[option] != AMCT_DEFAULTS[key]:
-            lines.append(f"{key} : {str(options[option]).lower()}")
+        value = options.get(option, AMCT_DEFAULTS[key])  # an option left at its default may be left out of the dump
+        if value != AMCT_DEFAULTS[key]:
+            lines.append(f"{key} : {str(value).lower()}")
     lines += [f'skip_layers : "{layer}"' for layer in options["skipLayers"]]
     return "\n".join(lines) + "\n"
 
