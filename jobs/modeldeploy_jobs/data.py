@@ -23,7 +23,8 @@ import numpy as np
 TENSORS = "tensors"
 SAMPLE_BINS = "sample-bins"
 RAW_UINT8_BINS = "raw-uint8-bins"
-VARIANTS = (TENSORS, SAMPLE_BINS, RAW_UINT8_BINS)
+RAW_UINT8_UNCROPPED_BINS = "raw-uint8-uncropped-bins"  # resized, not cropped: Ascend's AIPP crops on the device
+VARIANTS = (TENSORS, SAMPLE_BINS, RAW_UINT8_BINS, RAW_UINT8_UNCROPPED_BINS)
 
 META = "meta.json"
 LABELS_NPY = "labels.npy"

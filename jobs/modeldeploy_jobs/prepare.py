@@ -1,18 +1,22 @@
 """The prepare stage: turns the user's dataset into model-ready samples (see `data` for the format).
 
 Image preprocessing matches torchvision's Resize(int) / CenterCrop / ToTensor / Normalize, as the
-vendor ModelZoo scripts use it. The `raw-uint8-bins` variant stops after resize and crop: Ascend
-AIPP and MagicMind's folded normalisation take uint8 HWC pixels and normalise on the device.
+vendor ModelZoo scripts use it, or, with `decoder: opencv`, cv2.imread / cvtColor(BGR2RGB) / cv2.resize
+as the scripts that read with OpenCV do. The `raw-uint8-bins` variant stops after resize and crop:
+Ascend AIPP and MagicMind's folded normalisation take uint8 HWC pixels and normalise on the device.
+`raw-uint8-uncropped-bins` stops after the resize, for an AIPP that crops too.
 """
 
 from __future__ import annotations
 
 import codecs
 import itertools
+import os
 import pickle
 import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,7 @@ from modeldeploy.spec import Preprocess
 from numpy._core.multiarray import _reconstruct
 from PIL import Image
 
-from modeldeploy_jobs.data import RAW_UINT8_BINS, Sample, digits_split, write_prepared
+from modeldeploy_jobs.data import RAW_UINT8_BINS, RAW_UINT8_UNCROPPED_BINS, Sample, digits_split, write_prepared
 from modeldeploy_jobs.limits import DATASET_BYTES, DATASET_FILES, IMAGE_PIXELS
 from modeldeploy_jobs.stage import StageContext, StageError, StageReason, StageResult
 
@@ -39,6 +43,10 @@ RESAMPLING = {
     "bicubic": Image.Resampling.BICUBIC,
     "nearest": Image.Resampling.NEAREST,
 }
+OPENCV_INTERPOLATION = {"bilinear": "INTER_LINEAR", "bicubic": "INTER_CUBIC", "nearest": "INTER_NEAREST"}
+# EXIF orientations that turn the image a quarter, so its decoded width and height are the header's swapped
+QUARTER_TURNS = frozenset({5, 6, 7, 8})
+EXIF_ORIENTATION = 0x0112
 
 Config = Mapping[str, Any]
 
@@ -69,6 +77,10 @@ class Tensor:
 def run(context: StageContext) -> StageResult:
     dataset = context.config["dataset"]
     variant = context.config["variant"]
+    if "files" in context.config and dataset["kind"] != "imagenet":
+        raise StageError(StageReason.DATASET_INVALID,
+                         f"calibration.files names image files, and a {dataset['kind']} dataset has none: "
+                         "select spread or first samples instead")
     source = LOADERS[dataset["kind"]](context, dataset, variant, context.config["inputs"])
     count = min(len(source.names), dataset.get("limit", len(source.names)))
     if count == 0:
@@ -85,6 +97,10 @@ def run(context: StageContext) -> StageResult:
         "sampleShape": meta["inputs"][0]["shape"],
     }
     toolchain = {"numpy": np.__version__, "pillow": PIL.__version__, **source.toolchain}
+    if dataset.get("preprocess", {}).get("decoder") == "opencv":
+        import cv2
+
+        toolchain["opencv"] = cv2.__version__
     return StageResult(outputs=outputs, metrics=metrics, toolchain=toolchain)
 
 
@@ -203,15 +219,39 @@ def _match_labels(context: StageContext, dataset: Config, files: Sequence[str], 
 
 def _decode(path: Path, where: str, pipeline: ImagePipeline) -> Image.Image:
     """The image as RGB pixels, decoded only once the size its header declares passes the pipeline's checks."""
+    with _opened(path, where) as image:
+        pipeline.check_size(image.size, where)
+        return image.convert("RGB")
+
+
+def _decode_opencv(path: Path, where: str, pipeline: ImagePipeline) -> np.ndarray:
+    """The image as cv2.imread reads it (EXIF orientation applied), turned to RGB: HWC uint8.
+
+    OpenCV decodes without a look at the size first, so Pillow reads the header for the pipeline's checks.
+    """
+    import cv2
+
+    with _opened(path, where) as image:
+        width, height = image.size
+        turned = image.getexif().get(EXIF_ORIENTATION) in QUARTER_TURNS
+        pipeline.check_size((height, width) if turned else (width, height), where)
+    pixels = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if pixels is None:
+        raise StageError(StageReason.DATASET_INVALID, f"{where}: the image is damaged or OpenCV cannot read it")
+    return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+
+
+@contextmanager
+def _opened(path: Path, where: str) -> Iterator[Image.Image]:
+    """The image opened by Pillow, which has read its header only; failures as stage errors that name `where`."""
     limit = IMAGE_PIXELS.value()
     Image.MAX_IMAGE_PIXELS = limit  # Pillow's own bomb check, for any image opened in this process
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size check below refuses them
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size check refuses them
             image = Image.open(path)
         with image:
-            pipeline.check_size(image.size, where)
-            return image.convert("RGB")
+            yield image
     except Image.DecompressionBombError:
         raise StageError(
             StageReason.LIMIT_EXCEEDED,
@@ -244,6 +284,16 @@ def _resized(image: Image.Image, preprocess: Preprocess) -> Image.Image:
     if target == image.size:
         return image
     return image.resize(target, RESAMPLING[preprocess.interpolation])
+
+
+def _resized_opencv(pixels: np.ndarray, preprocess: Preprocess) -> np.ndarray:
+    import cv2
+
+    height, width = pixels.shape[:2]
+    target = _resized_size((width, height), preprocess)
+    if target == (width, height):
+        return pixels
+    return cv2.resize(pixels, target, interpolation=getattr(cv2, OPENCV_INTERPOLATION[preprocess.interpolation]))
 
 
 def _check_crop(size: tuple[int, int], crop: int | None, where: str) -> None:
@@ -321,8 +371,13 @@ class ImagePipeline:
 
     def __init__(self, preprocess: Preprocess, variant: str, model_input: Config):
         self.preprocess = preprocess
-        self.raw = variant == RAW_UINT8_BINS
+        self.raw = variant in (RAW_UINT8_BINS, RAW_UINT8_UNCROPPED_BINS)
+        # Ascend's AIPP crops these on the device: the samples are the resized images, larger than the model input,
+        # and all of one size, AIPP's src_image_size.
+        self.uncropped = variant == RAW_UINT8_UNCROPPED_BINS
+        self.crop = None if self.uncropped else preprocess.crop
         self.model_input = model_input
+        self.first: tuple[tuple[int, ...], str] | None = None  # the first sample's shape, and where it came from
 
     def check_size(self, size: tuple[int, int], where: str) -> None:
         """Refuses an image from the (width, height) its header declares: too many pixels, too small for the crop,
@@ -330,22 +385,46 @@ class ImagePipeline:
         width, height = size
         IMAGE_PIXELS.check(width * height, f"{where} ({width}x{height}) has")
         resized = _resized_size(size, self.preprocess)
-        _check_crop(resized, self.preprocess.crop, where)
-        crop = self.preprocess.crop
-        out_width, out_height = (crop, crop) if crop is not None else resized
+        _check_crop(resized, self.crop, where)
+        out_width, out_height = (self.crop, self.crop) if self.crop is not None else resized
         hwc = (out_height, out_width, RGB_CHANNELS)
         chw = (RGB_CHANNELS, out_height, out_width)
         produced = hwc if self.raw or self.preprocess.layout != "NCHW" else chw
-        _check_shape(produced, self.model_input, self.raw, self.preprocess, where)
+        if not self.uncropped:
+            _check_shape(produced, self.model_input, self.raw, self.preprocess, where)
+
+    def file(self, path: Path, where: str) -> Sample:
+        """The image file decoded, resized and cropped by the preprocess' decoder."""
+        if self.preprocess.decoder == "opencv":
+            return self.resized(_resized_opencv(_decode_opencv(path, where, self), self.preprocess), where)
+        return self.image(_decode(path, where, self), where)
 
     def image(self, image: Image.Image, where: str) -> Sample:
-        pixels = np.asarray(_resized(image, self.preprocess))
-        return self.pixels(_center_cropped(pixels, self.preprocess.crop, where), where)
+        """Decoded RGB pixels, resized and cropped by the preprocess' decoder."""
+        if self.preprocess.decoder == "opencv":
+            return self.resized(_resized_opencv(np.asarray(image), self.preprocess), where)
+        return self.resized(np.asarray(_resized(image, self.preprocess)), where)
+
+    def resized(self, pixels: np.ndarray, where: str) -> Sample:
+        return self.pixels(_center_cropped(pixels, self.crop, where), where)
 
     def pixels(self, pixels: np.ndarray, where: str) -> Sample:
         sample = _raw(pixels, self.preprocess) if self.raw else _normalised(pixels, self.preprocess)
-        _check_shape(tuple(sample.shape), self.model_input, self.raw, self.preprocess, where)
+        if self.uncropped:
+            self._check_one_size(tuple(sample.shape), where)
+        else:
+            _check_shape(tuple(sample.shape), self.model_input, self.raw, self.preprocess, where)
         return {self.model_input["name"]: sample}
+
+    def _check_one_size(self, shape: tuple[int, ...], where: str) -> None:
+        if self.first is None:
+            self.first = (shape, where)
+        elif shape != self.first[0]:
+            raise StageError(
+                StageReason.DATASET_INVALID,
+                f"{where}: preprocessing produces {_dims(shape[:2])} pixels but {_dims(self.first[0][:2])} for "
+                f"{self.first[1]}: images that AIPP crops must all be resized to one size (resizeMode: exact)",
+            )
 
 
 # ---------------------------------------------------------------- datasets
@@ -357,15 +436,75 @@ def _imagenet(context: StageContext, dataset: Config, variant: str, inputs: Sequ
         Preprocess.model_validate(dataset.get("preprocess", {})), variant, _single_input(inputs, "imagenet")
     )
     root = context.fetch_tree(uri, context.workdir / "images")
-    files = _list_files(root, IMAGE_EXTENSIONS, str, uri)
-    if not files:
-        raise StageError(StageReason.DATASET_EMPTY, f"{uri} has no images ({', '.join(IMAGE_EXTENSIONS)})")
-    _check_dataset_size(root, files, uri)
-    labels = _match_labels(context, dataset, files, "images") if "labels" in dataset else None
-    samples = (
-        pipeline.image(_decode(root / name, _join(uri, name), pipeline), _join(uri, name)) for name in files
-    )
+    if dataset.get("folderLayout") == "imageFolder":
+        files, labels = _image_folder(root, uri)
+        _check_dataset_size(root, files, uri)
+    else:
+        files = _list_files(root, IMAGE_EXTENSIONS, str, uri)
+        if not files:
+            raise StageError(StageReason.DATASET_EMPTY, f"{uri} has no images ({', '.join(IMAGE_EXTENSIONS)})")
+        _check_dataset_size(root, files, uri)
+        labels = _match_labels(context, dataset, files, "images") if "labels" in dataset else None
+    if "files" in context.config:
+        files, labels = _chosen(context.config["files"], files, labels, uri)
+    samples = (pipeline.file(root / name, _join(uri, name)) for name in files)
     return Source([Path(name).stem for name in files], labels, samples)
+
+
+def _image_folder(root: Path, uri: str) -> tuple[list[str], np.ndarray]:
+    """The images of `<class>/.../<image>` paths and their class indices, in torchvision's ImageFolder order.
+
+    Classes are the sorted sub-folder names, a class's index its position; images are listed class by class,
+    each class's folders (the class folder, then any below it) in the sorted order of their paths, and each
+    folder's files sorted. Sample names are the file names' stems, so they must be unique over all classes.
+    """
+    classes = sorted(entry.name for entry in root.iterdir() if entry.is_dir())
+    if not classes:
+        raise StageError(StageReason.DATASET_EMPTY,
+                         f"{uri} has no class folders: folderLayout imageFolder reads <class>/<image> paths")
+    files: list[str] = []
+    labels: list[int] = []
+    for index, name in enumerate(classes):
+        found = _class_images(root, name)
+        if not found:
+            raise StageError(
+                StageReason.DATASET_INVALID,
+                f"{_join(uri, name)} holds no images ({', '.join(IMAGE_EXTENSIONS)}): an empty class folder would "
+                "still take a class index, so it is refused as torchvision's ImageFolder refuses it",
+            )
+        files.extend(found)
+        labels.extend([index] * len(found))
+    stems: dict[str, str] = {}
+    for path in files:
+        other = stems.setdefault(Path(path).stem, path)
+        if other != path:
+            raise StageError(StageReason.DATASET_INVALID,
+                             f"{uri} holds both {other} and {path}: sample names (file names without their "
+                             "extension) must be unique over all classes")
+    return files, np.array(labels, dtype=np.int64)
+
+
+def _class_images(root: Path, name: str) -> list[str]:
+    """The image paths under root/name, relative to root, in ImageFolder's order; symlinked folders are not entered."""
+    found = []
+    for folder, _, names in sorted(os.walk(root / name)):
+        relative = Path(folder).relative_to(root).as_posix()
+        found.extend(f"{relative}/{file}" for file in sorted(names)
+                     if Path(file).suffix.lower() in IMAGE_EXTENSIONS and (Path(folder) / file).is_file())
+    return found
+
+
+def _chosen(chosen: Sequence[str], files: Sequence[str], labels: np.ndarray | None, uri: str
+            ) -> tuple[list[str], np.ndarray | None]:
+    """The files named in calibration.files, in that order, with their labels."""
+    position = {name: index for index, name in enumerate(files)}
+    missing = [name for name in chosen if name not in position]
+    if missing:
+        raise StageError(StageReason.DATASET_INVALID,
+                         f"calibration.files names {_counted(len(missing), 'file')} that {uri} does not hold "
+                         f"as images: {_listed(missing)}")
+    indices = [position[name] for name in chosen]
+    return [files[index] for index in indices], None if labels is None else labels[indices]
 
 
 def _sample_names(count: int) -> list[str]:

@@ -172,13 +172,15 @@ def plan(spec: ModelDeploymentSpec) -> Plan:
         if spec.dataset is None:
             return None
         if variant not in prepared:
-            config = {
-                "dataset": _dump(spec.dataset),
-                "variant": variant,
-                "inputs": [_dump(tensor) for tensor in spec.source.inputs],
-            }
+            config = _prepare_config(spec, variant)
             prepared[variant] = builder.add("prepare", f"prepare {variant}", config, {}, STAGE_TOOLCHAINS["prepare"])
         return prepared[variant]
+
+    def calibration_data() -> str | None:
+        config = _calibration_prepare_config(spec)
+        if config is None:
+            return prepare(TENSORS)
+        return builder.add("prepare", "prepare calibration", config, {}, STAGE_TOOLCHAINS["prepare"])
 
     labelled = spec.dataset is not None and spec.dataset.kind != "synthetic"
     reference = None
@@ -207,14 +209,14 @@ def plan(spec: ModelDeploymentSpec) -> Plan:
             compile_inputs = _inputs(model=convert)
             compile_config: dict[str, Any] = {**build, "precision": precision}
             if quantized and backend.calibrates_in_compile:
-                compile_inputs = _inputs(model=convert, calibrationData=prepare(TENSORS))
+                compile_inputs = _inputs(model=convert, calibrationData=calibration_data())
                 compile_config["calibration"] = calibration
             elif quantized:
                 calibrated = stage.add(
                     "calibrate",
                     f"{target.name}/{precision}",
                     {**build, "precision": precision, "calibration": calibration},
-                    _inputs(model=convert, data=prepare(TENSORS)),
+                    _inputs(model=convert, data=calibration_data()),
                 )
                 compile_inputs = _inputs(model=calibrated)
             evaluate_config = {
@@ -266,6 +268,31 @@ def plan(spec: ModelDeploymentSpec) -> Plan:
         STAGE_TOOLCHAINS["report"],
     )
     return Plan(tuple(builder.tasks.values()), tuple(cells), report)
+
+
+def _prepare_config(spec: ModelDeploymentSpec, variant: str) -> dict[str, Any]:
+    assert spec.dataset is not None
+    return {
+        "dataset": _dump(spec.dataset),
+        "variant": variant,
+        "inputs": [_dump(tensor) for tensor in spec.source.inputs],
+    }
+
+
+def _calibration_prepare_config(spec: ModelDeploymentSpec) -> dict[str, Any] | None:
+    """The prepare config of exactly the samples calibration takes, in order, or None when it spreads its samples
+    over the evaluation's tensors. The calibrate stage spreads `samples` over what it is given, which for these
+    is all of it: `first` prepares the dataset as if limited to `samples`, `files` prepares the listed files."""
+    calibration = spec.calibration or Calibration()
+    if spec.dataset is None or calibration.select == "spread":
+        return None
+    config = _prepare_config(spec, TENSORS)
+    if calibration.select == "first":
+        config["dataset"]["limit"] = min(calibration.samples, spec.dataset.limit or calibration.samples)
+    else:
+        assert calibration.files is not None
+        config["files"] = list(calibration.files)
+    return config
 
 
 def _inputs(**roles: str | None) -> dict[str, str]:

@@ -233,6 +233,19 @@ class Source(Model):
 # ---------------------------------------------------------------- dataset
 
 
+Decoder = Literal["pil", "opencv"]
+FolderLayout = Literal["flat", "imageFolder"]
+CalibrationSelect = Literal["spread", "first", "files"]
+# A file of the dataset's folder, relative to it: parts never start with a dot, so never '.' or '..'.
+DATASET_FILE = r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*(/[A-Za-z0-9_][A-Za-z0-9_.+-]*)*$"
+
+
+def _is_default(default: str) -> Any:
+    """For a field added after task keys were first computed: left out of a dump at its default, so the configs
+    the planner hashes, and so the keys, of specs that do not use it stay as they were."""
+    return lambda value: value == default
+
+
 class Preprocess(Model):
     """Image preprocessing: resize, center crop, x*scale, (x-mean)/std, channel order, layout, dtype."""
 
@@ -246,12 +259,24 @@ class Preprocess(Model):
         }
     )
 
+    decoder: Decoder = Field(
+        default="pil",
+        exclude_if=_is_default("pil"),
+        description="pil: Pillow decodes and resizes, as torchvision's transforms do; opencv: cv2.imread, "
+        "BGR to RGB, and cv2.resize, as OpenCV scripts do (the two libraries' resampling differs).",
+    )
     resize: int | None = Field(default=None, ge=1, le=8192)
     resize_mode: Literal["shorter", "exact"] = Field(
-        default="shorter", description="shorter: resize the shorter side; exact: resize to resize x resize."
+        default="shorter",
+        description="shorter: the shorter side becomes resize, keeping the aspect (torchvision's Resize(int)); "
+        "exact: resize x resize, not keeping it (cv2.resize(image, (resize, resize))).",
     )
     crop: int | None = Field(default=None, ge=1, le=8192, description="Center crop to crop x crop.")
-    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = Field(
+        default="bilinear",
+        description="The decoder's resampling filter: Pillow's BILINEAR/BICUBIC/NEAREST, or OpenCV's "
+        "INTER_LINEAR/INTER_CUBIC/INTER_NEAREST.",
+    )
     scale: float = Field(default=1 / 255, gt=0, description="Pixel values are multiplied by scale first.")
     mean: list[float] = Field(default=[0.0, 0.0, 0.0], min_length=1, max_length=4)
     std: list[Annotated[float, Field(gt=0)]] = Field(default=[1.0, 1.0, 1.0], min_length=1, max_length=4)
@@ -270,8 +295,13 @@ class Dataset(Model):
                     "this dataset kind needs uri", ".uri"),
                 cel("!(self.kind in ['digits', 'synthetic']) || !has(self.uri)",
                     "digits and synthetic datasets take no uri", ".uri"),
-                cel("self.kind != 'imagenet' || has(self.labels)",
-                    "an imagenet dataset needs labels (the val_label.txt file)", ".labels"),
+                cel("self.kind != 'imagenet' || self.folderLayout == 'imageFolder' || has(self.labels)",
+                    "an imagenet dataset needs labels (the val_label.txt file), or folderLayout: imageFolder",
+                    ".labels"),
+                cel("self.folderLayout != 'imageFolder' || self.kind == 'imagenet'",
+                    "folderLayout: imageFolder is a layout of imagenet datasets", ".folderLayout"),
+                cel("self.folderLayout != 'imageFolder' || !has(self.labels)",
+                    "with folderLayout: imageFolder the class folders are the labels: remove labels", ".labels"),
                 cel("!(self.kind in ['tensors', 'synthetic']) || !has(self.preprocess)",
                     "tensors and synthetic datasets are already preprocessed", ".preprocess"),
                 cel("self.kind != 'digits' || !has(self.preprocess) || "
@@ -286,6 +316,13 @@ class Dataset(Model):
         default=None, description="imagenet: image folder; cifar100: the python 'test' pickle; tensors: directory."
     )
     labels: Uri | None = Field(default=None, description="Label file of 'file label' lines.")
+    folder_layout: FolderLayout = Field(
+        default="flat",
+        exclude_if=_is_default("flat"),
+        description="imagenet: flat: the images side by side, labelled by the labels file; imageFolder: "
+        "<class>/<image>, as torchvision's ImageFolder reads it: the label is the class folder's position "
+        "among the sorted folders, the images are taken class by class, each class's sorted.",
+    )
     preprocess: Preprocess | None = None
     limit: int | None = Field(default=None, ge=1, le=INT64_MAX, description="Use at most this many samples.")
     label_offset: int = Field(
@@ -300,7 +337,33 @@ CalibrationMethod = Literal["auto", "minmax", "entropy", "percentile"]
 class Calibration(Model):
     """Post-training quantization settings for the int8/int16 precisions."""
 
-    samples: int = Field(default=256, ge=1, le=100_000)
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.select == 'files' || !has(self.files)",
+                    "files lists the calibration samples for select: files only", ".files"),
+                cel("self.select != 'files' || has(self.files)",
+                    "select: files needs files, the dataset's files to calibrate on", ".files"),
+                cel("!has(self.files) || self.samples == self.files.size()",
+                    "samples must be the number of files", ".samples"),
+            ]
+        }
+    )
+
+    samples: int = Field(default=256, ge=1, le=100_000, description="How many samples calibrate.")
+    select: CalibrationSelect = Field(
+        default="spread",
+        exclude_if=_is_default("spread"),
+        description="Which samples: spread: evenly over the dataset; first: the first samples, in the dataset's "
+        "order; files: the files listed in files, in that order.",
+    )
+    files: list[Annotated[str, Field(max_length=1024, pattern=DATASET_FILE)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100_000,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="select: files: file names in the dataset's folder (imageFolder: <class>/<image>).",
+    )
     method: CalibrationMethod = Field(
         default="auto", description="auto picks each backend's recommended method."
     )
