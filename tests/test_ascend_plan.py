@@ -15,6 +15,7 @@ import yaml
 from conftest import EXAMPLES
 from modeldeploy.backends import ascend, ascend_tools
 from modeldeploy.planner import plan
+from modeldeploy.spec import Dataset
 from modeldeploy.validation import SpecError, load_resource
 
 MODELDEPLOY = Path(sys.executable).with_name("modeldeploy")
@@ -220,6 +221,20 @@ def test_the_centre_crop_on_the_device_starts_where_the_hosts_does() -> None:
     fields = ascend_tools.aipp_fields({"crop": 25}, {"name": "x", "shape": [-1, 3, 25, 25]}, source_side=32)
     assert fields["crop"] == {"loadStartPosH": 4, "loadStartPosW": 4, "cropSizeW": 25, "cropSizeH": 25}
     assert (fields["srcImageSizeW"], fields["srcImageSizeH"]) == (32, 32)
+
+
+@pytest.mark.parametrize(("dataset", "side"), [
+    ({"kind": "cifar100", "uri": "s3://d/test", "preprocess": {"crop": 28}}, 32),  # CIFAR's images are 32x32
+    ({"kind": "cifar100", "uri": "s3://d/test", "preprocess": {"resize": 40, "crop": 36}}, 40),
+    ({"kind": "imagenet", "uri": "s3://d/val", "labels": "s3://d/l.txt",
+      "preprocess": {"resize": 256, "resizeMode": "exact", "crop": 224}}, 256),
+    ({"kind": "imagenet", "uri": "s3://d/val", "labels": "s3://d/l.txt", "preprocess": {"resize": 256, "crop": 224}},
+     None),  # the shorter side: every aspect ratio gives another size
+])
+def test_aipp_crop_source_is_the_one_size_every_image_has_after_the_resize(
+    dataset: dict[str, Any], side: int | None
+) -> None:
+    assert ascend.resized_side(Dataset.model_validate(dataset)) == side
 
 
 @pytest.mark.parametrize(("change", "message"), [
