@@ -41,13 +41,19 @@ def run(context: StageContext) -> StageResult:
         toolchain["onnxslim"] = _simplify(target)
     _check(target, source)
     parity = _parity(reference(), target, source, batch)
+    converted = onnx.load(str(target), load_external_data=False)
     metrics = {
-        "opset": source["opset"],
-        "nodes": len(onnx.load(str(target), load_external_data=False).graph.node),
+        "opset": _opset(converted),
+        "nodes": len(converted.graph.node),
         "nodesBeforeSimplify": nodes_before,
         "parity": parity,
     }
     return StageResult(outputs={"model.onnx": target}, metrics=metrics, toolchain=toolchain)
+
+
+def _opset(model: Any) -> int | None:
+    """The model's version of the default ONNX operator set."""
+    return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), None)
 
 
 def _described(source: Mapping[str, Any]) -> str:
@@ -357,7 +363,8 @@ def _tensor_bytes(tensor: Any) -> int:
 
 
 def _passthrough(original: Path, source: Mapping[str, Any], target: Path) -> int | None:
-    """Save the source model with a dynamic batch axis at the requested opset; returns its fixed batch, if any."""
+    """Save the source model with a dynamic batch axis, at the spec's opset if it names one (else at the model's
+    own); returns the model's fixed batch, if any."""
     import onnx
 
     try:
@@ -379,8 +386,8 @@ def _passthrough(original: Path, source: Mapping[str, Any], target: Path) -> int
         if dims:
             dims[0].Clear()
             dims[0].dim_param = BATCH_AXIS
-    current = next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), None)
-    if current != source["opset"]:
+    current = _opset(model)
+    if source.get("opset") is not None and current != source["opset"]:
         try:
             model = onnx.version_converter.convert_version(model, source["opset"])
         except Exception as error:  # noqa: BLE001 - the converter raises bare RuntimeErrors and C++ errors

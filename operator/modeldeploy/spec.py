@@ -159,6 +159,13 @@ class Parity(Model):
     min_cosine: float = Field(default=0.9999, ge=0, le=1)
 
 
+DEFAULT_OPSET = 17  # what a pytorch or torchscript source is exported at when the spec names no opset
+
+
+def _default_opset(fields: dict[str, Any]) -> int | None:
+    return None if fields.get("format") == "onnx" else DEFAULT_OPSET
+
+
 class Source(Model):
     """Where the model comes from and how it is exported to ONNX."""
 
@@ -225,7 +232,13 @@ class Source(Model):
     outputs: list[Annotated[str, Field(min_length=1, max_length=128, pattern=TENSOR_NAME)]] | None = Field(
         default=None, max_length=16, description="Output names for the exported graph."
     )
-    opset: int = Field(default=17, ge=7, le=23)
+    opset: int | None = Field(
+        default_factory=_default_opset,
+        ge=7,
+        le=23,
+        description=f"ONNX opset. A pytorch or torchscript source is exported at it ({DEFAULT_OPSET} when unset); "
+        "an onnx source is converted to it when it is set, and keeps its own opset when it is not.",
+    )
     simplify: bool = False
     parity: Parity = Field(default_factory=Parity)
 
