@@ -1,17 +1,24 @@
-"""convert as the guides need it: an ONNX source at its own opset (002), and the convert keys of specs that do
-not use it."""
+"""convert as the guides need it: an ONNX source at its own opset (002), a checkpoint with a background class (004),
+and the convert keys of specs that use neither."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
+import onnxruntime
+import pytest
+import timm
+import torch
 from conftest import EXAMPLES
 from modeldeploy.planner import Plan, Task, plan
 from modeldeploy.spec import Source
-from modeldeploy.validation import load_documents, load_resource
-from specs import Doc, base
+from modeldeploy.validation import SpecError, load_documents, load_resource
+from modeldeploy_jobs.stage import StageError
+from specs import Doc, base, both, removing, setting
 from stages import run_stage
 from tiny_onnx import write_tiny_model
 
@@ -83,3 +90,151 @@ def test_a_pytorch_source_without_an_opset_keeps_its_convert_config_and_key() ->
     explicit = base()
     explicit["spec"]["source"]["opset"] = 17
     assert convert_key(explicit) == convert_key(base())
+
+
+# ---------------------------------------------------------------- a classifier with a background class
+
+CLASSES = 5
+IMAGE = [{"name": "image", "shape": [-1, 3, 32, 32]}]
+
+
+def failure(workdir: Path, **fields: Any) -> StageError:
+    with pytest.raises(StageError) as caught:
+        run_stage("convert", config(**fields), workdir)
+    return caught.value
+
+
+def logits(model: Path, images: np.ndarray) -> np.ndarray:
+    session = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return session.run(None, {"image": images})[0]
+
+
+@pytest.fixture(scope="module")
+def background_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A timm ResNet's state_dict whose classifier (fc) has one leading row more than CLASSES: a background class."""
+    torch.manual_seed(1)
+    state = timm.create_model("resnet10t", num_classes=CLASSES + 1).state_dict()
+    assert list(state["fc.weight"].shape) == [CLASSES + 1, 512] and list(state["fc.bias"].shape) == [CLASSES + 1]
+    path = tmp_path_factory.mktemp("weights") / "background.pth"
+    torch.save(state, path)
+    return path
+
+
+def by_hand(checkpoint: Path, images: np.ndarray) -> np.ndarray:
+    """The logits of the CLASSES-class model loaded with rows 1.. of the checkpoint's classifier."""
+    state = torch.load(checkpoint, weights_only=True)
+    state["fc.weight"], state["fc.bias"] = state["fc.weight"][1:], state["fc.bias"][1:]
+    model = timm.create_model("resnet10t", num_classes=CLASSES).eval()
+    model.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        return model(torch.from_numpy(images)).numpy()
+
+
+def resnet(weights: Path, **fields: Any) -> dict[str, Any]:
+    return {"format": "pytorch", "architecture": "timm:resnet10t", "numClasses": CLASSES, "weights": str(weights),
+            "inputs": IMAGE, "outputs": ["logits"], **fields}
+
+
+@pytest.mark.parametrize("classifier", [None, ["fc"]], ids=["found-by-shape", "named"])
+def test_weights_label_offset_drops_the_background_row(
+    tmp_path: Path, background_checkpoint: Path, classifier: list[str] | None
+) -> None:
+    named = {"classifier": classifier} if classifier else {}
+    model, metrics, _ = convert(tmp_path, **resnet(background_checkpoint, weightsLabelOffset=1, **named))
+    images = np.random.default_rng(3).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    converted = logits(model, images)
+    assert converted.shape == (4, CLASSES)
+    np.testing.assert_allclose(converted, by_hand(background_checkpoint, images), rtol=1e-4, atol=1e-4)
+    assert metrics["weightsLabelOffset"] == {"rows": 1, "parameters": ["fc.weight", "fc.bias"]}
+
+
+def test_without_weights_label_offset_the_mismatch_says_how_to_load_it(
+    tmp_path: Path, background_checkpoint: Path
+) -> None:
+    error = failure(tmp_path, **resnet(background_checkpoint))
+    assert error.reason == "WeightsMismatch"
+    assert f"{background_checkpoint} does not match timm:resnet10t" in error.message
+    assert f"fc.weight: checkpoint [{CLASSES + 1}, 512], model [{CLASSES}, 512]" in error.message
+    assert f"fc.bias: checkpoint [{CLASSES + 1}], model [{CLASSES}]" in error.message
+    assert "weightsLabelOffset: 1 drops them, as timm's label_offset does" in error.message
+
+
+def test_weights_label_offset_on_a_checkpoint_without_the_extra_rows(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    matching = tmp_path / "matching.pth"
+    torch.save(timm.create_model("resnet10t", num_classes=CLASSES).state_dict(), matching)
+    error = failure(tmp_path / "found", **resnet(matching, weightsLabelOffset=1))
+    assert error.reason == "WeightsMismatch"
+    assert error.message.startswith(f"{matching}: weightsLabelOffset: 1: no tensor of the checkpoint has 1 leading "
+                                    f"row(s) more than the model's {CLASSES}")
+    error = failure(tmp_path / "named", **resnet(matching, weightsLabelOffset=1, classifier=["fc"]))
+    assert error.message == (f"{matching}: weightsLabelOffset: 1: fc.weight is [{CLASSES}, 512] in the checkpoint "
+                             f"and [{CLASSES}, 512] in the model, not 1 leading row(s) more")
+
+
+def test_a_classifier_the_model_does_not_have(tmp_path: Path, background_checkpoint: Path) -> None:
+    error = failure(tmp_path, **resnet(background_checkpoint, weightsLabelOffset=1, classifier=["head.fc"]))
+    assert error.reason == "WeightsMismatch"
+    assert error.message.startswith("classifier: timm:resnet10t has no parameter head.fc.weight")
+
+
+def test_seed_004_loads_the_published_pnasnet_layout(tmp_path: Path) -> None:
+    """pnasnet5large-bf079911.pth holds last_linear [1001, 4320] and [1001]; seed 004's source loads it into the
+    1000-class model, rows 1.. as timm's pretrained loading does. (Only the loading step: the whole convert of this
+    model takes minutes here.)"""
+    from modeldeploy_jobs import convert as convert_stage
+
+    torch.manual_seed(0)
+    published = timm.create_model("pnasnet5large", num_classes=1001).state_dict()
+    weights = tmp_path / "pnasnet5large-bf079911.pth"
+    torch.save(published, weights)
+    source = {**convert_task_config(seed_plan("004")), "weights": str(weights)}
+    assert source["weightsLabelOffset"] == 1 and source["numClasses"] == 1000
+
+    class Context:
+        workdir = tmp_path
+
+        @staticmethod
+        def fetch_source(uri: str, local: Path, sha256: str | None) -> Path:
+            return Path(uri)
+
+    model, trimmed = convert_stage._pytorch_model(Context(), source)
+    assert trimmed == ["last_linear.weight", "last_linear.bias"]
+    loaded = model.state_dict()
+    assert torch.equal(loaded["last_linear.weight"], published["last_linear.weight"][1:])
+    assert torch.equal(loaded["last_linear.bias"], published["last_linear.bias"][1:])
+
+
+def refused(change: Callable[[Doc], None], path: str, message: str) -> None:
+    document = base()
+    change(document)
+    with pytest.raises(SpecError) as caught:
+        load_resource(document)
+    assert any(error.path == path and message in error.message for error in caught.value.errors), caught.value.errors
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "message"),
+    [
+        (setting("spec.source.classifier", ["fc"]), "spec.source.classifier", "it needs weightsLabelOffset"),
+        (both(setting("spec.source.weightsLabelOffset", 1), setting("spec.source.randomWeights", True),
+              removing("spec.source.weights", "spec.accuracy")),
+         "spec.source.weightsLabelOffset", "applies only to a pytorch source's weights"),
+        (setting("spec.source.weightsLabelOffset", -1), "spec.source.weightsLabelOffset", "at least 0"),
+        (both(setting("spec.source.weightsLabelOffset", 1), setting("spec.source.classifier", ["fc;rm"])),
+         "spec.source.classifier[0]", "must match"),
+    ],
+)
+def test_weights_label_offset_and_classifier_are_checked(change: Callable[[Doc], None], path: str, message: str) -> None:
+    refused(change, path, message)
+
+
+def test_writing_weights_label_offset_0_does_not_change_the_convert_key() -> None:
+    explicit = base()
+    explicit["spec"]["source"]["weightsLabelOffset"] = 0
+    assert convert_key(explicit) == convert_key(base())
+
+
+def test_seed_004_drops_the_background_row_as_timm_does() -> None:
+    source = convert_task_config(seed_plan("004"))
+    assert source["weightsLabelOffset"] == 1 and source["numClasses"] == 1000 and "classifier" not in source

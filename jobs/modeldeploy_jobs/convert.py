@@ -28,12 +28,19 @@ def run(context: StageContext) -> StageResult:
     import torch
 
     toolchain = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    metrics: dict[str, Any] = {}
     if source["format"] == "onnx":
         original = _fetch_model(context, source)
         batch = _passthrough(original, source, target) or PARITY_BATCH
         reference = lambda: _onnx_reference(original, source)
+    elif source["format"] == "pytorch":
+        module, classifier = _pytorch_model(context, source)
+        if classifier:
+            metrics["weightsLabelOffset"] = {"rows": source["weightsLabelOffset"], "parameters": classifier}
+        _export(module, source, target)
+        batch, reference = PARITY_BATCH, lambda: _torch_runner(module)
     else:
-        module = _pytorch_model(context, source) if source["format"] == "pytorch" else _torchscript(context, source)
+        module = _torchscript(context, source)
         _export(module, source, target)
         batch, reference = PARITY_BATCH, lambda: _torch_runner(module)
     nodes_before = len(onnx.load(str(target), load_external_data=False).graph.node)
@@ -42,7 +49,7 @@ def run(context: StageContext) -> StageResult:
     _check(target, source)
     parity = _parity(reference(), target, source, batch)
     converted = onnx.load(str(target), load_external_data=False)
-    metrics = {
+    metrics |= {
         "opset": _opset(converted),
         "nodes": len(converted.graph.node),
         "nodesBeforeSimplify": nodes_before,
@@ -63,18 +70,22 @@ def _described(source: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------- PyTorch
 
 
-def _pytorch_model(context: StageContext, source: Mapping[str, Any]) -> Any:
+def _pytorch_model(context: StageContext, source: Mapping[str, Any]) -> tuple[Any, list[str]]:
+    """The model in eval mode, and the parameters whose leading rows weightsLabelOffset dropped."""
     import torch
 
     if source.get("code"):
         _import_path(context, source["code"])
     torch.manual_seed(0)  # random initialisation (randomWeights) is the same on every run
     model = _construct(source)
+    trimmed: list[str] = []
     if source.get("weights"):
         path = context.fetch_source(source["weights"], context.workdir / "weights.pth", source.get("sha256"))
         state = _state_dict(path, source)
+        if source.get("weightsLabelOffset", 0):
+            trimmed = _drop_leading_labels(model.state_dict(), state, source)
         _load(model, state, source)
-    return model.eval()
+    return model.eval(), trimmed
 
 
 def _import_path(context: StageContext, uri: str) -> None:
@@ -199,6 +210,48 @@ def _renamed(name: str, prefixes: list[tuple[str, str]]) -> str:
     return name
 
 
+def _drop_leading_labels(expected: Mapping[str, Any], state: dict[str, Any], source: Mapping[str, Any]) -> list[str]:
+    """Drop weightsLabelOffset leading rows from the classifier's tensors in `state`, as timm's label_offset does;
+    returns their names. They are the weight and bias of the modules `classifier` names, or else every tensor the
+    checkpoint holds with that many rows more than the model's (the model's having numClasses rows, if it is set)."""
+    rows = source["weightsLabelOffset"]
+    described = f"{source['weights']}: weightsLabelOffset: {rows}"
+    if source.get("classifier"):
+        names = []
+        for module in source["classifier"]:
+            found = [f"{module}.{kind}" for kind in ("weight", "bias") if f"{module}.{kind}" in expected]
+            if f"{module}.weight" not in found:
+                raise StageError(StageReason.WEIGHTS_MISMATCH, f"classifier: {source['architecture']} has no "
+                                 f"parameter {module}.weight (is {module!r} the classifier module's name?)")
+            names += found
+        for name in names:
+            if name not in state:
+                raise StageError(StageReason.WEIGHTS_MISMATCH, f"{described}: the checkpoint has no {name}")
+            if not _has_extra_rows(state[name].shape, expected[name].shape, rows):
+                raise StageError(StageReason.WEIGHTS_MISMATCH, f"{described}: {name} is "
+                                 f"{list(state[name].shape)} in the checkpoint and {list(expected[name].shape)} in the "
+                                 f"model, not {rows} leading row(s) more")
+    else:
+        classes = source.get("numClasses")
+        names = [
+            name for name, tensor in expected.items()
+            if name in state and _has_extra_rows(state[name].shape, tensor.shape, rows)
+            and (classes is None or tensor.shape[0] == classes)
+        ]
+        if not names:
+            rows_of_model = f"the model's {classes}" if classes is not None else "the model's"
+            raise StageError(StageReason.WEIGHTS_MISMATCH, f"{described}: no tensor of the checkpoint has {rows} "
+                             f"leading row(s) more than {rows_of_model} (the classifier's weight and bias); name them "
+                             "with classifier, or drop weightsLabelOffset if the checkpoint already matches")
+    for name in names:
+        state[name] = state[name][rows:]
+    return names
+
+
+def _has_extra_rows(checkpoint: Any, model: Any, rows: int) -> bool:
+    return len(checkpoint) == len(model) >= 1 and checkpoint[0] == model[0] + rows and checkpoint[1:] == model[1:]
+
+
 def _load(model: Any, state: dict[str, Any], source: Mapping[str, Any]) -> None:
     expected = model.state_dict()
     missing = [name for name in expected if name not in state]
@@ -215,6 +268,16 @@ def _load(model: Any, state: dict[str, Any], source: Mapping[str, Any]) -> None:
         problems.append(f"{len(unexpected)} key(s) the model does not have")
     if mismatched:
         problems.append(f"size mismatch for {_few(mismatched)}")
+        extra = {
+            state[name].shape[0] - expected[name].shape[0]
+            for name in expected
+            if name in state and state[name].shape != expected[name].shape and state[name].shape[0] > expected[name].shape[0]
+            and state[name].shape[1:] == expected[name].shape[1:]
+        }
+        if len(extra) == 1 and not source.get("weightsLabelOffset", 0):
+            (rows,) = extra
+            problems.append(f"the checkpoint's classifier has {rows} leading row(s) more than the model's (a "
+                            f"background class?): weightsLabelOffset: {rows} drops them, as timm's label_offset does")
     if missing and unexpected and _differ_by_prefix(missing, unexpected):
         problems.append("every unexpected key ends in a missing one: map the prefix with weightsPrefixMap")
     if problems:

@@ -160,6 +160,7 @@ class Parity(Model):
 
 
 DEFAULT_OPSET = 17  # what a pytorch or torchscript source is exported at when the spec names no opset
+MODULE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$"
 
 
 def _default_opset(fields: dict[str, Any]) -> int | None:
@@ -191,6 +192,11 @@ class Source(Model):
                     "weights apply only to a pytorch source; use uri for the model file", ".weights"),
                 cel("self.format != 'pytorch' || !has(self.uri)",
                     "a pytorch source takes weights, not uri", ".uri"),
+                cel("!has(self.weightsLabelOffset) || self.weightsLabelOffset == 0 || has(self.weights)",
+                    "weightsLabelOffset applies only to a pytorch source's weights", ".weightsLabelOffset"),
+                cel("!has(self.classifier) || (has(self.weightsLabelOffset) && self.weightsLabelOffset > 0)",
+                    "classifier names where weightsLabelOffset drops rows: it needs weightsLabelOffset",
+                    ".classifier"),
             ]
         }
     )
@@ -219,6 +225,25 @@ class Source(Model):
     weights_prefix_map: dict[str, str] = Field(
         default_factory=dict,
         description='Rename state_dict key prefixes, e.g. {"backbone.": "", "head.fc.": "fc."}.',
+    )
+    # weightsLabelOffset came after task keys were first computed: at its default it is left out of a dump, so the
+    # convert configs the planner hashes, and so the keys, of specs not using it stay.
+    weights_label_offset: int = Field(
+        default=0,
+        ge=0,
+        le=INT64_MAX,
+        exclude_if=lambda rows: rows == 0,
+        description="Leading rows of the checkpoint's classifier that the model has no class for, dropped from its "
+        "weight and bias as timm's label_offset does: 1 loads a 1001-row classifier whose row 0 is the background "
+        "class into a model of numClasses 1000.",
+    )
+    classifier: list[Annotated[str, Field(min_length=1, max_length=256, pattern=MODULE_NAME)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=8,
+        description="The classifier's module names, e.g. [last_linear] (timm's pretrained_cfg classifier): the "
+        "weight and bias weightsLabelOffset trims. Default: every checkpoint tensor with weightsLabelOffset more "
+        "leading rows than the model's (and the model's numClasses rows, when numClasses is set).",
     )
     uri: Uri | None = Field(default=None, description="TorchScript or ONNX model file.")
     sha256: str | None = Field(
