@@ -1,9 +1,11 @@
 """convert as the guides need it: an ONNX source at its own opset (002), a checkpoint with a background class (004),
-and the convert keys of specs that use neither."""
+onnxsim as the simplifier (004), and the convert keys of specs that use none of these."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -238,3 +240,52 @@ def test_writing_weights_label_offset_0_does_not_change_the_convert_key() -> Non
 def test_seed_004_drops_the_background_row_as_timm_does() -> None:
     source = convert_task_config(seed_plan("004"))
     assert source["weightsLabelOffset"] == 1 and source["numClasses"] == 1000 and "classifier" not in source
+
+
+# ---------------------------------------------------------------- simplifiers
+
+
+def test_onnxsim_simplifies_with_the_declared_input_shapes_and_is_recorded(tmp_path: Path) -> None:
+    fields = {"format": "pytorch", "architecture": "timm:resnet10t", "randomWeights": True, "numClasses": CLASSES,
+              "inputs": IMAGE, "simplify": True}
+    model, metrics, toolchain = convert(tmp_path / "onnxsim", **fields, simplifier="onnxsim")
+    assert toolchain["onnxsim"] == version("onnxsim") and "onnxslim" not in toolchain
+    assert metrics["simplifier"] == "onnxsim"
+    assert metrics["nodes"] < metrics["nodesBeforeSimplify"]
+    graph = onnx.load(str(model)).graph
+    assert [dim.dim_param or dim.dim_value for dim in graph.input[0].type.tensor_type.shape.dim] == ["batch", 3, 32, 32]
+    assert metrics["parity"]["cosine"] > 0.9999
+    assert logits(model, np.zeros((3, 3, 32, 32), np.float32)).shape == (3, CLASSES)
+
+    _, metrics, toolchain = convert(tmp_path / "onnxslim", **fields)
+    assert metrics["simplifier"] == "onnxslim" and "onnxslim" in toolchain and "onnxsim" not in toolchain
+    _, metrics, toolchain = convert(tmp_path / "none", **{**fields, "simplify": False})
+    assert metrics["simplifier"] is None and "onnxslim" not in toolchain
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (setting("spec.source.simplifier", "onnxsim"), "applies only with simplify: true"),
+        (both(setting("spec.source.simplify", True), setting("spec.source.simplifier", "polygraphy")), "onnxsim"),
+    ],
+)
+def test_simplifier_is_checked(change: Callable[[Doc], None], message: str) -> None:
+    refused(change, "spec.source.simplifier", message)
+
+
+def test_naming_the_default_simplifier_does_not_change_the_convert_key() -> None:
+    simplified = base()
+    simplified["spec"]["source"]["simplify"] = True
+    explicit = copy.deepcopy(simplified)
+    explicit["spec"]["source"]["simplifier"] = "onnxslim"
+    assert convert_key(explicit) == convert_key(simplified)
+    explicit["spec"]["source"]["simplifier"] = "onnxsim"
+    assert convert_key(explicit) != convert_key(simplified)
+
+
+def test_seed_004_simplifies_with_onnxsim_as_its_guide() -> None:
+    source = convert_task_config(seed_plan("004"))
+    assert source["simplify"] is True and source["simplifier"] == "onnxsim"
+    # the guide: python3.7.5 -m onnxsim --overwrite-input-shape="-1,3,331,331" pnasnet5large.onnx ...
+    assert source["inputs"] == [{"name": "image", "shape": [-1, 3, 331, 331], "dtype": "float32", "layout": "NCHW"}]

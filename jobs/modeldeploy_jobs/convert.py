@@ -5,11 +5,12 @@ from __future__ import annotations
 import importlib
 import sys
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from modeldeploy.spec import DEFAULT_SIMPLIFIER
 
 from modeldeploy_jobs.limits import MODEL_BYTES
 from modeldeploy_jobs.sources import inside
@@ -44,13 +45,15 @@ def run(context: StageContext) -> StageResult:
         _export(module, source, target)
         batch, reference = PARITY_BATCH, lambda: _torch_runner(module)
     nodes_before = len(onnx.load(str(target), load_external_data=False).graph.node)
-    if source.get("simplify"):
-        toolchain["onnxslim"] = _simplify(target)
+    simplifier = source.get("simplifier", DEFAULT_SIMPLIFIER) if source.get("simplify") else None
+    if simplifier is not None:
+        toolchain[simplifier] = SIMPLIFIERS[simplifier](target, source)
     _check(target, source)
     parity = _parity(reference(), target, source, batch)
     converted = onnx.load(str(target), load_external_data=False)
     metrics |= {
         "opset": _opset(converted),
+        "simplifier": simplifier,
         "nodes": len(converted.graph.node),
         "nodesBeforeSimplify": nodes_before,
         "parity": parity,
@@ -504,7 +507,7 @@ def _onnx_runner(path: Path) -> Any:
     return run
 
 
-def _simplify(target: Path) -> str:
+def _onnxslim(target: Path, source: Mapping[str, Any]) -> str:
     import onnx
     import onnxslim
 
@@ -515,6 +518,34 @@ def _simplify(target: Path) -> str:
                          "simplify: false to convert without it") from None
     onnx.save(simplified, str(target))
     return onnxslim.__version__
+
+
+def _onnxsim(target: Path, source: Mapping[str, Any]) -> str:
+    """onnx-simplifier as `python -m onnxsim model.onnx out.onnx --overwrite-input-shape=<name>:<shape>` runs it,
+    with every input's shape as the spec declares it (-1 keeps the batch axis dynamic)."""
+    from importlib.metadata import version
+
+    import onnx
+
+    try:
+        import onnxsim
+    except ImportError:
+        raise StageError(StageReason.TOOLCHAIN_MISSING, "simplifier: onnxsim is not installed in this job image "
+                         "(pip install onnxsim); set simplifier: onnxslim to use onnxslim") from None
+    shapes = {spec["name"]: list(spec["shape"]) for spec in source["inputs"]}
+    try:
+        simplified, checked = onnxsim.simplify(onnx.load(str(target)), overwrite_input_shapes=shapes)
+    except Exception as error:  # noqa: BLE001 - onnxsim raises its own and C++ errors
+        raise StageError(StageReason.SIMPLIFY_FAILED, f"onnxsim could not simplify the model ({error}); set "
+                         "simplifier: onnxslim, or simplify: false to convert without simplifying") from None
+    if not checked:
+        raise StageError(StageReason.SIMPLIFY_FAILED, "onnxsim's check found that the simplified model's outputs "
+                         "differ from the model's; set simplifier: onnxslim, or simplify: false")
+    onnx.save(simplified, str(target))
+    return version("onnxsim")
+
+
+SIMPLIFIERS: Mapping[str, Callable[[Path, Mapping[str, Any]], str]] = {"onnxslim": _onnxslim, "onnxsim": _onnxsim}
 
 
 def _check(target: Path, source: Mapping[str, Any]) -> None:

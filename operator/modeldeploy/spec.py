@@ -160,6 +160,8 @@ class Parity(Model):
 
 
 DEFAULT_OPSET = 17  # what a pytorch or torchscript source is exported at when the spec names no opset
+Simplifier = Literal["onnxslim", "onnxsim"]
+DEFAULT_SIMPLIFIER: Simplifier = "onnxslim"
 MODULE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$"
 
 
@@ -197,6 +199,8 @@ class Source(Model):
                 cel("!has(self.classifier) || (has(self.weightsLabelOffset) && self.weightsLabelOffset > 0)",
                     "classifier names where weightsLabelOffset drops rows: it needs weightsLabelOffset",
                     ".classifier"),
+                cel("!has(self.simplifier) || self.simplifier == 'onnxslim' || self.simplify",
+                    "simplifier applies only with simplify: true", ".simplifier"),
             ]
         }
     )
@@ -226,8 +230,8 @@ class Source(Model):
         default_factory=dict,
         description='Rename state_dict key prefixes, e.g. {"backbone.": "", "head.fc.": "fc."}.',
     )
-    # weightsLabelOffset came after task keys were first computed: at its default it is left out of a dump, so the
-    # convert configs the planner hashes, and so the keys, of specs not using it stay.
+    # weightsLabelOffset and simplifier came after task keys were first computed: at their defaults they are left
+    # out of a dump, so the convert configs the planner hashes, and so the keys, of specs not using them stay.
     weights_label_offset: int = Field(
         default=0,
         ge=0,
@@ -265,6 +269,12 @@ class Source(Model):
         "an onnx source is converted to it when it is set, and keeps its own opset when it is not.",
     )
     simplify: bool = False
+    simplifier: Simplifier = Field(
+        default=DEFAULT_SIMPLIFIER,
+        exclude_if=lambda name: name == DEFAULT_SIMPLIFIER,
+        description="What simplify runs: onnxslim, or onnxsim (onnx-simplifier) given the inputs' shapes as its "
+        "--overwrite-input-shape.",
+    )
     parity: Parity = Field(default_factory=Parity)
 
 
