@@ -386,7 +386,7 @@ def hostile_inputs(scratch: Path, endpoint: str) -> Row:
             notes.append(f"input {size / 1000:,.1f} KB; peak resident set {attempt.peak_bytes / MIB:.0f} MiB, "
                          f"+{attempt.grew_bytes / MIB:.1f} MiB over the stage's start")
         expected = "" if attempt.outcome == probe.expected else f" (expected {probe.expected})"
-        say(f"  {'held' if held else 'FAIL'}  {probe.label}: {attempt.outcome}{expected}; {'; '.join(notes)}")
+        say(f"  {'held' if held else 'FAIL'}  {probe.label}: {'; '.join([attempt.outcome + expected, *notes])}")
     return Row("hostile inputs", f"{len(probes)} inputs", failed, "not refused, wrote outside or ran code",
                "all refused, none wrote outside its folder, none ran code")
 
