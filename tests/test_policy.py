@@ -325,7 +325,7 @@ def test_the_admission_policy_matches_spec_writes_of_modeldeployments_only() -> 
     assert (binding["kind"], binding["metadata"]["name"]) == ("ValidatingAdmissionPolicyBinding", "tenants")
     assert admission["spec"]["failurePolicy"] == "Fail"
     assert admission["spec"]["matchConstraints"]["resourceRules"] == [{
-        "apiGroups": ["modeldeploy.io"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"],
+        "apiGroups": ["modeldeploy.io"], "apiVersions": ["v1alpha1"], "operations": ["CREATE", "UPDATE"],
         "resources": ["modeldeployments"]}]
     assert all(rule["reason"] == "Forbidden" and rule["message"].startswith("spec.")
                for rule in admission["spec"]["validations"])

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from modeldeploy.spec import GROUP, PLURAL, ModelDeploymentSpec, Placement, Target
+from modeldeploy.spec import GROUP, PLURAL, VERSION, ModelDeploymentSpec, Placement, Target
 from modeldeploy.validation import FieldError
 
 Scheme = Literal["s3", "https", "http"]
@@ -422,7 +422,7 @@ def admission_policy(policy: Policy, name: str = "modeldeploy-policy") -> list[d
             "spec": {
                 "failurePolicy": "Fail",
                 "matchConstraints": {"resourceRules": [{
-                    "apiGroups": [GROUP], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"],
+                    "apiGroups": [GROUP], "apiVersions": [VERSION], "operations": ["CREATE", "UPDATE"],
                     "resources": [PLURAL],
                 }]},
                 "matchConditions": [{
