@@ -96,7 +96,7 @@ MODELS: dict[str, tuple[str, Callable[[], bytes]]] = {
     "002": ("resnet50-v1-7.onnx", resnet50_v1_onnx),
     "003": ("inceptionresnetv2-520b38e4.pth",
             torch_file(lambda: timm_state("inception_resnet_v2", 1001, rename=("classif.", "last_linear.")))),
-    "004": ("pnasnet5large-bf079911.pth", torch_file(lambda: timm_state("pnasnet5large", 1000))),
+    "004": ("pnasnet5large-bf079911.pth", torch_file(lambda: timm_state("pnasnet5large", 1001))),  # row 0: background
 }
 
 
