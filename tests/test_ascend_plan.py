@@ -147,9 +147,9 @@ GUIDE_AIPP_001 = {  # aipp_SE_ResNet50_pth.config (atc ... --insert_op_conf=./ai
     "var_reci_chn_1": "0.0175070028011204",  # "var_reci_chn_1: 0.0175070028011204"
     "var_reci_chn_2": "0.0174291938997821",  # "var_reci_chn_2: 0.0174291938997821"
 }
-# What seeds/001's dataset.preprocess says of imagenet_torch_preprocess.py's resize (exactly 256x256, aspect not
-# kept) and of the 224 crop that AIPP makes on the device.
-PREPROCESS_001 = {"resize": 256, "resizeMode": "exact", "crop": 224,
+# What seeds/001's dataset.preprocess must say of imagenet_torch_preprocess.py: cv2.imread, BGR to RGB, cv2.resize
+# to exactly 256x256 (aspect not kept) with INTER_CUBIC, and the 224 crop that AIPP makes on the device.
+PREPROCESS_001 = {"decoder": "opencv", "resize": 256, "resizeMode": "exact", "interpolation": "bicubic", "crop": 224,
                   "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
@@ -188,15 +188,13 @@ def test_quant_cfg_writes_each_amct_key_the_options_move_off_amcts_default() -> 
 
 def test_aipp_crop_gives_the_guides_aipp_config_for_seed_001_key_for_key() -> None:
     document = seed_document("001")
-    document["spec"]["dataset"]["preprocess"] = PREPROCESS_001
-    document["spec"]["targets"][0]["options"]["aippCrop"] = True
+    assert document["spec"]["dataset"]["preprocess"] == PREPROCESS_001
+    assert document["spec"]["targets"][0]["options"]["aippCrop"] is True
     assert settings(files_of(document, "compile")["config/aipp.cfg"]) == GUIDE_AIPP_001
 
 
 def test_aipp_crop_prepares_the_resized_images_and_still_plans_the_guides_atc_flags() -> None:
     document = seed_document("001")
-    document["spec"]["dataset"]["preprocess"] = PREPROCESS_001
-    document["spec"]["targets"][0]["options"]["aippCrop"] = True
     result = plan(load_resource(document).spec)
     assert {task.config["variant"] for task in result.tasks if task.kind == "prepare"} == {
         ascend.RAW_UINT8_UNCROPPED_BINS}
