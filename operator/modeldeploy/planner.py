@@ -301,7 +301,8 @@ def _inputs(**roles: str | None) -> dict[str, str]:
 
 
 def _target_config(target: Target, backend: Backend) -> dict[str, Any]:
-    """What about a target changes its measurements: backend, device, options (defaults filled in), image."""
+    """What about a target changes its measurements: backend, device, options (defaults filled in), image, and the
+    toolchain release it names when that is not the backend's (the stages compare it with the one that runs)."""
     config: dict[str, Any] = {
         "backend": backend.name,
         "options": backend.parse_options(target).model_dump(mode="json", by_alias=True),
@@ -310,6 +311,9 @@ def _target_config(target: Target, backend: Backend) -> dict[str, Any]:
         config["device"] = target.device
     if target.image is not None:
         config["image"] = target.image
+    release = backend.named_release(target)
+    if release is not None:
+        config["toolchainVersion"] = release
     return config
 
 
@@ -334,7 +338,7 @@ class _StagePlanner:
             f"{kind} {label}",
             config,
             inputs,
-            self.backend.toolchain,
+            self.backend.target_toolchain(self.target),
             backend=self.backend.name,
             target=self.target.name,
             needs_device=self.backend.needs_device(kind, self.target.device),

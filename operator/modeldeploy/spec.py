@@ -502,6 +502,19 @@ def _installed_backend(name: str) -> str:
     return name
 
 
+class TargetToolchain(Model):
+    """The vendor toolchain a target expects in its job image."""
+
+    version: str = Field(
+        min_length=1,
+        max_length=32,
+        pattern=r"^[0-9][0-9A-Za-z.]*$",
+        description="The release the target is compiled and measured with, e.g. CANN 6.0.RC1 or MagicMind 0.13.0: "
+        "it picks the job image and enters the target's task keys, and the results say whether the image ran it. "
+        "Default: the backend's own release.",
+    )
+
+
 class Target(Model):
     """One device to compile for and measure on."""
 
@@ -526,6 +539,7 @@ class Target(Model):
     dynamic_batch: DynamicBatch | None = None
     options: JsonObject = Field(default_factory=dict, description="Backend options, checked by the backend.")
     image: str | None = Field(default=None, max_length=512, description="Overrides the backend's job image.")
+    toolchain: TargetToolchain | None = None
     placement: Placement | None = None
 
     def evaluated_batch_sizes(self) -> list[int]:

@@ -8,6 +8,7 @@ calibrates, compiles and evaluates lives in `modeldeploy_jobs`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -60,6 +61,13 @@ class Backend:
     precisions: frozenset[str]
     toolchain: str  # enters every task key of this backend: a new toolchain never reuses old results
     image: str
+    # The releases of the vendor toolchain a target may name in toolchain.version; without a release, the backend
+    # runs the one toolchain of its image. `toolchain` and `image` are those of `release`, the default.
+    release: str | None = None
+    release_pattern: str | None = None  # matched in full, ignoring case
+    release_examples: str = ""
+    toolchain_of: Callable[[str], str] = lambda release: release
+    image_of: Callable[[str], str] = lambda release: release
     calibration_methods: frozenset[str] = frozenset({"auto"})
     options: type[Options] = NoOptions
     devices: Mapping[str, Device] = field(default_factory=dict)  # empty: runs on any CPU node, no device field
@@ -76,6 +84,27 @@ class Backend:
     commands: Callable[[str, Config, Sequence[TensorSpec]], list[list[str]]] = lambda kind, config, inputs: []
     # The config files a task generates for its tools, by name.
     files: Callable[[str, Config], Mapping[str, str]] = lambda kind, config: {}
+
+    def target_release(self, target: Target) -> str | None:
+        """The toolchain release the target expects, in lower case (CANN writes 6.0.RC1 in its package names and
+        6.0.rc1 in its image tags); None for a backend without releases."""
+        if target.toolchain is None or self.release is None:
+            return self.release
+        return target.toolchain.version.lower()
+
+    def named_release(self, target: Target) -> str | None:
+        """The release a target names when it is not the default one: what its task configs carry."""
+        release = self.target_release(target)
+        return release if release != self.release else None
+
+    def target_toolchain(self, target: Target) -> str:
+        release = self.named_release(target)
+        return self.toolchain if release is None else self.toolchain_of(release)
+
+    def target_image(self, target: Target) -> str:
+        """The job image of the target's stages: the one of the release it names, else the backend's."""
+        release = self.named_release(target)
+        return self.image if release is None else self.image_of(release)
 
     def needs_device(self, stage: str, device: str | None = None) -> bool:
         known = self.devices.get(device or "")
@@ -104,6 +133,7 @@ class Backend:
                 )
         elif target.device is not None:
             errors.append(("device", f"backend {self.name} runs on CPU nodes and takes no device"))
+        errors += self._release_errors(target)
         # Precisions the backend rejects outright are the CRD's CEL rule; this adds what the chip lacks.
         accepted = self.precisions_for(target.device)
         for index, precision in enumerate(target.precisions):
@@ -119,6 +149,19 @@ class Backend:
         except ValidationError:
             return errors  # reported by the caller with the options' own field paths
         return errors + (self.check(target, spec) if spec is not None else [])
+
+
+    def _release_errors(self, target: Target) -> FieldErrors:
+        if target.toolchain is None:
+            return []
+        version = target.toolchain.version
+        if self.release_pattern is None:
+            return [("toolchain.version", (f"backend {self.name} runs the one toolchain of its image "
+                                           f"({self.toolchain}): remove toolchain"))]
+        if re.fullmatch(self.release_pattern, version, re.IGNORECASE) is None:
+            return [("toolchain.version", (f"{version!r} is not a {self.name} toolchain release; "
+                                           f"expected one such as {self.release_examples}"))]
+        return []
 
 
 class UnknownBackend(KeyError):

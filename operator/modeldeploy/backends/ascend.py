@@ -20,6 +20,8 @@ from modeldeploy.backends import (
 from modeldeploy.spec import Calibration, Dataset, ModelDeploymentSpec, Preprocess, Target, TensorSpec
 
 CANN_VERSION = "8.2.rc1"
+# CANN releases: 5.0.1, 6.0.RC1, 8.2.rc1, and pre-releases such as 7.0.RC1.alpha003 or 8.0.RC2.beta1.
+CANN_RELEASE = r"\d+\.\d+\.(\d+|rc\d+)(\.(alpha|beta)\d+)?"
 CIFAR_SIDE = 32
 # The prepare stage's uint8 NHWC samples resized but not cropped, for AIPP to crop on the device.
 RAW_UINT8_UNCROPPED_BINS = "raw-uint8-uncropped-bins"
@@ -188,11 +190,24 @@ def data_variant(target: Target) -> str:
     return RAW_UINT8_UNCROPPED_BINS if options.aipp_crop else RAW_UINT8_BINS
 
 
+def toolchain_of(release: str) -> str:
+    return f"cann-{release}"
+
+
+def image_of(release: str) -> str:
+    return f"ghcr.io/modeldeploy/modeldeploy-jobs-ascend:0.1.0-cann{release}"
+
+
 ASCEND = Backend(
     name="ascend",
     precisions=frozenset({"fp32", "fp16", "bf16", "mixed", "int8"}),
-    toolchain=f"cann-{CANN_VERSION}",
-    image=f"ghcr.io/modeldeploy/modeldeploy-jobs-ascend:0.1.0-cann{CANN_VERSION}",
+    toolchain=toolchain_of(CANN_VERSION),
+    image=image_of(CANN_VERSION),
+    release=CANN_VERSION,
+    release_pattern=CANN_RELEASE,
+    release_examples="5.0.1, 6.0.RC1, 6.3.RC1 or 8.2.rc1",
+    toolchain_of=toolchain_of,
+    image_of=image_of,
     options=AscendOptions,
     devices=DEVICES,
     runs_as_non_root=False,

@@ -11,6 +11,7 @@ from modeldeploy.backends import RAW_UINT8_BINS, TENSORS, Backend, Config, Devic
 from modeldeploy.spec import ModelDeploymentSpec, Preprocess, Target, TensorSpec
 
 MAGICMIND_VERSION = "1.7.0"
+MAGICMIND_RELEASE = r"\d+\.\d+\.\d+"
 
 
 class MagicMindOptions(Options):
@@ -68,14 +69,28 @@ def build_config(target: Target, spec: ModelDeploymentSpec) -> Config:
 
 
 def commands(kind: str, config: Config, inputs: Sequence[TensorSpec]) -> list[list[str]]:
-    return magicmind_tools.commands(kind, config, MAGICMIND_VERSION)
+    """The tools' command lines, with the flags of the release the target names (mm_run's batch flag changed)."""
+    return magicmind_tools.commands(kind, config, config.get("toolchainVersion", MAGICMIND_VERSION))
+
+
+def toolchain_of(release: str) -> str:
+    return f"magicmind-{release}"
+
+
+def image_of(release: str) -> str:
+    return f"ghcr.io/modeldeploy/modeldeploy-jobs-magicmind:0.1.0-mm{release}"
 
 
 MAGICMIND = Backend(
     name="magicmind",
     precisions=frozenset({"fp32", "fp16", "int8", "int16"}),
-    toolchain=f"magicmind-{MAGICMIND_VERSION}",
-    image=f"ghcr.io/modeldeploy/modeldeploy-jobs-magicmind:0.1.0-mm{MAGICMIND_VERSION}",
+    toolchain=toolchain_of(MAGICMIND_VERSION),
+    image=image_of(MAGICMIND_VERSION),
+    release=MAGICMIND_VERSION,
+    release_pattern=MAGICMIND_RELEASE,
+    release_examples="0.13.0 or 1.7.0",
+    toolchain_of=toolchain_of,
+    image_of=image_of,
     options=MagicMindOptions,
     devices=DEVICES,
     runs_as_non_root=False,
