@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -29,6 +29,7 @@ MAX_NAME_LENGTH = 40
 
 Precision = Literal["fp32", "fp16", "bf16", "mixed", "int8", "int16"]
 QUANTIZED_PRECISIONS: frozenset[str] = frozenset({"int8", "int16"})
+FLOAT_PRECISIONS: frozenset[str] = frozenset({"fp32", "fp16", "bf16", "mixed"})
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ARCHITECTURE = r"^((timm|torchvision):[A-Za-z0-9_.]+|python:[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*)$"
@@ -554,8 +555,71 @@ class Target(Model):
 class DeclaredAccuracy(Model):
     """Published accuracy as fractions (78.55% is 0.7855)."""
 
-    top1: float | None = Field(default=None, ge=0, le=1)
-    top5: float | None = Field(default=None, ge=0, le=1)
+    top1: float | None = Field(default=None, ge=0, le=1, description="Top-1 accuracy, a fraction.")
+    top5: float | None = Field(default=None, ge=0, le=1, description="Top-5 accuracy, a fraction.")
+
+
+def _unique_expected(entries: str) -> str:
+    """CEL: no two of `entries` name the same (target, precision, batchSize); a left-out target or batchSize is a
+    value of its own (every target, every batch size)."""
+    return (
+        f"{entries}.all(a, {entries}.exists_one(b, b.precision == a.precision"
+        " && has(a.target) == has(b.target) && (!has(a.target) || a.target == b.target)"
+        " && has(a.batchSize) == has(b.batchSize) && (!has(a.batchSize) || a.batchSize == b.batchSize)))"
+    )
+
+
+class ExpectedCell(Model):
+    """Which cells a published figure is for: a precision, on one target and at one batch size when given."""
+
+    target: str | None = Field(
+        default=None, min_length=1, max_length=24, pattern=DNS_LABEL,
+        description="The target (targets[].name) the figure was published for; every target when left out.",
+    )
+    precision: Precision = Field(description="The precision the figure was published for.")
+    batch_size: int | None = Field(
+        default=None, ge=1, le=4096, description="The batch size the figure was published for; every batch size "
+        "when left out. A figure for the cell's target and batch size wins over one leaving either out.",
+    )
+
+    def specificity(self, target: str, precision: str, batch_size: int) -> tuple[bool, bool] | None:
+        """How closely this entry names the cell (target named, batch size named), or None when it does not."""
+        if self.precision != precision or self.target not in (None, target) or self.batch_size not in (None, batch_size):
+            return None
+        return self.target is not None, self.batch_size is not None
+
+
+Entry = TypeVar("Entry", bound=ExpectedCell)
+
+
+def matching(entries: list[Entry] | None, target: str, precision: str, batch_size: int) -> Entry | None:
+    """The entry that names the cell most closely: the target first, then the batch size."""
+    ranked = [
+        (rank, entry) for entry in entries or [] if (rank := entry.specificity(target, precision, batch_size)) is not None
+    ]
+    return max(ranked, key=lambda pair: pair[0])[1] if ranked else None
+
+
+class ExpectedAccuracy(ExpectedCell):
+    """Published accuracy of one precision (at one batch size, on one target, when given), as fractions."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("has(self.top1) || has(self.top5)", "an expected accuracy needs top1 or top5", ".top1"),
+            ]
+        }
+    )
+
+    top1: float | None = Field(default=None, ge=0, le=1, description="Published top-1 accuracy, a fraction.")
+    top5: float | None = Field(default=None, ge=0, le=1, description="Published top-5 accuracy, a fraction.")
+
+
+class ExpectedThroughput(ExpectedCell):
+    """Published throughput of one precision at one batch size (on one target, when given)."""
+
+    batch_size: int = Field(ge=1, le=4096, description="The batch size the throughput was published for.")
+    throughput: float = Field(gt=0, description="Published throughput in samples per second.")
 
 
 class Accuracy(Model):
@@ -572,6 +636,11 @@ class Accuracy(Model):
                     "the declared numbers must include the gate's metric", ".declared"),
                 cel("self.dropMode != 'relative' || self.maxDrop <= 1.0",
                     "a relative maxDrop is a fraction of the reference and must not exceed 1", ".maxDrop"),
+                cel("self.reference != 'declared' || !has(self.expected) || self.expected.all(e, "
+                    "self.metric == 'top1' ? has(e.top1) : has(e.top5))",
+                    "with reference: declared every expected accuracy must include the gate's metric", ".expected"),
+                cel(f"!has(self.expected) || {_unique_expected('self.expected')}",
+                    "expected accuracies must not repeat a target, precision and batchSize", ".expected"),
             ]
         }
     )
@@ -579,10 +648,27 @@ class Accuracy(Model):
     reference: Literal["source", "declared"] = Field(
         default="source", description="source: the source model in fp32 on the same data; declared: the numbers below."
     )
-    declared: DeclaredAccuracy | None = None
-    metric: Literal["top1", "top5"] = "top1"
+    declared: DeclaredAccuracy | None = Field(
+        default=None, description="With reference: declared, the reference of every cell without an expected "
+        "accuracy of its own.",
+    )
+    expected: list[ExpectedAccuracy] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="Published accuracy per precision (and batch size, and target): each cell's status and the "
+        "report show measured against expected as a ratio. With reference: declared the gate judges a cell "
+        "against its expected figure, and against declared when it has none.",
+    )
+    metric: Literal["top1", "top5"] = Field(default="top1", description="The metric the gate judges.")
     max_drop: float = Field(default=0.01, ge=0, description="Largest allowed drop below the reference.")
-    drop_mode: Literal["absolute", "relative"] = "absolute"
+    drop_mode: Literal["absolute", "relative"] = Field(
+        default="absolute", description="absolute: maxDrop in fractions (0.01 is one point); relative: a fraction "
+        "of the reference."
+    )
+
+    def expected_for(self, target: str, precision: str, batch_size: int) -> ExpectedAccuracy | None:
+        return matching(self.expected, target, precision, batch_size)
 
 
 class SecretReference(Model):
@@ -618,13 +704,47 @@ class Performance(Model):
             "x-kubernetes-validations": [
                 cel("!(has(self.iterations) && has(self.durationSeconds))",
                     "set iterations or durationSeconds, not both", ".durationSeconds"),
+                cel("!has(self.minRatio) || has(self.expected)",
+                    "minRatio is a fraction of the expected throughput: it needs expected", ".minRatio"),
+                cel(f"!has(self.expected) || {_unique_expected('self.expected')}",
+                    "expected throughputs must not repeat a target, precision and batchSize", ".expected"),
             ]
         }
     )
 
     warmup: int = Field(default=10, ge=0, le=100_000, description="Warm-up iterations, not measured.")
     iterations: int | None = Field(default=None, ge=1, le=1_000_000, description="Defaults to 100.")
-    duration_seconds: float | None = Field(default=None, gt=0, le=86_400)
+    duration_seconds: float | None = Field(
+        default=None, gt=0, le=86_400, description="Measure for this long instead of a number of iterations."
+    )
+    expected: list[ExpectedThroughput] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Published throughput per precision and batch size (and target): each cell's status and the "
+        "report show measured against expected as a ratio.",
+    )
+    min_ratio: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Speed gate: a cell whose throughput is below this fraction of its expected throughput fails "
+        "(0.9: at least 90% of the published figure). Cells without an expected throughput are not judged.",
+    )
+    # Left out of a dump at its default, as the fields above are at None: specs not using the speed gate keep
+    # their report task's key.
+    int8_must_be_faster: bool = Field(
+        default=False,
+        exclude_if=lambda value: not value,
+        description="Speed gate: an int8 cell fails when its throughput is not above that of every float "
+        "(fp32, fp16, bf16, mixed) cell of the same target and batch size.",
+    )
+
+    def speed_gated(self) -> bool:
+        return self.min_ratio is not None or self.int8_must_be_faster
+
+    def expected_for(self, target: str, precision: str, batch_size: int) -> ExpectedThroughput | None:
+        return matching(self.expected, target, precision, batch_size)
 
     def budget(self) -> dict[str, float | int]:
         """The measurement budget with its default filled in: iterations, or a duration."""
@@ -634,6 +754,34 @@ class Performance(Model):
 
 
 # ---------------------------------------------------------------- the resource
+
+
+_POWERS_OF_TWO = [2**exponent for exponent in range(13)]  # 1 to 4096, the batch sizes dynamicBatch may default to
+
+
+def _expected_rules(section: str) -> list[dict[str, str]]:
+    """CEL rules: every entry of <section>.expected names a target, precision and batch size the spec measures."""
+    entries = f"self.{section}.expected"
+    guard = f"!has(self.{section}) || !has({entries}) || {entries}.all(e, "
+    its_targets = "(!has(e.target) || t.name == e.target) && e.precision in t.precisions"
+    # DynamicBatch.evaluated(): evaluate, or min, max and the powers of two between.
+    evaluated = (
+        "(has(t.batchSizes) ? e.batchSize in t.batchSizes : has(t.dynamicBatch) && "
+        "(has(t.dynamicBatch.evaluate) ? e.batchSize in t.dynamicBatch.evaluate : "
+        "e.batchSize == t.dynamicBatch.min || e.batchSize == t.dynamicBatch.max || "
+        f"(e.batchSize > t.dynamicBatch.min && e.batchSize < t.dynamicBatch.max && e.batchSize in {_POWERS_OF_TWO})))"
+    )
+    field = f".{section}.expected"
+    return [
+        cel(guard + "!has(e.target) || self.targets.exists(t, t.name == e.target))",
+            f"{section}.expected names a target that is not in targets", field),
+        cel(guard + f"self.targets.exists(t, {its_targets}))",
+            f"{section}.expected names a precision its target does not measure (or, without target, no target)", field),
+        cel(guard + f"!has(e.batchSize) || self.targets.exists(t, {its_targets} && {evaluated}))",
+            f"{section}.expected names a batchSize its target does not evaluate at that precision (or, without target, "
+            "no target)",
+            field),
+    ]
 
 
 class ModelDeploymentSpec(Model):
@@ -653,6 +801,13 @@ class ModelDeploymentSpec(Model):
                 cel("!has(self.calibration) || !has(self.dataset) || !has(self.dataset.limit)"
                     " || self.calibration.samples <= self.dataset.limit",
                     "calibration.samples must not exceed dataset.limit", ".calibration.samples"),
+                *_expected_rules("accuracy"),
+                *_expected_rules("performance"),
+                cel("!has(self.performance) || !has(self.performance.int8MustBeFaster) || "
+                    "!self.performance.int8MustBeFaster || self.targets.exists(t, 'int8' in t.precisions && "
+                    f"t.precisions.exists(p, p in {sorted(FLOAT_PRECISIONS)}))",
+                    "int8MustBeFaster needs a target measuring int8 beside fp32, fp16, bf16 or mixed",
+                    ".performance.int8MustBeFaster"),
             ]
         }
     )
@@ -704,6 +859,14 @@ class Latency(StatusModel):
     p99: float | None = None
 
 
+class Figures(StatusModel):
+    """Accuracy (fractions) and throughput (samples per second) of one cell, or their ratios."""
+
+    top1: float | None = Field(default=None, description="Top-1 accuracy.")
+    top5: float | None = Field(default=None, description="Top-5 accuracy.")
+    throughput: float | None = Field(default=None, description="Throughput.")
+
+
 class CellResult(StatusModel):
     target: str
     backend: str | None = None
@@ -717,7 +880,15 @@ class CellResult(StatusModel):
     artifact: str | None = None
     sha256: str | None = None
     drop: float | None = Field(default=None, description="Drop of the gate's metric below the reference.")
-    gate: Literal["Passed", "Failed", "NotEvaluated"] = "NotEvaluated"
+    expected: Figures | None = Field(
+        default=None, description="The published figures this cell is compared with (accuracy.expected, else "
+        "accuracy.declared; performance.expected)."
+    )
+    ratio: Figures | None = Field(default=None, description="Measured divided by expected, figure by figure.")
+    gate: Literal["Passed", "Failed", "NotEvaluated"] = Field(
+        default="NotEvaluated", description="The accuracy gate's and the speed gate's verdict together."
+    )
+    gate_message: str | None = Field(default=None, description="Why the gate failed, or could not judge the cell.")
 
 
 class BestCell(StatusModel):
