@@ -77,15 +77,19 @@ def execute(
     accuracy: Mapping[str, Any] | None,
     cells: list[dict[str, Any]],
     reference: Mapping[str, Any] | None = None,
+    performance: Mapping[str, Any] | None = None,
 ) -> StageResult:
-    """Runs the stage on cells given as evaluate metrics; the reference, when given, is the source evaluation."""
-    config = {
+    """Runs the stage on cells given as evaluate metrics; the reference, when given, is the source evaluation;
+    performance, when given, holds the expected throughputs and the speed gate."""
+    config: dict[str, Any] = {
         "accuracy": accuracy,
         "cells": [
             {"target": c["target"], "precision": c["precision"], "batchSize": c["batchSize"], "evaluate": f"k{i}"}
             for i, c in enumerate(cells)
         ],
     }
+    if performance is not None:
+        config["performance"] = performance
     inputs = {
         f"cell:{c['target']}/{c['precision']}/bs{c['batchSize']}": stage_input(f"k{i}", c) for i, c in enumerate(cells)
     }
@@ -289,7 +293,8 @@ def test_results_json_matches_the_status_shapes(tmp_path: Path) -> None:
         [evaluation("cpu", "fp32", 1), evaluation("cpu", "int8", 4, top1=None, throughput=None)],
     )
     document = results_of(result)
-    assert set(document) == {"reference", "gate", "cells", "best"}
+    assert set(document) == {"reference", "gate", "speedGate", "cells", "best"}
+    assert document["speedGate"] is None
     for cell in document["cells"]:
         dumped = CellResult.model_validate(cell).model_dump(mode="json", by_alias=True, exclude_none=True)
         assert dumped == cell
@@ -308,9 +313,13 @@ def test_results_json_matches_the_status_shapes(tmp_path: Path) -> None:
         "artifact": "s3://bucket/tasks/fp321/outputs/model.xml",
         "sha256": "ab" * 32,
         "drop": 0.0,
+        "expected": {"top1": 0.80},  # accuracy.declared, the figure of every cell without an expected one
+        "ratio": {"top1": 1.0},
         "gate": "Passed",
     }
-    assert set(bare) == {"target", "backend", "precision", "batchSize", "artifact", "sha256", "gate"}
+    assert set(bare) == {"target", "backend", "precision", "batchSize", "artifact", "sha256", "expected", "gate",
+                         "gateMessage"}
+    assert bare["gateMessage"] == "no top-1 measured"
     assert result.metrics["cells"] == 2
     assert result.toolchain == {}
     assert set(result.outputs) == {"results.json", "report.html"}

@@ -1,4 +1,8 @@
-"""The report stage: gate every cell's accuracy, pick the fastest passing cell per target, write the report.
+"""The report stage: gate every cell's accuracy and speed, pick the fastest passing cell per target, write the report.
+
+Each cell is compared with the figures the spec declares for it (accuracy.expected, else accuracy.declared, and
+performance.expected) as ratios; the speed gate fails a cell below performance.minRatio of its expected throughput,
+and with performance.int8MustBeFaster an int8 cell not faster than its float cells of the same target and batch.
 
 Outputs `results.json` (the cells and best cells exactly as the resource status holds them) and
 `report.html`, one self-contained page with inline SVG charts drawn here, with no script and no
@@ -15,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from modeldeploy.spec import Accuracy, BestCell, CellResult, Latency
+from modeldeploy.spec import FLOAT_PRECISIONS, Accuracy, BestCell, CellResult, Figures, Latency, Performance
 from pydantic import BaseModel
 
 from modeldeploy_jobs.stage import StageContext, StageError, StageInput, StageReason, StageResult
@@ -63,6 +67,12 @@ def parse_gate(config: Mapping[str, Any]) -> Accuracy | None:
     return None if accuracy is None else Accuracy.model_validate(accuracy)
 
 
+def parse_performance(config: Mapping[str, Any]) -> Performance | None:
+    """The expected throughputs and the speed gate, or None when the spec declares neither."""
+    performance = config.get("performance")
+    return None if performance is None else Performance.model_validate(performance)
+
+
 def parse_cells(config: Mapping[str, Any]) -> list[CellConfig]:
     return [CellConfig(cell["target"], cell["precision"], int(cell["batchSize"])) for cell in config["cells"]]
 
@@ -101,6 +111,87 @@ def evaluate_gate(
     return drop, "Passed" if drop <= gate.max_drop + DROP_SLACK else "Failed"
 
 
+def cell_reference(cell: CellConfig, reference: Reference, gate: Accuracy) -> Reference:
+    """What the cell's accuracy is gated against: with reference: declared its expected accuracy when the spec
+    declares one for it, else the spec-wide reference."""
+    if gate.reference != "declared":
+        return reference
+    expected = gate.expected_for(cell.target, cell.precision, cell.batch_size)
+    return reference if expected is None else Reference("declared", expected.top1, expected.top5)
+
+
+Verdict = tuple[GateStatus, str | None]  # the status, and why when it is not Passed
+
+
+def accuracy_verdict(
+    accuracy: Mapping[str, Any], reference: Reference, gate: Accuracy
+) -> tuple[float | None, Verdict]:
+    drop, status = evaluate_gate(accuracy, reference, gate)
+    label = METRIC_LABELS[gate.metric]
+    base = reference.value(gate.metric)
+    if status == "Passed":
+        return drop, ("Passed", None)
+    if status == "Failed":
+        assert drop is not None and base is not None
+        why = (f"{label} {percent(accuracy.get(gate.metric))} is {drop_text(drop, gate)} below the reference "
+               f"{percent(base)}, more than maxDrop {drop_text(gate.max_drop, gate)}")
+        return drop, ("Failed", why)
+    if accuracy.get(gate.metric) is None:
+        return drop, ("NotEvaluated", f"no {label} measured")
+    return drop, ("NotEvaluated", f"no usable {label} reference")
+
+
+def min_ratio_verdict(throughput: float | None, expected: float | None, performance: Performance) -> Verdict | None:
+    """minRatio's verdict, or None when it does not judge the cell (no minRatio, or no expected throughput)."""
+    if performance.min_ratio is None or expected is None:
+        return None
+    if throughput is None:
+        return "NotEvaluated", f"no throughput measured to compare with the expected {expected:,.1f} samples/s"
+    ratio = throughput / expected
+    if ratio + DROP_SLACK < performance.min_ratio:
+        return "Failed", (f"throughput {throughput:,.1f} samples/s is {ratio:.2f} of the expected {expected:,.1f}, "
+                          f"below minRatio {performance.min_ratio:.2f}")
+    return "Passed", None
+
+
+def int8_verdict(result: CellResult, results: Sequence[CellResult]) -> Verdict | None:
+    """int8MustBeFaster's verdict on an int8 cell with float cells of its target and batch size, else None."""
+    if result.precision != "int8":
+        return None
+    floats = [other for other in results if other.precision in FLOAT_PRECISIONS
+              and other.target == result.target and other.batch_size == result.batch_size]
+    if not floats:
+        return None
+    if result.throughput is None or any(other.throughput is None for other in floats):
+        return "NotEvaluated", "no throughput to compare int8 with its float cells"
+    fastest = max(floats, key=lambda other: other.throughput or 0.0)
+    assert fastest.throughput is not None
+    if result.throughput <= fastest.throughput:
+        return "Failed", (f"int8 throughput {result.throughput:,.1f} samples/s is not above {fastest.precision}'s "
+                          f"{fastest.throughput:,.1f} at batch {result.batch_size}")
+    return "Passed", None
+
+
+def combined(verdicts: Sequence[Verdict | None], gated: bool) -> Verdict:
+    """One verdict from every gate's: failed when one fails, not evaluated when one cannot judge the cell."""
+    if not gated:
+        return "NotEvaluated", None
+    judged = [verdict for verdict in verdicts if verdict is not None]
+    for status in ("Failed", "NotEvaluated"):
+        reasons = [reason for verdict_status, reason in judged if verdict_status == status and reason]
+        if any(verdict_status == status for verdict_status, _ in judged):
+            return status, "; ".join(reasons) or None
+    return "Passed", None
+
+
+def ratios(measured: Figures, expected: Figures | None) -> Figures | None:
+    if expected is None:
+        return None
+    pairs = {name: (getattr(measured, name), getattr(expected, name)) for name in ("top1", "top5", "throughput")}
+    values = {name: value / base for name, (value, base) in pairs.items() if value is not None and base}
+    return Figures(**values) if values else None
+
+
 def gate_threshold(reference: Reference, gate: Accuracy | None) -> float | None:
     """The lowest value of the gate's metric that passes, for the charts."""
     if gate is None:
@@ -113,13 +204,30 @@ def gate_threshold(reference: Reference, gate: Accuracy | None) -> float | None:
 
 
 def cell_result(
-    cell: CellConfig, metrics: Mapping[str, Any], reference: Reference, gate: Accuracy | None
+    cell: CellConfig,
+    metrics: Mapping[str, Any],
+    reference: Reference,
+    gate: Accuracy | None,
+    speed: Performance | None = None,
 ) -> CellResult:
+    """The cell with its ratios and the verdict of every gate but int8MustBeFaster, which needs all cells."""
     accuracy = metrics.get("accuracy") or {}
     performance = metrics.get("performance") or {}
     artifact = metrics.get("artifact") or {}
     latency = performance.get("latencyMs")
-    drop, status = evaluate_gate(accuracy, reference, gate)
+    drop, accuracy_gate = accuracy_verdict(accuracy, cell_reference(cell, reference, gate), gate) if gate else (None, None)
+    entry = gate.expected_for(cell.target, cell.precision, cell.batch_size) if gate else None
+    expected_accuracy = reference if entry is None and reference.source == "declared" else entry
+    expected_speed = speed.expected_for(cell.target, cell.precision, cell.batch_size) if speed else None
+    expected_values = {
+        "top1": expected_accuracy.top1 if expected_accuracy else None,
+        "top5": expected_accuracy.top5 if expected_accuracy else None,
+        "throughput": expected_speed.throughput if expected_speed else None,
+    }
+    expected = Figures(**expected_values) if any(v is not None for v in expected_values.values()) else None
+    measured = Figures(top1=accuracy.get("top1"), top5=accuracy.get("top5"), throughput=performance.get("throughput"))
+    speed_gate = min_ratio_verdict(measured.throughput, expected_values["throughput"], speed) if speed else None
+    status, message = combined([accuracy_gate, speed_gate], gated=gate is not None or gated_on_speed(speed))
     return CellResult(
         target=cell.target,
         backend=metrics.get("backend"),
@@ -133,8 +241,38 @@ def cell_result(
         artifact=artifact.get("uri"),
         sha256=artifact.get("sha256"),
         drop=drop,
+        expected=expected,
+        ratio=ratios(measured, expected),
         gate=status,
+        gate_message=message,
     )
+
+
+def gated_on_speed(speed: Performance | None) -> bool:
+    return speed is not None and speed.speed_gated()
+
+
+def cell_results(
+    cells: Sequence[CellConfig],
+    metrics: Sequence[Mapping[str, Any]],
+    reference: Reference,
+    gate: Accuracy | None,
+    speed: Performance | None,
+) -> list[CellResult]:
+    """Every cell with its ratios and verdict; int8MustBeFaster judges each int8 cell against its float cells."""
+    results = [cell_result(cell, each, reference, gate, speed) for cell, each in zip(cells, metrics, strict=True)]
+    if speed is None or not speed.int8_must_be_faster:
+        return results
+    judged = []
+    for result in results:
+        verdict = int8_verdict(result, results)
+        if verdict is None:
+            judged.append(result)
+            continue
+        earlier: Verdict = (result.gate, result.gate_message)
+        status, message = combined([earlier, verdict], gated=True)
+        judged.append(result.model_copy(update={"gate": status, "gate_message": message}))
+    return judged
 
 
 def best_cells(results: Sequence[CellResult], gated: bool) -> list[BestCell]:
@@ -166,12 +304,23 @@ def dump(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+def speed_gate_json(speed: Performance | None) -> dict[str, Any] | None:
+    if speed is None or not speed.speed_gated():
+        return None
+    return {"minRatio": speed.min_ratio, "int8MustBeFaster": speed.int8_must_be_faster}
+
+
 def results_document(
-    reference: Reference, gate: Accuracy | None, results: Sequence[CellResult], best: Sequence[BestCell]
+    reference: Reference,
+    gate: Accuracy | None,
+    speed: Performance | None,
+    results: Sequence[CellResult],
+    best: Sequence[BestCell],
 ) -> dict[str, Any]:
     return {
         "reference": reference.to_json(),
         "gate": dump(gate) if gate else None,
+        "speedGate": speed_gate_json(speed),
         "cells": [dump(result) for result in results],
         "best": [dump(cell) for cell in best],
     }
@@ -390,6 +539,7 @@ code{font-size:.85em}
 .gate-passed{color:#1a7f37;font-weight:600}
 .gate-failed{color:#cf222e;font-weight:600}
 .gate-notevaluated,.muted{color:#6e7781;fill:#6e7781}
+.why{white-space:normal;font-weight:400;color:#57606a;font-size:.8rem}
 .charts{display:flex;flex-wrap:wrap;gap:1.5rem}
 figure{margin:0}
 figcaption{font-size:.85rem;color:#57606a;max-width:520px}
@@ -426,16 +576,35 @@ def reference_text(reference: Reference) -> str:
 
 def gate_text(gate: Accuracy | None) -> str:
     if gate is None:
-        return "none: no cell is gated, every cell with a throughput competes for best"
+        return "none"
     limit = (
         f"{gate.max_drop * 100:.2f} percentage points"
         if gate.drop_mode == "absolute"
         else f"{gate.max_drop * 100:.2f}% of the reference"
     )
-    return f"{METRIC_LABELS[gate.metric]} may drop at most {limit} below the reference"
+    own = ", or below its expected accuracy when the spec declares one" if gate.reference == "declared" else ""
+    return f"{METRIC_LABELS[gate.metric]} may drop at most {limit} below the reference{own}"
 
 
-def cell_row(result: CellResult, gate: Accuracy | None) -> str:
+def speed_gate_text(speed: Performance | None) -> str:
+    rules = []
+    if speed is not None and speed.min_ratio is not None:
+        rules.append(f"throughput at least {speed.min_ratio:.2f} of the expected figure")
+    if speed is not None and speed.int8_must_be_faster:
+        rules.append("an int8 cell faster than its float cells of the same target and batch size")
+    return "; ".join(rules) or "none"
+
+
+def ratio_text(ratio: float | None, expected: str) -> str:
+    return "—" if ratio is None else f"{ratio:.3f} of {expected}"
+
+
+def gate_cell(result: CellResult) -> str:
+    why = f'<br/><span class="why">{esc(result.gate_message)}</span>' if result.gate_message else ""
+    return f'<td class="gate-{result.gate.lower()}">{GATE_LABELS[result.gate]}{why}</td>'
+
+
+def cell_row(result: CellResult, gate: Accuracy | None, with_expected: bool) -> str:
     latency = result.latency_ms
     where = result.backend or "—"
     if result.device:
@@ -451,14 +620,20 @@ def cell_row(result: CellResult, gate: Accuracy | None) -> str:
         f'<td class="num">{"—" if result.throughput is None else f"{result.throughput:,.1f}"}</td>',
         f'<td class="num">{milliseconds(latency.p50 if latency else None)}</td>',
         f'<td class="num">{milliseconds(latency.p99 if latency else None)}</td>',
-        f'<td class="gate-{result.gate.lower()}">{GATE_LABELS[result.gate]}</td>',
+        gate_cell(result),
         f'<td><code title="{esc(result.sha256 or "")}">{esc((result.sha256 or "—")[:12])}</code></td>',
     ]
+    if with_expected:
+        expected, ratio = result.expected or Figures(), result.ratio or Figures()
+        speed = "—" if expected.throughput is None else f"{expected.throughput:,.1f}"
+        cells[6:6] = [f'<td class="num">{esc(ratio_text(ratio.top1, percent(expected.top1)))}</td>']
+        cells[9:9] = [f'<td class="num">{esc(ratio_text(ratio.throughput, speed))}</td>']
     return f"<tr>{''.join(cells)}</tr>"
 
 
 def results_table(results: Sequence[CellResult], gate: Accuracy | None) -> str:
-    headers = (
+    with_expected = any(result.expected is not None for result in results)
+    headers = [
         "target",
         "backend / device",
         "precision",
@@ -471,9 +646,12 @@ def results_table(results: Sequence[CellResult], gate: Accuracy | None) -> str:
         "p99 latency",
         "gate",
         "sha256",
-    )
+    ]
+    if with_expected:
+        headers[6:6] = ["top-1 / expected"]
+        headers[9:9] = ["throughput / expected"]
     head = "".join(f"<th>{esc(header)}</th>" for header in headers)
-    rows = "".join(cell_row(result, gate) for result in results)
+    rows = "".join(cell_row(result, gate, with_expected) for result in results)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
@@ -511,10 +689,15 @@ def target_section(
 
 
 def render_html(
-    reference: Reference, gate: Accuracy | None, results: Sequence[CellResult], best: Sequence[BestCell]
+    reference: Reference,
+    gate: Accuracy | None,
+    speed: Performance | None,
+    results: Sequence[CellResult],
+    best: Sequence[BestCell],
 ) -> str:
     """The whole report as one page: well-formed XML too, so it parses with any XML or HTML parser."""
     targets = list(dict.fromkeys(result.target for result in results))
+    gated = gate is not None or gated_on_speed(speed)
     colors = precision_colors(results)
     verdicts = Counter(result.gate for result in results)
     summary = (
@@ -532,9 +715,10 @@ def render_html(
         f'<h1>modeldeploy report</h1><p class="muted">{esc(summary)}</p>'
         "<section><h2>Reference and gate</h2><dl>"
         f"<dt>reference</dt><dd>{esc(reference_text(reference))}</dd>"
-        f"<dt>gate</dt><dd>{esc(gate_text(gate))}</dd></dl></section>"
+        f"<dt>accuracy gate</dt><dd>{esc(gate_text(gate))}</dd>"
+        f"<dt>speed gate</dt><dd>{esc(speed_gate_text(speed))}</dd></dl></section>"
         f"<section><h2>Results</h2>{results_table(results, gate)}</section>"
-        f"<section><h2>Best cell per target</h2>{best_table(targets, best, gate is not None)}</section>"
+        f"<section><h2>Best cell per target</h2>{best_table(targets, best, gated)}</section>"
         f"{sections}</body></html>\n"
     )
 
@@ -544,17 +728,18 @@ def render_html(
 
 def run(context: StageContext) -> StageResult:
     gate = parse_gate(context.config)
+    speed = parse_performance(context.config)
     reference = reference_of(gate, context.inputs)
-    results = [
-        cell_result(cell, stage_input(context.inputs, cell.role).manifest.metrics, reference, gate)
-        for cell in parse_cells(context.config)
-    ]
-    best = best_cells(results, gated=gate is not None)
+    cells = parse_cells(context.config)
+    metrics = [stage_input(context.inputs, cell.role).manifest.metrics for cell in cells]
+    results = cell_results(cells, metrics, reference, gate, speed)
+    gated = gate is not None or gated_on_speed(speed)
+    best = best_cells(results, gated=gated)
     context.outputs_dir.mkdir(parents=True, exist_ok=True)
     results_path = context.outputs_dir / "results.json"
-    results_path.write_text(json.dumps(results_document(reference, gate, results, best), indent=2) + "\n")
+    results_path.write_text(json.dumps(results_document(reference, gate, speed, results, best), indent=2) + "\n")
     report_path = context.outputs_dir / "report.html"
-    report_path.write_text(render_html(reference, gate, results, best), encoding="utf-8")
+    report_path.write_text(render_html(reference, gate, speed, results, best), encoding="utf-8")
     return StageResult(
         outputs={"results.json": results_path, "report.html": report_path},
         metrics=summary_metrics(reference, results, best),

@@ -254,16 +254,23 @@ def plan(spec: ModelDeploymentSpec) -> Plan:
     report_inputs = {f"cell:{cell.label}": cell.evaluate for cell in cells}
     if reference is not None:
         report_inputs["reference"] = reference
+    report_config: dict[str, Any] = {
+        "accuracy": _dump(spec.accuracy) if spec.accuracy else None,
+        "cells": [
+            {"target": c.target, "precision": c.precision, "batchSize": c.batch_size, "evaluate": c.evaluate}
+            for c in cells
+        ],
+    }
+    # Expected throughputs and the speed gate, only when the spec has them, so that other specs keep their key.
+    speed = spec.performance.model_dump(
+        mode="json", by_alias=True, exclude_none=True, include={"expected", "min_ratio", "int8_must_be_faster"}
+    )
+    if speed:
+        report_config["performance"] = speed
     report = builder.add(
         "report",
         "report",
-        {
-            "accuracy": _dump(spec.accuracy) if spec.accuracy else None,
-            "cells": [
-                {"target": c.target, "precision": c.precision, "batchSize": c.batch_size, "evaluate": c.evaluate}
-                for c in cells
-            ],
-        },
+        report_config,
         report_inputs,
         STAGE_TOOLCHAINS["report"],
     )

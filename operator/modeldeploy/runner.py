@@ -196,20 +196,32 @@ def report_uri(store: Store, plan: Plan) -> str | None:
 
 
 def render_results(results: Mapping[str, Any]) -> str:
-    rows = [("TARGET", "PRECISION", "BATCH", "TOP1", "TOP5", "DROP", "SAMPLES/S", "P50 MS", "P99 MS", "GATE")]
+    """The report's cells as a table; a column of throughput against the expected figure when the spec has one."""
+    with_speed_ratio = any((cell.get("expected") or {}).get("throughput") is not None for cell in results["cells"])
+    header = ["TARGET", "PRECISION", "BATCH", "TOP1", "TOP5", "DROP", "SAMPLES/S", "P50 MS", "P99 MS", "GATE"]
+    if with_speed_ratio:
+        header.insert(7, "VS EXPECTED")
+    rows = [tuple(header)]
     for cell in results["cells"]:
         latency = cell.get("latencyMs") or {}
-        rows.append((
+        row = [
             cell["target"], cell["precision"], str(cell["batchSize"]), _percent(cell.get("top1")),
             _percent(cell.get("top5")), _percent(cell.get("drop")), _number(cell.get("throughput"), "{:.1f}"),
             _number(latency.get("p50"), "{:.3f}"), _number(latency.get("p99"), "{:.3f}"), cell.get("gate", ""),
-        ))
+        ]
+        if with_speed_ratio:
+            row.insert(7, _number((cell.get("ratio") or {}).get("throughput"), "{:.2f}x"))
+        rows.append(tuple(row))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = ["  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     reference = results.get("reference") or {}
     if reference.get("top1") is not None:
         lines.append(f"reference ({reference.get('source')}): top1 {_percent(reference['top1'])}"
                      + (f", top5 {_percent(reference['top5'])}" if reference.get("top5") is not None else ""))
+    for cell in results["cells"]:
+        if cell.get("gateMessage"):
+            lines.append(f"{cell['target']}/{cell['precision']}/bs{cell['batchSize']} {cell.get('gate', '')}: "
+                         f"{cell['gateMessage']}")
     for best in results.get("best", []):
         accuracy = f", top1 {_percent(best['top1'])}" if best.get("top1") is not None else ""
         lines.append(f"best on {best['target']}: {best['precision']} at batch {best['batchSize']}, "
