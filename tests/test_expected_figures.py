@@ -273,3 +273,14 @@ def test_only_the_report_key_moves_and_only_for_specs_with_figures() -> None:
     assert with_figures.report != without.report
     others = {task.key for task in without.tasks} - {without.report}
     assert others == {task.key for task in with_figures.tasks} - {with_figures.report}
+
+
+def test_the_charts_mark_each_cell_s_expected_figures(tmp_path: Path) -> None:
+    cells = [evaluation("npu", "fp16", 8, top1=0.75, throughput=800.0),
+             evaluation("npu", "int8", 8, top1=0.735, throughput=2100.0)]
+    page = run_stage(tmp_path, per_precision(), cells, speed()).outputs["report.html"].read_text()
+    assert "fp16 bs8: expected 1,000.0 samples/s" in page and "int8 bs8: expected 2,000.0 samples/s" in page
+    # Each bar has its own precision's expected accuracy and gate, and no spec-wide line stands for them.
+    assert "int8 expected 74.07%" in page and "int8 gate 73.07%" in page
+    assert "fp16 expected 75.58%" in page and "fp16 gate 74.58%" in page
+    assert "reference 75.58%" not in page

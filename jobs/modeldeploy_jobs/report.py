@@ -416,8 +416,14 @@ def y_axis(ticks: Sequence[float], title: str, factor: float = 1.0) -> list[str]
 
 
 def throughput_chart(results: Sequence[CellResult], colors: Mapping[str, str]) -> str:
-    """Throughput against batch size, one line per precision, the batch axis spaced by log2."""
+    """Throughput against batch size, one line per precision, the batch axis spaced by log2; hollow points mark
+    the expected throughputs."""
     label = "throughput vs batch size"
+    expected = [
+        (result.precision, result.batch_size, result.expected.throughput)
+        for result in results
+        if result.expected is not None and result.expected.throughput is not None
+    ]
     lines: dict[str, list[tuple[int, float]]] = {}
     for precision in dict.fromkeys(result.precision for result in results):
         points = sorted(
@@ -431,7 +437,8 @@ def throughput_chart(results: Sequence[CellResult], colors: Mapping[str, str]) -
         return empty_chart(label, "no throughput measured")
     sizes = sorted({result.batch_size for result in results})
     x_low, x_high = math.log2(sizes[0]), math.log2(sizes[-1])
-    ticks = nice_ticks(0.0, max(throughput for points in lines.values() for _, throughput in points))
+    ticks = nice_ticks(0.0, max([throughput for points in lines.values() for _, throughput in points]
+                                + [throughput for _, _, throughput in expected]))
 
     def x(size: int) -> float:
         return scale(math.log2(size), x_low, x_high, LEFT + 16, LEFT + PLOT_WIDTH - 16)
@@ -455,6 +462,13 @@ def throughput_chart(results: Sequence[CellResult], colors: Mapping[str, str]) -
                 f'<circle cx="{x(size):.1f}" cy="{y(throughput):.1f}" r="3.5" fill="{color}">'
                 f"<title>{esc(precision)} bs{size}: {throughput:,.1f} samples/s</title></circle>"
             )
+        for precision_of, size, throughput in expected:
+            if precision_of == precision:
+                parts.append(
+                    f'<circle cx="{x(size):.1f}" cy="{y(throughput):.1f}" r="4.5" fill="none" stroke="{color}" '
+                    f'stroke-dasharray="2 2"><title>{esc(precision)} bs{size}: expected {throughput:,.1f} samples/s'
+                    "</title></circle>"
+                )
         legend_y = TOP + 8 + index * 18
         legend_x = LEFT + PLOT_WIDTH + 14
         parts.append(
@@ -468,21 +482,33 @@ def throughput_chart(results: Sequence[CellResult], colors: Mapping[str, str]) -
 def accuracy_chart(
     results: Sequence[CellResult], reference: Reference, gate: Accuracy | None, colors: Mapping[str, str]
 ) -> str:
-    """The gate's metric (top-1 without a gate) per precision as bars, with the reference and the gate threshold."""
+    """The gate's metric (top-1 without a gate) per precision as bars, with the reference and the gate threshold:
+    across the chart for a spec-wide reference, over each bar for the expected accuracy of the bar's cell."""
     metric = gate.metric if gate else "top1"
     label = f"{METRIC_LABELS[metric]} accuracy per precision"
-    measured: dict[str, list[float]] = {result.precision: [] for result in results}
+    best: dict[str, tuple[float, CellResult] | None] = dict.fromkeys(result.precision for result in results)
     for result in results:
         value = result.top1 if metric == "top1" else result.top5
-        if value is not None:
-            measured[result.precision].append(value)
-    bars = {precision: max(values) if values else None for precision, values in measured.items()}
+        current = best[result.precision]
+        if value is not None and (current is None or value > current[0]):
+            best[result.precision] = (value, result)
+    bars = {precision: None if pair is None else pair[0] for precision, pair in best.items()}
     values = [value for value in bars.values() if value is not None]
     if not values:
         return empty_chart(label, "no accuracy measured")
-    base = reference.value(metric) if gate else None
-    threshold = gate_threshold(reference, gate)
-    levels = [*values, *(level for level in (base, threshold) if level is not None)]
+    own_references = gate is not None and gate.expected is not None
+    marks: dict[str, tuple[float | None, float | None]] = {}  # precision -> its cell's expected value and threshold
+    if own_references:
+        for precision, pair in best.items():
+            expected = pair[1].expected if pair else None
+            level = getattr(expected, metric) if expected else None
+            own = Reference("declared", level, level) if gate.reference == "declared" else reference
+            marks[precision] = (level, gate_threshold(own, gate) if level is not None else None)
+    spec_wide = gate is not None and not (own_references and gate.reference == "declared")
+    base = reference.value(metric) if spec_wide else None
+    threshold = gate_threshold(reference, gate) if spec_wide else None
+    levels = [*values, *(level for level in (base, threshold) if level is not None),
+              *(level for pair in marks.values() for level in pair if level is not None)]
     # Zoomed in on the values: a one-point gate would be invisible on a 0-100% axis.
     pad = max(0.01, (max(levels) - min(levels)) * 0.2)
     ticks = nice_ticks(max(0.0, min(levels) - pad), min(1.0, max(levels) + pad))
@@ -506,6 +532,13 @@ def accuracy_chart(
             f'fill="{colors[precision]}"><title>{esc(precision)}: {value * 100:.2f}%</title></rect>'
         )
         parts.append(f'<text x="{center:.1f}" y="{top - 4:.1f}" text-anchor="middle">{value * 100:.2f}%</text>')
+        for level, name, css in zip(marks.get(precision, ()), ("expected", "gate"), ("reference", "threshold")):
+            if level is not None:
+                parts.append(
+                    f'<line x1="{center - band * 0.45:.1f}" y1="{y(level):.1f}" x2="{center + band * 0.45:.1f}" '
+                    f'y2="{y(level):.1f}" class="{css}"><title>{esc(precision)} {name} {level * 100:.2f}%</title>'
+                    "</line>"
+                )
     parts.append(f'<line x1="{LEFT}" y1="{bottom}" x2="{LEFT + PLOT_WIDTH}" y2="{bottom}" class="axis"/>')
     parts.append(f'<text x="{LEFT + PLOT_WIDTH / 2:.1f}" y="{HEIGHT - 8}" text-anchor="middle">precision</text>')
     # The reference label sits above its line and the gate's below, so they stay apart when close.
