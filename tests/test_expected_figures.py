@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from modeldeploy.controller.reconcile import Observed, decide
 from modeldeploy.crd import crd
 from modeldeploy.planner import plan, task_key
 from modeldeploy.runner import render_results
 from modeldeploy.spec import ModelDeploymentStatus
 from modeldeploy.validation import FieldError, SpecError, load_resource
 from specs import base, setting
+from test_controller import META, NOW, manifest
 from test_report import declared, evaluation, execute, from_source, results_of
 
 # Seed 002's accuracy: the float precisions' published figure, and int8's.
@@ -284,3 +286,18 @@ def test_the_charts_mark_each_cell_s_expected_figures(tmp_path: Path) -> None:
     assert "int8 expected 74.07%" in page and "int8 gate 73.07%" in page
     assert "fp16 expected 75.58%" in page and "fp16 gate 74.58%" in page
     assert "reference 75.58%" not in page
+
+
+def test_a_cell_shows_its_ratios_in_the_status_as_soon_as_it_is_evaluated() -> None:
+    doc = expected_spec()
+    doc["spec"]["accuracy"] = {"reference": "declared", "declared": {"top1": 0.8, "top5": 0.95},
+                               "expected": [{"target": "mlu", "precision": "int8", "top1": 0.75}]}
+    result = plan(load_resource(doc).spec)
+    (cell,) = [c for c in result.cells if (c.target, c.precision, c.batch_size) == ("mlu", "int8", 16)]
+    metrics = {"accuracy": {"top1": 0.72, "top5": 0.9}, "performance": {"throughput": 450.25}}
+    observed = Observed({}, {cell.evaluate: manifest(cell.evaluate, metrics)}, {})
+    (row,) = decide(META, result, observed, 4, NOW, {}).status["results"]
+    assert row["expected"] == {"top1": 0.75, "throughput": 900.5}  # mlu's int8 figure, not declared's 0.8
+    assert row["ratio"] == pytest.approx({"top1": 0.96, "throughput": 0.5})
+    assert row["gate"] == "NotEvaluated"  # the report gates
+    assert ModelDeploymentStatus.model_validate({"results": [row]}).results[0].ratio is not None

@@ -19,7 +19,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from modeldeploy.spec import FLOAT_PRECISIONS, Accuracy, BestCell, CellResult, Figures, Latency, Performance
+from modeldeploy.spec import (
+    FLOAT_PRECISIONS,
+    Accuracy,
+    BestCell,
+    CellResult,
+    Figures,
+    Latency,
+    Performance,
+    expected_figures,
+)
 from pydantic import BaseModel
 
 from modeldeploy_jobs.stage import StageContext, StageError, StageInput, StageReason, StageResult
@@ -184,14 +193,6 @@ def combined(verdicts: Sequence[Verdict | None], gated: bool) -> Verdict:
     return "Passed", None
 
 
-def ratios(measured: Figures, expected: Figures | None) -> Figures | None:
-    if expected is None:
-        return None
-    pairs = {name: (getattr(measured, name), getattr(expected, name)) for name in ("top1", "top5", "throughput")}
-    values = {name: value / base for name, (value, base) in pairs.items() if value is not None and base}
-    return Figures(**values) if values else None
-
-
 def gate_threshold(reference: Reference, gate: Accuracy | None) -> float | None:
     """The lowest value of the gate's metric that passes, for the charts."""
     if gate is None:
@@ -216,17 +217,10 @@ def cell_result(
     artifact = metrics.get("artifact") or {}
     latency = performance.get("latencyMs")
     drop, accuracy_gate = accuracy_verdict(accuracy, cell_reference(cell, reference, gate), gate) if gate else (None, None)
-    entry = gate.expected_for(cell.target, cell.precision, cell.batch_size) if gate else None
-    expected_accuracy = reference if entry is None and reference.source == "declared" else entry
-    expected_speed = speed.expected_for(cell.target, cell.precision, cell.batch_size) if speed else None
-    expected_values = {
-        "top1": expected_accuracy.top1 if expected_accuracy else None,
-        "top5": expected_accuracy.top5 if expected_accuracy else None,
-        "throughput": expected_speed.throughput if expected_speed else None,
-    }
-    expected = Figures(**expected_values) if any(v is not None for v in expected_values.values()) else None
+    expected = expected_figures(gate, speed, cell.target, cell.precision, cell.batch_size)
     measured = Figures(top1=accuracy.get("top1"), top5=accuracy.get("top5"), throughput=performance.get("throughput"))
-    speed_gate = min_ratio_verdict(measured.throughput, expected_values["throughput"], speed) if speed else None
+    expected_speed = expected.throughput if expected else None
+    speed_gate = min_ratio_verdict(measured.throughput, expected_speed, speed) if speed else None
     status, message = combined([accuracy_gate, speed_gate], gated=gate is not None or gated_on_speed(speed))
     return CellResult(
         target=cell.target,
@@ -242,7 +236,7 @@ def cell_result(
         sha256=artifact.get("sha256"),
         drop=drop,
         expected=expected,
-        ratio=ratios(measured, expected),
+        ratio=measured.ratios(expected),
         gate=status,
         gate_message=message,
     )

@@ -867,6 +867,35 @@ class Figures(StatusModel):
     throughput: float | None = Field(default=None, description="Throughput.")
 
 
+    def ratios(self, expected: Figures | None) -> Figures | None:
+        """These figures divided by `expected`, where both have one."""
+        if expected is None:
+            return None
+        values = {
+            name: value / base
+            for name in ("top1", "top5", "throughput")
+            if (value := getattr(self, name)) is not None and (base := getattr(expected, name))
+        }
+        return Figures(**values) if values else None
+
+
+def expected_figures(
+    accuracy: Accuracy | None, performance: Performance | None, target: str, precision: str, batch_size: int
+) -> Figures | None:
+    """What a cell is compared with: its expected accuracy (else, with reference: declared, the declared one) and
+    its expected throughput."""
+    published = accuracy.expected_for(target, precision, batch_size) if accuracy else None
+    if published is None and accuracy is not None and accuracy.reference == "declared":
+        published = accuracy.declared
+    speed = performance.expected_for(target, precision, batch_size) if performance else None
+    values = {
+        "top1": published.top1 if published else None,
+        "top5": published.top5 if published else None,
+        "throughput": speed.throughput if speed else None,
+    }
+    return Figures(**values) if any(value is not None for value in values.values()) else None
+
+
 class CellResult(StatusModel):
     target: str
     backend: str | None = None

@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 from modeldeploy.controller.jobs import ANNOTATION_GENERATION, job_name, task_key_of
 from modeldeploy.manifest import Failure, Manifest
 from modeldeploy.planner import Plan, Task
+from modeldeploy.spec import Accuracy, Figures, Performance, expected_figures
 from modeldeploy.validation import FieldError
 
 Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Blocked"]
@@ -311,9 +312,13 @@ def _stage_status(stage: _Stage) -> dict[str, Any]:
 
 
 def _results(plan: Plan, stages: Mapping[str, _Stage], observed: Observed) -> list[dict[str, Any]]:
-    """The report's cells once it is done; until then each evaluated cell as it finishes."""
+    """The report's cells once it is done; until then each evaluated cell as it finishes, with its ratios to the
+    figures the spec expects of it."""
     if observed.report is not None and stages[plan.report].phase == "Succeeded":
         return list(observed.report.get("cells", []))
+    report = plan.task(plan.report).config
+    gate = Accuracy.model_validate(report["accuracy"]) if report.get("accuracy") else None
+    speed = Performance.model_validate(report["performance"]) if report.get("performance") else None
     cells = []
     for cell in plan.cells:
         manifest = observed.results.get(cell.evaluate)
@@ -323,12 +328,16 @@ def _results(plan: Plan, stages: Mapping[str, _Stage], observed: Observed) -> li
         accuracy = metrics.get("accuracy") or {}
         performance = metrics.get("performance") or {}
         artifact = metrics.get("artifact") or {}
+        expected = expected_figures(gate, speed, cell.target, cell.precision, cell.batch_size)
+        measured = Figures(top1=accuracy.get("top1"), top5=accuracy.get("top5"), throughput=performance.get("throughput"))
+        figures = {name: figure.model_dump(mode="json", exclude_none=True)
+                   for name, figure in (("expected", expected), ("ratio", measured.ratios(expected))) if figure}
         cells.append({
             "target": cell.target, "backend": metrics.get("backend"), "device": metrics.get("device"),
             "precision": cell.precision, "batchSize": cell.batch_size,
             "top1": accuracy.get("top1"), "top5": accuracy.get("top5"),
             "throughput": performance.get("throughput"), "latencyMs": performance.get("latencyMs"),
-            "artifact": artifact.get("uri"), "sha256": artifact.get("sha256"), "gate": "NotEvaluated",
+            "artifact": artifact.get("uri"), "sha256": artifact.get("sha256"), **figures, "gate": "NotEvaluated",
         })
     return cells
 
