@@ -209,7 +209,7 @@ def cell_result(
     metrics: Mapping[str, Any],
     reference: Reference,
     gate: Accuracy | None,
-    speed: Performance | None = None,
+    speed: Performance | None,
 ) -> CellResult:
     """The cell with its ratios and the verdict of every gate but int8MustBeFaster, which needs all cells."""
     accuracy = metrics.get("accuracy") or {}
