@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -65,7 +66,8 @@ def _result(
 ) -> StageResult:
     config = context.config
     upstream = context.inputs["model"]
-    metrics = {
+    found = backend.versions()
+    metrics: dict[str, Any] = {
         "target": None,
         "precision": config["precision"],
         "batchSize": config["batchSize"],
@@ -74,10 +76,29 @@ def _result(
         **measured,
         "artifact": {"uri": context.artifact_uri(upstream.manifest, model.name),
                      "sha256": upstream.manifest.outputs[model.name].sha256},
-        "environment": {"cpu": cpu_model(), **environment, "toolchain": backend.versions()},
+        "environment": {"cpu": cpu_model(), **environment, "toolchain": found},
     }
+    check = toolchain_check(backend, config, found)
+    if check is not None:
+        metrics["toolchain"] = check
+        if not check["match"]:
+            print(f"warning: {config['backend']} toolchain {check['actual'] or 'of unknown release'} ran, but the "
+                  f"target expects {check['expected']} (targets[].toolchain.version): these results are not "
+                  f"{check['expected']}'s", file=sys.stderr, flush=True)
     return StageResult(outputs={"result.json": _write(context.outputs_dir / "result.json", metrics)},
-                       metrics=metrics, toolchain=backend.versions())
+                       metrics=metrics, toolchain=found)
+
+
+def toolchain_check(backend: ModuleType, config: Mapping[str, Any], found: Mapping[str, str]) -> dict[str, Any] | None:
+    """The release the target expects against the one that ran, for a backend with releases; releases compare
+    without case (6.0.RC1 is 6.0.rc1)."""
+    if not hasattr(backend, "RELEASE_TOOL"):
+        return None
+    expected = config.get("toolchainVersion") or backend.DEFAULT_RELEASE
+    actual = found.get(backend.RELEASE_TOOL)
+    actual = None if actual in (None, "unknown") else actual
+    return {"expected": expected, "actual": actual,
+            "match": actual is not None and actual.lower() == expected.lower()}
 
 
 def _check_precision(session: Session, precision: str) -> None:

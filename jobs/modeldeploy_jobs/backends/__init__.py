@@ -8,6 +8,8 @@ builds, and one way to evaluate:
     load(model, config, threads) -> Session  # the stage's harness measures accuracy in this process,
     benchmark(model, config, workdir) -> performance  # and speed too, unless the vendor's tool times it
     evaluate(model, prepared, config, workdir) -> metrics  # or: the vendor's tools measure both
+A vendor backend whose targets name a toolchain release also has RELEASE_TOOL, the entry of versions()
+that is the release, and DEFAULT_RELEASE, the one a target naming none expects: evaluate compares them.
 `config` is the task's config from the planner (backend, options, precision, batchSize or
 dynamicBatch, calibration, ...). Modules are imported on first use, so a job image carries
 only its own toolchain.

@@ -11,13 +11,16 @@ import json
 import math
 import os
 import shutil
+import subprocess
 import tarfile
 from collections.abc import Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from modeldeploy.backends import ascend_tools
+from modeldeploy.backends.ascend import CANN_VERSION
 from modeldeploy.backends.ascend_tools import ModelInput, Workspace
 from modeldeploy.parsers import ais_bench, atc, npu_smi
 
@@ -29,10 +32,43 @@ OM = "model.om"
 MIN_PROBE_LOOP = 10
 
 
+# The entry of versions() that is the release a target names in toolchain.version, and the release a target that
+# names none expects.
+RELEASE_TOOL = "cann"
+DEFAULT_RELEASE = CANN_VERSION
+VERSION_TIMEOUT_SECONDS = 60
+
+
 def versions() -> dict[str, str]:
+    """What runs here: the CANN release atc reports, the ais_bench wheel, and the NPU driver npu-smi reports."""
+    found = {"cann": _cann_release() or "unknown"}
+    try:
+        found["aisBench"] = metadata.version("ais_bench")
+    except metadata.PackageNotFoundError:
+        pass
+    driver = npu_smi.parse(_console(ascend_tools.NPU_SMI_INFO) or "")["version"]
+    if driver is not None:
+        found["npuDriver"] = driver
+    return found
+
+
+def _cann_release() -> str | None:
+    """`atc --version`'s release; else the toolkit's directory, as ascend-toolkit/latest links to the release's."""
+    release = atc.version(_console(ascend_tools.ATC_VERSION) or "")
     home = os.environ.get("ASCEND_TOOLKIT_HOME")
-    # ascend-toolkit/latest is a link to the installed version's directory
-    return {"cann": Path(home).resolve().name if home else "unknown"}
+    return release or (Path(home).resolve().name if home else None)
+
+
+def _console(command: Sequence[str]) -> str | None:
+    """A version query's console output; None when the tool is not here or fails."""
+    if shutil.which(command[0]) is None:
+        return None
+    try:
+        run = subprocess.run(list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             errors="replace", timeout=VERSION_TIMEOUT_SECONDS, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return run.stdout if run.returncode == 0 else None
 
 
 # ---------------------------------------------------------------- calibrate

@@ -29,16 +29,47 @@ from modeldeploy_jobs.tools import last_error, run_tool
 MODEL = "model.mm"
 
 
-def version() -> str:
-    """The installed MagicMind wheel's version; the toolchain's when the wheel carries no metadata."""
+# The entry of versions() that is the release a target names in toolchain.version, and the release a target that
+# names none expects.
+RELEASE_TOOL = "magicmind"
+DEFAULT_RELEASE = MAGICMIND_VERSION
+
+
+def installed_version() -> str | None:
+    """The MagicMind release here: the wheel's metadata, else the package's __version__; None without either."""
     try:
         return metadata.version("magicmind")
     except metadata.PackageNotFoundError:
-        return MAGICMIND_VERSION
+        pass
+    try:
+        import magicmind
+    except ImportError:
+        return None
+    found = getattr(magicmind, "__version__", None)
+    return found if isinstance(found, str) else None
+
+
+def version() -> str:
+    """The release whose mm_run flags to use: the installed one, else the toolchain's."""
+    return installed_version() or MAGICMIND_VERSION
 
 
 def versions() -> dict[str, str]:
-    return {"magicmind": version()}
+    """What runs here: MagicMind, and the MLU driver cnmon reports when cnmon is here."""
+    found = {"magicmind": installed_version() or "unknown"}
+    driver = _cnmon().get("driver")
+    if driver is not None:
+        found["mluDriver"] = driver
+    return found
+
+
+def _cnmon() -> dict[str, Any]:
+    """`cnmon info` parsed; empty when cnmon is not here or fails (a CPU node)."""
+    try:
+        run = run_tool(["cnmon", "info"], Path("/tmp") / "cnmon.log", Path("/tmp"))
+    except StageError:
+        return {}
+    return cnmon.parse(run.output) if run.returncode == 0 else {}
 
 
 def compile(
@@ -110,11 +141,7 @@ def load(model: Path, config: Mapping[str, Any], threads: int) -> Session:
 
 def _card() -> dict[str, str]:
     """The card model as cnmon names it, as Cambricon's scripts read it (research/magicmind.md §5.2)."""
-    try:
-        run = run_tool(["cnmon", "info"], Path("/tmp") / "cnmon.log", Path("/tmp"))
-    except StageError:
-        return {}
-    cards = cnmon.parse(run.output)["cards"]
+    cards = _cnmon().get("cards")
     return {"card": cards[0]["name"]} if cards else {}
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 NPU_SMI_INFO = ("npu-smi", "info")
+ATC_VERSION = ("atc", "--version")
 AIS_BENCH = ("python3", "-m", "ais_bench")
 EVALUATED_DEVICE = "0"  # the device plugin exposes the allocated NPU as logical device 0 in the container
 

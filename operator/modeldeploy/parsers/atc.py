@@ -11,7 +11,9 @@ Formats handled (research/ascend.md §1.5; exit codes §1.6, AMCT-inside-ATC err
 * warnings `W11001: ...` printed after the success line;
 * `[ERROR] ...` lines such as AMCT's `[ERROR] AMCT(pid,atc.bin):<time>[file:line]...`, kept as errors without a code.
 
-`cause(code)` tells who can fix an error, by its code's family (docs/failures.md).
+`cause(code)` tells who can fix an error, by its code's family (docs/failures.md). `version(output)` reads the
+CANN release from `atc --version`, which prints it the way gflags prints a program's version string
+(`atc version 6.3.RC1`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ _PARAMETER_FAMILY = "E10"
 _INVALID_INPUT_CODES = frozenset({"E19025"})  # "Input tensor is invalid"
 # The model holds an operator this CANN has no parser, IR or kernel for (the recorded outputs of §1.5).
 _UNSUPPORTED_OPERATOR_CODES = frozenset({"E19010", "EZ9010", "EZ0501", "EZ3002", "EZ3003"})
+
+# A CANN release: 5.0.1, 6.0.RC1, 8.2.rc1, 7.0.RC1.alpha003, 8.0.RC2.beta1.
+_RELEASE = re.compile(r"(?<![\w.])(\d+\.\d+\.(?:\d+|[Rr][Cc]\d+)(?:\.(?:alpha|beta)\d+)?)(?![\w.])")
 
 Cause = Literal["parameters", "operators", "internal"]
 
@@ -115,3 +120,12 @@ class _Run:
 
 def _ends_error_block(line: str) -> bool:
     return not line or line == _PROGRESS or any(marker in line for marker in (_STARTED, _SUCCEEDED, _FAILED))
+
+
+def version(output: str) -> str | None:
+    """The CANN release in `atc --version`'s output; None when it names none (gflags prints the bare program name
+    when no version string is set)."""
+    for line in output.splitlines():
+        if "version" in line.lower() and (match := _RELEASE.search(line)):
+            return match[1]
+    return None

@@ -6,11 +6,14 @@ pipeline can be tested without an NPU; flags, console output, error texts, exit 
 
 This module holds the two text formats more than one tool reads: the `name:d0,d1;name2:...` shape lists of
 `atc --input_shape` (§1.2) and `amct_onnx --input_shape` (§2.1), and protobuf text format, used by AIPP
-configs (§1.4) and AMCT's quant.cfg (§2.2).
+configs (§1.4) and AMCT's quant.cfg (§2.2), and the emulated releases: CANN's, `ASCEND_STANDIN_CANN_VERSION`
+(default 8.2.rc1, what `atc --version` reports), and the driver's, `ASCEND_STANDIN_DRIVER_VERSION` (default
+24.1.0.1, what `npu-smi info` reports). The ais_bench stand-in's release is its metadata's (ais_bench-*.dist-info).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -18,6 +21,20 @@ from typing import TypeAlias
 Scalar: TypeAlias = str | int | float
 PrototextValue: TypeAlias = "Scalar | PrototextMessage"
 PrototextMessage: TypeAlias = dict[str, list[PrototextValue]]
+
+
+CANN_VERSION_ENV = "ASCEND_STANDIN_CANN_VERSION"
+DEFAULT_CANN_VERSION = "8.2.rc1"
+DRIVER_VERSION_ENV = "ASCEND_STANDIN_DRIVER_VERSION"
+DEFAULT_DRIVER_VERSION = "24.1.0.1"
+
+
+def cann_release() -> str:
+    return os.environ.get(CANN_VERSION_ENV) or DEFAULT_CANN_VERSION
+
+
+def driver_release() -> str:
+    return os.environ.get(DRIVER_VERSION_ENV) or DEFAULT_DRIVER_VERSION
 
 
 class ShapeSpecError(ValueError):

@@ -7,6 +7,9 @@ status 255 on failure (§1.6). Only ONNX (`--framework=5`) in build mode (`--mod
 Fault injection: with `ATC_STANDIN_FAIL=<code>` (e.g. `E19010`, `EZ3003`) the run fails with that code's recorded
 output from §1.5 (or a one-line block for codes without a recording). With `ATC_STANDIN_FAIL_ONCE=<path>` as well,
 the failure is transient: a run fails only while that file does not exist, and creates it.
+
+`atc --version` prints the emulated CANN release, `ASCEND_STANDIN_CANN_VERSION` (default 8.2.rc1), as gflags prints
+a program's version string (`atc version <release>`); the research has no recording of the real output.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import onnx
 
-from ascend_standins import ShapeSpecError, aipp, om, parse_shape_spec
+from ascend_standins import ShapeSpecError, aipp, cann_release, om, parse_shape_spec
 
 FAIL_ENV = "ATC_STANDIN_FAIL"
 FAIL_ONCE_ENV = "ATC_STANDIN_FAIL_ONCE"
@@ -125,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if any(argument in ("--help", "-h", "--h") for argument in arguments):
         print(USAGE)
+        return 0
+    if arguments == ["--version"]:
+        print(f"atc version {cann_release()}")
         return 0
     print(START, flush=True)
     try:

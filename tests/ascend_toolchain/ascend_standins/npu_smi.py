@@ -2,7 +2,8 @@
 
 The chips come from `ASCEND_STANDIN_CHIPS` (comma-separated names such as `310P3,310P3`), else one
 `ASCEND_STANDIN_CHIP`, else one `310P3`; each chip is its own NPU (NPU id = device id = its index), idle,
-with the fixture's temperature and memory figures. Other subcommands print a usage error and exit 1.
+with the fixture's temperature and memory figures. The header's versions are `ASCEND_STANDIN_DRIVER_VERSION`
+(default 24.1.0.1, the fixture's). Other subcommands print a usage error and exit 1.
 """
 
 from __future__ import annotations
@@ -11,18 +12,17 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ascend_standins import driver_release
+
 CHIPS_ENV = "ASCEND_STANDIN_CHIPS"
 CHIP_ENV = "ASCEND_STANDIN_CHIP"
 DEFAULT_CHIP = "310P3"
-VERSION = "24.1.0.1"
 USAGE = "Usage: npu-smi info [-m]"
 
 FULL_RULE = "+" + "-" * 104 + "+"
 CELL_RULE = "+" + "-" * 31 + "+" + "-" * 17 + "+" + "-" * 54 + "+"
 DOUBLE_RULE = "+" + "=" * 31 + "+" + "=" * 17 + "+" + "=" * 54 + "+"
-HEADER = [
-    FULL_RULE,
-    f"| npu-smi {VERSION}                                 Version: {VERSION}                                     |",
+COLUMNS = [
     CELL_RULE,
     "| NPU     Name                  | Health          | Power(W)     Temp(C)           Hugepages-Usage(page) |",
     "| Chip    Device                | Bus-Id          | AICore(%)    Memory-Usage(MB)                        |",
@@ -45,8 +45,13 @@ def chips() -> list[str]:
     return [os.environ.get(CHIP_ENV) or DEFAULT_CHIP]
 
 
+def version_line(version: str) -> str:
+    """The header's `npu-smi <version>  Version: <version>` line, in the 104-character box."""
+    return f"| {f'npu-smi {version}':<49}{f'Version: {version}':<54}|"
+
+
 def info_table(chip_names: Sequence[str]) -> str:
-    lines = list(HEADER)
+    lines = [FULL_RULE, version_line(driver_release()), *COLUMNS]
     for npu, name in enumerate(chip_names):
         lines += [_npu_row(npu, name), _chip_row(npu), DOUBLE_RULE]
     lines += PROCESS_HEADER
