@@ -129,13 +129,13 @@ def test_a_magicmind_release_before_1_0_plans_mm_run_with_its_batch_flag() -> No
 
 @pytest.mark.parametrize(("spec", "path", "words"), [
     (document(toolchain={"version": "6.0"}), "spec.targets[0].toolchain.version",
-     "'6.0' is not a ascend toolchain release; expected one such as 5.0.1, 6.0.RC1, 6.3.RC1 or 8.2.rc1"),
-    (document(toolchain={"version": "6.0.RC"}), "spec.targets[0].toolchain.version", "is not a ascend toolchain"),
-    (document(toolchain={"version": "1.7.0.0"}), "spec.targets[0].toolchain.version", "is not a ascend toolchain"),
+     "'6.0' is not a toolchain release of backend ascend; expected one such as 5.0.1, 6.0.RC1, 6.3.RC1 or 8.2.rc1"),
+    (document(toolchain={"version": "6.0.RC"}), "spec.targets[0].toolchain.version", "is not a toolchain release of backend ascend"),
+    (document(toolchain={"version": "1.7.0.0"}), "spec.targets[0].toolchain.version", "is not a toolchain release of backend ascend"),
     (with_mlu(document(), toolchain={"version": "1.7"}), "spec.targets[1].toolchain.version",
-     "'1.7' is not a magicmind toolchain release; expected one such as 0.13.0 or 1.7.0"),
+     "'1.7' is not a toolchain release of backend magicmind; expected one such as 0.13.0 or 1.7.0"),
     (with_mlu(document(), toolchain={"version": "6.0.RC1"}), "spec.targets[1].toolchain.version",
-     "is not a magicmind toolchain release"),
+     "is not a toolchain release of backend magicmind"),
     (document(toolchain={"version": "v6.0.RC1"}), "spec.targets[0].toolchain.version", "must match ^[0-9][0-9A-Za-z.]*$"),
     (document(toolchain={}), "spec.targets[0].toolchain.version", "required"),
 ], ids=["cann-two-parts", "cann-rc-without-number", "cann-four-numbers", "magicmind-two-parts", "magicmind-cann-style",

@@ -159,7 +159,7 @@ class Backend:
             return [("toolchain.version", (f"backend {self.name} runs the one toolchain of its image "
                                            f"({self.toolchain}): remove toolchain"))]
         if re.fullmatch(self.release_pattern, version, re.IGNORECASE) is None:
-            return [("toolchain.version", (f"{version!r} is not a {self.name} toolchain release; "
+            return [("toolchain.version", (f"{version!r} is not a toolchain release of backend {self.name}; "
                                            f"expected one such as {self.release_examples}"))]
         return []
 
