@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from modeldeploy import backends
+from modeldeploy.controller.config import OperatorConfig
+from modeldeploy.controller.jobs import Owner, job_manifest
 from modeldeploy.manifest import read_manifest
 from modeldeploy.parsers import atc, npu_smi
 from modeldeploy.planner import Plan, plan
@@ -20,7 +22,7 @@ from modeldeploy.store import open_store
 from modeldeploy.validation import FieldError, SpecError, load_resource
 from test_ascend_pipeline import NPU, ascend_environment, planned
 from test_magicmind_pipeline import magicmind_environment
-from test_pipeline import quickstart, run
+from test_pipeline import quickstart, results_of, run
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -113,6 +115,23 @@ def test_the_release_picks_the_job_image() -> None:
         "ghcr.io/modeldeploy/modeldeploy-jobs-ascend:0.1.0-cann8.2.rc1")
     assert magicmind.target_image(defaults.targets[1]) == magicmind.image == (
         "ghcr.io/modeldeploy/modeldeploy-jobs-magicmind:0.1.0-mm1.7.0")
+
+
+def test_the_operators_jobs_run_the_image_of_the_release_their_target_names() -> None:
+    spec = load_resource(document(toolchain={"version": "6.3.RC1"})).spec
+    (npu,) = [target for target in spec.targets if target.name == "npu"]
+    compile_task = next(task for task in plan(spec).tasks if task.kind == "compile" and task.target == "npu")
+    owner = Owner("cases", "team-a", "uid-1", 1)
+
+    def image(config: OperatorConfig) -> str:
+        body = job_manifest(owner, compile_task, npu, compile_task.task_document("s3://a/b"), "s3://a/b/t.json",
+                            spec.artifacts, config)
+        return body["spec"]["template"]["spec"]["containers"][0]["image"]
+
+    assert image(OperatorConfig()) == "ghcr.io/modeldeploy/modeldeploy-jobs-ascend:0.1.0-cann6.3.rc1"
+    assert image(OperatorConfig(images={"ascend": "registry.local/ascend:8.2"})) == (
+        "ghcr.io/modeldeploy/modeldeploy-jobs-ascend:0.1.0-cann6.3.rc1")  # that image is the default release's
+    assert image(OperatorConfig(images={"ascend:6.3.rc1": "registry.local/ascend:6.3"})) == "registry.local/ascend:6.3"
 
 
 def test_a_magicmind_release_before_1_0_plans_mm_run_with_its_batch_flag() -> None:
@@ -243,6 +262,9 @@ def test_a_cann_other_than_the_expected_one_is_flagged_in_the_result_and_the_log
     assert ("warning: ascend toolchain 6.3.RC1 ran, but the target expects 8.2.rc1 (targets[].toolchain.version): "
             "these results are not 8.2.rc1's") in default_log
     assert "warning" not in named_log
+    cells = {cell["target"]: cell for cell in results_of(store, spec)["cells"]}  # what the status shows too
+    assert cells["npu"]["toolchain"] == {"expected": "8.2.rc1", "actual": "6.3.RC1", "match": False}
+    assert cells["npu-63"]["toolchain"] == {"expected": "6.3.rc1", "actual": "6.3.RC1", "match": True}
 
 
 def test_a_magicmind_other_than_the_expected_one_is_flagged_and_mm_run_takes_its_flags(tmp_path: Path) -> None:

@@ -239,6 +239,7 @@ def cell_result(
         ratio=measured.ratios(expected),
         gate=status,
         gate_message=message,
+        toolchain=metrics.get("toolchain"),
     )
 
 

@@ -896,6 +896,13 @@ def expected_figures(
     return Figures(**values) if any(value is not None for value in values.values()) else None
 
 
+class ToolchainCheck(StatusModel):
+    expected: str = Field(description="The toolchain release the target expects (targets[].toolchain.version, "
+                          "else the backend's).")
+    actual: str | None = Field(default=None, description="The release that ran, as its tools report it.")
+    match: bool = Field(description="Whether the release that ran is the one expected.")
+
+
 class CellResult(StatusModel):
     target: str
     backend: str | None = None
@@ -918,6 +925,9 @@ class CellResult(StatusModel):
         default="NotEvaluated", description="The accuracy gate's and the speed gate's verdict together."
     )
     gate_message: str | None = Field(default=None, description="Why the gate failed, or could not judge the cell.")
+    toolchain: ToolchainCheck | None = Field(
+        default=None, description="The toolchain release the target expects against the one that ran."
+    )
 
 
 class BestCell(StatusModel):

@@ -22,7 +22,7 @@ from pydantic.alias_generators import to_camel
 from modeldeploy.backends import Backend
 from modeldeploy.backends.cpu import JOBS_IMAGE
 from modeldeploy.policy import RESERVED_ENV_PREFIX, Policy
-from modeldeploy.spec import Placement, Resources
+from modeldeploy.spec import Placement, Resources, Target
 
 LimitName = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]*$", max_length=64)]
 
@@ -47,7 +47,8 @@ class OperatorConfig(_Config):
     namespaces: list[str] = Field(default_factory=list, description="Namespaces to watch; empty: all.")
     images: dict[str, str] = Field(
         default_factory=dict,
-        description="Job image per backend name, and 'default' for convert, prepare and report.",
+        description="Job image per backend name, per backend and toolchain release ('ascend:6.0.rc1') for "
+        "targets naming one, and 'default' for convert, prepare and report.",
     )
     placement: dict[str, Placement] = Field(
         default_factory=dict, description="Placement per backend, over the backend's defaults, under the target's."
@@ -82,10 +83,17 @@ class OperatorConfig(_Config):
         """The environment variables that carry `limits` to a stage."""
         return {f"{RESERVED_ENV_PREFIX}{name}": str(value) for name, value in self.limits.items()}
 
-    def image(self, backend: Backend | None) -> str:
-        """The job image of a backend's stages, or of convert, prepare and report (backend None)."""
+    def image(self, backend: Backend | None, target: Target | None = None) -> str:
+        """The job image of a target's stages on its backend, or of convert, prepare and report (backend None).
+
+        A target naming another toolchain release than the backend's gets that release's image: the
+        installation's `images["<backend>:<release>"]`, else the backend's image tagged with the release.
+        """
         if backend is None:
             return self.images.get("default", JOBS_IMAGE)
+        release = backend.named_release(target) if target is not None else None
+        if release is not None:
+            return self.images.get(f"{backend.name}:{release}", backend.target_image(target))
         return self.images.get(backend.name, backend.image)
 
 

@@ -174,7 +174,7 @@ def _container(
                              if name not in operator_names and not name.startswith(RESERVED_ENV_PREFIX)]
     return {
         "name": CONTAINER,
-        "image": target.image if target is not None and target.image else config.image(backend),
+        "image": target.image if target is not None and target.image else config.image(backend, target),
         "command": ["modeldeploy-stage"],
         "env": placement_environment + operator_environment,
         "resources": {"limits": limits, "requests": requests},
