@@ -49,7 +49,7 @@ def test_one_shape_mutable_model_per_mode_with_the_guides_build_settings(tasks: 
             assert config["precision_config"]["activation_quant_algo"] == "symmetric"
 
 
-def test_mm_run_matches_the_guide_with_the_1x_batch_flag(tasks: list[dict[str, Any]]) -> None:
+def test_mm_run_is_the_guides_for_the_magicmind_release_the_seed_names(tasks: list[dict[str, Any]]) -> None:
     guide = GUIDE_MM_RUN.split()
     evaluations = [task for task in tasks if task["kind"] == "evaluate"]
     assert len(evaluations) == 18
@@ -57,7 +57,7 @@ def test_mm_run_matches_the_guide_with_the_1x_batch_flag(tasks: list[dict[str, A
         mm_run = task["commands"][-1]
         assert mm_run[0] == "mm_run" and len(mm_run) == len(guide)
         flags = dict(zip(mm_run[1::2], mm_run[2::2], strict=True))
-        assert flags == {"--magicmind_model": "model.mm", "--batch_size": str(task["config"]["batchSize"]),
+        assert flags == {"--magicmind_model": "model.mm", "--batch": str(task["config"]["batchSize"]),
                          "--devices": "0", "--threads": "1", "--iterations": "1000"}
 
 
