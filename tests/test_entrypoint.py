@@ -13,6 +13,7 @@ import yaml
 from conftest import EXAMPLES
 from modeldeploy.manifest import (
     TaskDocument,
+    manifest_name,
     output_name,
     read_failure,
     read_manifest,
@@ -100,6 +101,17 @@ def test_a_corrupted_input_is_detected_before_any_work(store: FileStore) -> None
     assert result.returncode == 1  # the store's copy is damaged, not the user's input: a retry may read it whole
     assert "InputCorrupt" in result.stderr and "sha256 mismatch" in result.stderr
     assert read_manifest(store, compile_task.key) is None
+
+
+def test_an_input_manifest_that_is_no_manifest_is_a_corrupt_input_without_a_traceback(store: FileStore) -> None:
+    tasks = quickstart_tasks(store)
+    convert = tasks["convert"]
+    assert stage(write_task(store, convert)).returncode == 0
+    (store.root / manifest_name(convert.key)).write_text('{"kind": "StageResult", "outputs": {"../../x": {}}}')
+    result = stage(write_task(store, tasks["compile onnxruntime/fp32/bs1"]))
+    assert result.returncode == 1
+    assert "InputCorrupt" in result.stderr and "is not a valid Manifest" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_an_unreadable_task_document(tmp_path: Path) -> None:

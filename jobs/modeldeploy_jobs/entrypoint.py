@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 
 from modeldeploy.manifest import (
     TASK_ENVIRONMENT,
+    DocumentInvalid,
     TaskDocument,
     commit,
     fetch,
@@ -85,7 +86,7 @@ def run_task(task: TaskDocument, workdir: Path, keep_document: bool = False) -> 
             write_task(store, task)
         try:
             inputs = download_inputs(store, task, workdir)
-        except ChecksumMismatch as error:
+        except (ChecksumMismatch, DocumentInvalid) as error:
             raise StageError(StageReason.INPUT_CORRUPT, str(error)) from None
         outputs_dir = workdir / "outputs"
         outputs_dir.mkdir(parents=True)
