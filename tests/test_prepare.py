@@ -49,7 +49,8 @@ def imagenet_preprocess(**overrides: Any) -> dict[str, Any]:
 
 
 def run_prepare(
-    tmp_path: Path, dataset: dict[str, Any], variant: str = "tensors", inputs: list[dict[str, Any]] | None = None
+    tmp_path: Path, dataset: dict[str, Any], variant: str = "tensors", inputs: list[dict[str, Any]] | None = None,
+    **config: Any,
 ) -> StageResult:
     run_dir = Path(tempfile.mkdtemp(dir=tmp_path, prefix="run-"))
     (run_dir / "out").mkdir()
@@ -57,13 +58,14 @@ def run_prepare(
     context = StageContext(
         key="0" * 64,
         kind="prepare",
-        config={"dataset": {"seed": 0, "labelOffset": 0} | dataset, "variant": variant, "inputs": inputs or IMAGE_INPUT},
+        config={"dataset": {"seed": 0, "labelOffset": 0} | dataset, "variant": variant, "inputs": inputs or IMAGE_INPUT,
+                **config},
         inputs={},
         workdir=run_dir / "work",
         outputs_dir=run_dir / "out",
         fetch_source=lambda uri, path, sha256: Path(uri),
         fetch_tree=lambda uri, path: Path(uri),
-        artifact_uri=lambda key, name: f"file:///store/{key}/{name}",
+        artifact_uri=lambda manifest, name: f"file:///store/{manifest.key}/{name}",
     )
     return prepare.run(context)
 

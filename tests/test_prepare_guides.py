@@ -5,8 +5,6 @@ photos scikit-learn ships (china.jpg, flower.jpg) and images cut from them."""
 from __future__ import annotations
 
 import copy
-import tarfile
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +15,11 @@ import sklearn.datasets
 import torch
 from modeldeploy.planner import Plan, plan
 from modeldeploy.validation import SpecError, load_resource
-from modeldeploy_jobs import prepare
-from modeldeploy_jobs.data import PreparedData
-from modeldeploy_jobs.stage import StageContext, StageError, StageResult
+from modeldeploy_jobs.stage import StageError, StageResult
 from PIL import Image
 from specs import Doc, base
+from test_prepare import opened, read_bins
+from test_prepare import run_prepare as run_prepare_stage
 from torchvision import datasets, transforms
 
 PHOTOS = Path(sklearn.datasets.__file__).parent / "images"
@@ -34,32 +32,10 @@ def model_input(side: int) -> list[dict[str, Any]]:
     return [{"name": "image", "shape": [-1, 3, side, side], "dtype": "float32", "layout": "NCHW"}]
 
 
-def run_prepare(tmp_path: Path, dataset: dict[str, Any], variant: str, side: int, **config: Any) -> StageResult:
-    """The prepare stage on local files, for a square model input of `side` unless config names inputs."""
-    run_dir = Path(tempfile.mkdtemp(dir=tmp_path, prefix="run-"))
-    (run_dir / "out").mkdir()
-    (run_dir / "work").mkdir()
-    context = StageContext(
-        key="0" * 64,
-        kind="prepare",
-        config={"dataset": dataset, "variant": variant, "inputs": model_input(side), **config},
-        inputs={},
-        workdir=run_dir / "work",
-        outputs_dir=run_dir / "out",
-        fetch_source=lambda uri, path, sha256: Path(uri),
-        fetch_tree=lambda uri, path: Path(uri),
-        artifact_uri=lambda key, name: f"file:///store/{key}/{name}",
-    )
-    return prepare.run(context)
-
-
-def bins(result: StageResult) -> dict[str, bytes]:
-    with tarfile.open(result.outputs["bins.tar"]) as tar:
-        return {member.name: tar.extractfile(member).read() for member in tar.getmembers()}
-
-
-def opened(result: StageResult) -> PreparedData:
-    return PreparedData.open(result.outputs["meta.json"].parent)
+def run_prepare(tmp_path: Path, dataset: dict[str, Any], variant: str, side: int,
+                inputs: list[dict[str, Any]] | None = None, **config: Any) -> StageResult:
+    """The prepare stage on local files, for a square model input of `side` unless `inputs` are given."""
+    return run_prepare_stage(tmp_path, dataset, variant, inputs or model_input(side), **config)
 
 
 @pytest.fixture
@@ -88,10 +64,10 @@ def test_opencv_exact_resize_equals_cv2_bit_for_bit(tmp_path: Path, photos: dict
     then cuts 224x224 at load_start_pos 16, which is where the host's centre crop cuts."""
     preprocess = {"decoder": "opencv", "resize": 256, "resizeMode": "exact", "interpolation": "bicubic", "crop": 224}
 
-    uncropped = bins(run_prepare(tmp_path, photos | {"preprocess": preprocess}, "raw-uint8-uncropped-bins", 224))
+    uncropped = read_bins(run_prepare(tmp_path, photos | {"preprocess": preprocess}, "raw-uint8-uncropped-bins", 224))
     result = run_prepare(tmp_path, photos | {"preprocess": preprocess}, "raw-uint8-bins", 224)
 
-    cropped = bins(result)
+    cropped = read_bins(result)
     for name in NAMES:
         path = Path(photos["uri"]) / f"{name}.jpg"
         expected = cv2.resize(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB), (256, 256),
@@ -113,8 +89,9 @@ def test_opencv_and_pillow_bicubic_differ_so_the_choice_matters(tmp_path: Path, 
     exact = {"resize": 256, "resizeMode": "exact", "interpolation": "bicubic"}
     dataset = photos | {"limit": 1}
 
-    opencv = bins(run_prepare(tmp_path, dataset | {"preprocess": exact | {"decoder": "opencv"}}, "raw-uint8-bins", 256))
-    pillow = bins(run_prepare(tmp_path, dataset | {"preprocess": exact}, "raw-uint8-bins", 256))
+    opencv = read_bins(run_prepare(tmp_path, dataset | {"preprocess": exact | {"decoder": "opencv"}}, "raw-uint8-bins",
+                                   256))
+    pillow = read_bins(run_prepare(tmp_path, dataset | {"preprocess": exact}, "raw-uint8-bins", 256))
 
     opencv_pixels, pillow_pixels = (np.frombuffer(found["image/china.bin"], np.uint8).astype(int)
                                     for found in (opencv, pillow))
@@ -156,7 +133,7 @@ def test_opencv_turns_the_image_as_its_exif_says_like_imread(tmp_path: Path, pho
 
     expected = cv2.cvtColor(cv2.imread(str(folder / "turned.jpg")), cv2.COLOR_BGR2RGB)
     assert Image.open(folder / "turned.jpg").size == (640, 427) and expected.shape == (640, 427, 3)
-    assert bins(result)["image/turned.bin"] == expected.tobytes()
+    assert read_bins(result)["image/turned.bin"] == expected.tobytes()
 
 
 def test_opencv_refuses_a_damaged_image_naming_it(tmp_path: Path, photos: dict[str, Any]) -> None:
@@ -181,7 +158,7 @@ def test_pillow_shorter_side_and_center_crop_equal_torchvision(
     crop = transforms.Compose([transforms.Resize(256, interpolation=mode), transforms.CenterCrop(224)])
     normalised = transforms.Compose([crop, transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
-    raw = bins(run_prepare(tmp_path, photos | {"preprocess": preprocess}, "raw-uint8-bins", 224))
+    raw = read_bins(run_prepare(tmp_path, photos | {"preprocess": preprocess}, "raw-uint8-bins", 224))
     tensors = opened(run_prepare(tmp_path, photos | {"preprocess": preprocess | {
         "mean": IMAGENET_MEAN, "std": IMAGENET_STD}}, "tensors", 224)).take([0, 1, 2])["image"]
 
