@@ -3,14 +3,13 @@ device, and the model sees what the host's own centre crop gives the CPU target.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 from PIL import Image
-from test_ascend_pipeline import NPU, ascend_environment, cells_by_key
+from test_ascend_pipeline import NPU, ascend_environment, cells_by_key, saved_model
 from test_pipeline import results_of, run
 
 IMAGES = 16
@@ -37,14 +36,7 @@ def write_tiny_imagenet(directory: Path) -> tuple[Path, list[int], list[int]]:
     also the predictions for the window one pixel off, which a misplaced device crop would give."""
     import torch
 
-    (directory / "placed_cnn.py").write_text(PLACED_CNN)
-    location = importlib.util.spec_from_file_location("placed_cnn", directory / "placed_cnn.py")
-    assert location is not None and location.loader is not None
-    module = importlib.util.module_from_spec(location)
-    location.loader.exec_module(module)
-    torch.manual_seed(0)
-    model = module.placed_cnn().eval()
-    torch.save(model.state_dict(), directory / "placed_cnn.pt")
+    model = saved_model(directory, "placed_cnn", PLACED_CNN)
     rng = np.random.default_rng(0)
     (directory / "val").mkdir()
     resized = []

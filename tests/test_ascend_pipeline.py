@@ -137,6 +137,22 @@ def tiny_cnn(num_classes: int = 100) -> nn.Module:
 CIFAR_MEAN, CIFAR_STD = [129.304, 124.070, 112.434], [68.170, 65.392, 70.418]
 
 
+def saved_model(directory: Path, name: str, source: str) -> Any:
+    """The module `source` written as directory/<name>.py, its callable <name>() built with seed 0, and its state_dict
+    saved as directory/<name>.pt: the code and weights a spec's python: architecture loads."""
+    import torch
+
+    (directory / f"{name}.py").write_text(source)
+    location = importlib.util.spec_from_file_location(name, directory / f"{name}.py")
+    assert location is not None and location.loader is not None
+    module = importlib.util.module_from_spec(location)
+    location.loader.exec_module(module)
+    torch.manual_seed(0)
+    model = getattr(module, name)().eval()
+    torch.save(model.state_dict(), directory / f"{name}.pt")
+    return model
+
+
 def write_tiny_cifar(directory: Path, targets: list[dict[str, Any]]) -> Path:
     """A spec over 48 CIFAR-style images labelled with a small CNN's own predictions on CPU-normalised pixels."""
     import pickle
@@ -144,14 +160,7 @@ def write_tiny_cifar(directory: Path, targets: list[dict[str, Any]]) -> Path:
     import numpy as np
     import torch
 
-    (directory / "tiny_cnn.py").write_text(TINY_CNN)
-    location = importlib.util.spec_from_file_location("tiny_cnn", directory / "tiny_cnn.py")
-    assert location is not None and location.loader is not None
-    module = importlib.util.module_from_spec(location)
-    location.loader.exec_module(module)
-    torch.manual_seed(0)
-    model = module.tiny_cnn().eval()
-    torch.save(model.state_dict(), directory / "tiny_cnn.pt")
+    model = saved_model(directory, "tiny_cnn", TINY_CNN)
     pixels = np.random.default_rng(0).integers(0, 256, size=(48, 3072), dtype=np.uint8)
     images = (pixels.reshape(-1, 3, 32, 32).astype(np.float32) - np.float32(CIFAR_MEAN)[:, None, None]) / np.float32(
         CIFAR_STD)[:, None, None]
