@@ -1,4 +1,4 @@
-"""The Ascend command lines `modeldeploy plan` shows: equal to the guides' (../shared/seeds) modulo paths."""
+"""The Ascend command lines `modeldeploy plan` shows: equal to the guides' (docs/seeds.md) modulo paths."""
 
 from __future__ import annotations
 
@@ -266,7 +266,7 @@ def test_calibration_samples_that_leave_a_partial_amct_batch_are_refused() -> No
 
 
 def test_aipp_from_imagenet_preprocessing_matches_the_modelzoo_config() -> None:
-    """aipp_resnet50_710.aippconfig (research/ascend.md §1.4) folds the same mean and std."""
+    """aipp_resnet50_710.aippconfig (docs/ascend.md §1.4) folds the same mean and std."""
     preprocess = {"scale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     fields = ascend_tools.aipp_fields(preprocess, {"name": "image", "shape": [-1, 3, 224, 224]})
     assert fields["minChn"] == pytest.approx([123.675, 116.28, 103.53])

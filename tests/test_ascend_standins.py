@@ -1,7 +1,7 @@
 """The Ascend tool stand-ins (tests/ascend_toolchain) behave like atc, amct_onnx, ais_bench and npu-smi.
 
 Every tool runs as a subprocess with the toolchain on PATH/PYTHONPATH, on a tiny conv + linear ONNX model;
-expected texts and formats come from research/ascend.md §1–§4.
+expected texts and formats come from docs/ascend.md §1–§4.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ SAMPLES = 6
 ATC_START = "ATC start working now, please wait for a moment."
 ATC_SUCCESS = "ATC run success, welcome to the next use."
 ATC_FAILED = "ATC run failed, Please check the detail log, Try 'atc --help' for more information"
-# Recorded atc output, research/ascend.md §1.5 (msit fixture atc_err_e19010.txt).
+# Recorded atc output, docs/ascend.md §1.5 (msit fixture atc_err_e19010.txt).
 RECORDED_E19010 = """\
 ATC start working now, please wait for a moment.
 ATC run failed, Please check the detail log, Try 'atc --help' for more information
@@ -43,7 +43,7 @@ E19010: No parser is registered for Op [Conv_52, optype [ai.onnx::11::Convx]].
         Model parse to graph failed, graph name:tdnnx.[FUNC:ModelParseToGraph][FILE:onnx_parser.cc][LINE:905]
         ATC model parse ret fail.[FUNC:ParseGraph][FILE:omg.cc][LINE:788]
 """
-# The parser regexes suggested in research/ascend.md §3.5.
+# The parser regexes suggested in docs/ascend.md §3.5.
 STATISTICS_LINE = re.compile(
     r"^\[INFO\] (H2D_latency|NPU_compute_time|D2H_latency) \(ms\): min = (\S+), max = (\S+), mean = (\S+), "
     r"median = (\S+), percentile\((\d+)%\) = (\S+)$"

@@ -2,7 +2,7 @@
 
 The build and runtime API run in-process (`import magicmind.python.runtime as mm`, the toolchain on sys.path);
 mm_run and cnmon run as subprocesses with the toolchain on PATH/PYTHONPATH. All on a tiny conv + linear ONNX
-model; call sequences, texts and layouts come from research/magicmind.md §1 (build), §3 (mm_run), §4 (runtime)
+model; call sequences, texts and layouts come from docs/magicmind.md §1 (build), §3 (mm_run), §4 (runtime)
 and §5 (cnmon).
 """
 
@@ -54,7 +54,7 @@ RECORDED_CNMON_X8 = """\
 |  No running processes found                                                  |
 +------------------------------------------------------------------------------+
 """
-# The parser regexes recommended in research/magicmind.md §3.7.
+# The parser regexes recommended in docs/magicmind.md §3.7.
 THROUGHPUT = re.compile(r"^\s*Throughput \(qps\):\s*([0-9.eE+-]+)", re.MULTILINE)
 NEW_TRAILER = re.compile(r"with total batch sizes: (\d+) and ([0-9.eE+-]+) iterations/second")
 OLD_COMPUTE_LATENCY = re.compile(

@@ -1,4 +1,4 @@
-"""Parsers for atc, ais_bench and npu-smi console output, against the recorded outputs in research/ascend.md."""
+"""Parsers for atc, ais_bench and npu-smi console output, against the recorded outputs in docs/ascend.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Parsers for mm_run and cnmon console output, against the recorded outputs in research/magicmind.md (§3, §5)."""
+"""Parsers for mm_run and cnmon console output, against the recorded outputs in docs/magicmind.md (§3, §5)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Runs inside the MagicMind job image as `python3 -m modeldeploy_jobs.magicmind_build`, so it can be
 run by hand with the command line `modeldeploy plan` shows. It follows Cambricon's own build flow
-(research/magicmind.md §1.2-1.6): Parser(kOnnx) -> Network with the input dims -> BuilderConfig
+(docs/magicmind.md §1.2-1.6): Parser(kOnnx) -> Network with the input dims -> BuilderConfig
 from a JSON file -> Calibrator over the calibration samples (one `<input>.npy` per input, samples
 on the first axis, cut into batches of the input's batch dimension) on an active device ->
 Builder.build_model -> serialize_to_file. It logs in the python_common format; the compile stage
@@ -98,7 +98,7 @@ def _calibrate(mm: Any, network: Any, config: Any, args: argparse.Namespace, dim
     from magicmind.python.common.types import get_datatype_by_numpy
 
     class CalibData(mm.CalibDataInterface):
-        """One network input's calibration batches, served in order (research/magicmind.md §1.5)."""
+        """One network input's calibration batches, served in order (docs/magicmind.md §1.5)."""
 
         def __init__(self, batches: list[np.ndarray]):
             super().__init__()

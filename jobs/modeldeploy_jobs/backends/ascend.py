@@ -2,7 +2,7 @@
 
 The command lines come from `modeldeploy.backends.ascend_tools`, the same code `modeldeploy plan`
 shows them with; the tools' console output is read with `modeldeploy.parsers`. The job image
-provides the CANN environment (research/ascend.md §5.5).
+provides the CANN environment (docs/ascend.md §5.5).
 """
 
 from __future__ import annotations
@@ -233,7 +233,7 @@ def _accuracy(bins: SampleBins, results: Path) -> dict[str, Any]:
     top1 = top5 = 0
     ranked_five = True
     for name, label in zip(bins.names, bins.labels, strict=True):
-        # ais_bench names an output after its input file up to the first dot (research/ascend.md §3.4)
+        # ais_bench names an output after its input file up to the first dot (docs/ascend.md §3.4)
         path = results / f"{name.split('.', 1)[0]}_0.txt"
         try:
             with path.open() as text:

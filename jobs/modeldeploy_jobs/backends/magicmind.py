@@ -102,7 +102,7 @@ def _write_calibration_data(data: PreparedData, indices: Sequence[int], director
 
 
 def load(model: Path, config: Mapping[str, Any], threads: int) -> Session:
-    """The model on MLU 0 with the MagicMind Python runtime (research/magicmind.md §4.1)."""
+    """The model on MLU 0 with the MagicMind Python runtime (docs/magicmind.md §4.1)."""
     try:
         import magicmind.python.runtime as mm
     except ImportError:
@@ -140,7 +140,7 @@ def load(model: Path, config: Mapping[str, Any], threads: int) -> Session:
 
 
 def _card() -> dict[str, str]:
-    """The card model as cnmon names it, as Cambricon's scripts read it (research/magicmind.md §5.2)."""
+    """The card model as cnmon names it, as Cambricon's scripts read it (docs/magicmind.md §5.2)."""
     cards = _cnmon().get("cards")
     return {"card": cards[0]["name"]} if cards else {}
 

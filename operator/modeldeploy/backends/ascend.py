@@ -1,4 +1,4 @@
-"""Huawei Ascend: AMCT calibration, ATC compile, ais_bench evaluation (research/ascend.md)."""
+"""Huawei Ascend: AMCT calibration, ATC compile, ais_bench evaluation (docs/ascend.md)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 `modeldeploy plan` shows them with the relative paths of a `Workspace`; a Job builds them
 with its own paths, so what the plan shows is what runs. Flags and formats follow
-research/ascend.md: atc §1.2, AIPP §1.4, amct_onnx §2.1-2.2, ais_bench §3.2, npu-smi §4.
+docs/ascend.md: atc §1.2, AIPP §1.4, amct_onnx §2.1-2.2, ais_bench §3.2, npu-smi §4.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def _shape(inputs: Sequence[ModelInput], batch: int | str) -> str:
 
 
 def calibration_batches(samples: int, batch_size: int) -> tuple[int, int]:
-    """(samples per .bin file, number of files): AMCT reads one batch per file (research/ascend.md §2.1)."""
+    """(samples per .bin file, number of files): AMCT reads one batch per file (docs/ascend.md §2.1)."""
     batch = min(batch_size, samples)
     return batch, max(1, samples // batch)
 
@@ -84,7 +84,7 @@ AMCT_DEFAULTS = {"activation_offset": True, "joint_quant": False}
 
 
 def quant_cfg(options: Mapping[str, Any], batch_num: int) -> str:
-    """AMCT's simple config (research/ascend.md §2.2): batch_num, then each key whose option is not AMCT's default."""
+    """AMCT's simple config (docs/ascend.md §2.2): batch_num, then each key whose option is not AMCT's default."""
     lines = [f"batch_num : {batch_num}"]
     for key, option in AMCT_KEYS.items():
         value = options.get(option, AMCT_DEFAULTS[key])  # an option left at its default may be left out of the dump
@@ -95,7 +95,7 @@ def quant_cfg(options: Mapping[str, Any], batch_num: int) -> str:
 
 
 def amct_command(inputs: Sequence[ModelInput], workspace: Workspace, batch: int) -> list[str]:
-    """AMCT over .bin files of `batch` samples each (research/ascend.md §2.1)."""
+    """AMCT over .bin files of `batch` samples each (docs/ascend.md §2.1)."""
     return [
         "amct_onnx", "calibration",
         f"--model={workspace.model}",

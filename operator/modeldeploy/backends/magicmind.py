@@ -1,4 +1,4 @@
-"""Cambricon MLU: MagicMind build with calibration, mm_run and runtime evaluation (research/magicmind.md)."""
+"""Cambricon MLU: MagicMind build with calibration, mm_run and runtime evaluation (docs/magicmind.md)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _card(card: str) -> Device:
         name=card,
         # With --enable-device-type (the shipped default) the device plugin names the resource after the
         # model's prefix, MLU370-X4 -> cambricon.com/mlu370; operator config resourceNames maps it to
-        # plain cambricon.com/mlu for a plugin without device types (research/magicmind.md §6.1).
+        # plain cambricon.com/mlu for a plugin without device types (docs/magicmind.md §6.1).
         resource=f"cambricon.com/{card.split('-', 1)[0].lower()}",
         tolerations=({"key": "cambricon.com/mlu", "operator": "Exists", "effect": "NoSchedule"},),
         env={"NEUWARE_HOME": "/usr/local/neuware"},  # where mm_run and the runtime libraries live in the image

@@ -1,6 +1,6 @@
 """The MagicMind build configuration and the command lines the MLU stages run, built in one place.
 
-`modeldeploy plan` shows them; the Jobs run them. BuilderConfig keys follow research/magicmind.md
+`modeldeploy plan` shows them; the Jobs run them. BuilderConfig keys follow docs/magicmind.md
 §1.4, the build flow §1.5-1.6, mm_run's flags §3.2 (MagicMind 1.x) and §3.3 (0.13/0.14).
 """
 

@@ -1,6 +1,6 @@
 """Parse the console output of `python3 -m ais_bench` and of its predecessor `ais_infer.py`.
 
-Formats handled (research/ascend.md §3.5, exit-code caveats §3.6):
+Formats handled (docs/ascend.md §3.5, exit-code caveats §3.6):
 
 * logger lines `[INFO] ...` / `[WARNING] ...` / `[ERROR] ...`, and tqdm progress bars that rewrite one
   physical line with `\\r`;

@@ -1,6 +1,6 @@
 """Parse the console output of CANN's `atc` model compiler.
 
-Formats handled (research/ascend.md §1.5; exit codes §1.6, AMCT-inside-ATC error §2.3):
+Formats handled (docs/ascend.md §1.5; exit codes §1.6, AMCT-inside-ATC error §2.3):
 
 * the markers `ATC start working now...`, the `...` line of newer versions, `ATC run success...` and
   `ATC run failed...`; without either verdict (a killed run) the result is not ok;
@@ -33,7 +33,7 @@ _PID_PREFIX = re.compile(r"^\[PID: \d+\] \S+ ")
 _UNCODED_ERROR = re.compile(r"^\[ERROR\]\s*(.*)$")
 _SOLUTION = re.compile(r"^Solution:\s*(.*)$")
 
-# E10xxx: GE's checks of the command line and of the model file it names (research/ascend.md §1.5 templates).
+# E10xxx: GE's checks of the command line and of the model file it names (docs/ascend.md §1.5 templates).
 _PARAMETER_FAMILY = "E10"
 _INVALID_INPUT_CODES = frozenset({"E19025"})  # "Input tensor is invalid"
 # The model holds an operator this CANN has no parser, IR or kernel for (the recorded outputs of §1.5).

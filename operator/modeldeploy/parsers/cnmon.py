@@ -1,6 +1,6 @@
 """Parse the output of Cambricon's `cnmon` (default table) and `cnmon info` (key/value form).
 
-Formats handled (research/magicmind.md §5.1 tables, §5.2 `cnmon info`, card name to MagicMind arch §7):
+Formats handled (docs/magicmind.md §5.1 tables, §5.2 `cnmon info`, card name to MagicMind arch §7):
 
 * the header `| CNMON v5.10.10      Driver v5.10.10 |` (4.20 prints no driver there) and an optional date line;
 * the card table: each card is a pair of rows of three `|` cells,

@@ -1,6 +1,6 @@
 """Parse the console output (stdout and stderr together) of MagicMind's `mm_run` benchmark.
 
-Formats handled (research/magicmind.md §3.4 old format, §3.5 new format, field meanings §3.6, pitfalls §3.7):
+Formats handled (docs/magicmind.md §3.4 old format, §3.5 new format, field meanings §3.6, pitfalls §3.7):
 
 * the OLD layout of MagicMind 0.13/0.14: `==== Performance Summary` with `Iterations:`, `Host Wall Time (s):`,
   `MLU Compute Time (s):`, `Throughput (qps):` and the `Enqueue Time`/`H2D Latency`/`MLU Compute Latency`/

@@ -1,6 +1,6 @@
 """Parse the output of `npu-smi info` and `npu-smi info -m`.
 
-Formats handled (research/ascend.md §4.1, chip name to soc version §4.2):
+Formats handled (docs/ascend.md §4.1, chip name to soc version §4.2):
 
 * the `npu-smi info` box table, with or without its `npu-smi X Version: Y` header; each chip is a pair of rows,
   `| NPU Name | Health | Power(W) Temp(C) Hugepages |` then `| Chip Device | Bus-Id | AICore(%) Memory [HBM] |`.

@@ -1,6 +1,6 @@
 """Test stand-in for `python3 -m ais_bench`: runs a stand-in `.om` (see ascend_standins/om.py) with onnxruntime.
 
-Flags, input batching, output naming, the summary JSON and the console lines follow research/ascend.md §3.2–§3.6.
+Flags, input batching, output naming, the summary JSON and the console lines follow docs/ascend.md §3.2–§3.6.
 The device is emulated: its chip is `ASCEND_STANDIN_CHIP` (default 310P3) and must match the om's
 `--soc_version`; AIPP is applied to the uint8 NHWC input (ascend_standins/aipp.py); fp16 (bf16) precision modes
 round the inputs and outputs through float16 (bfloat16); NPU_compute_time is the measured onnxruntime run time.

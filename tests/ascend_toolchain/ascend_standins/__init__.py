@@ -2,7 +2,7 @@
 
 `atc`, `amct_onnx`, `npu-smi` and `python3 -m ais_bench` are emulated on the CPU with onnxruntime so the
 pipeline can be tested without an NPU; flags, console output, error texts, exit codes and file naming follow
-/work/shared/research/ascend.md (§1 atc, §2 amct_onnx, §3 ais_bench, §4 npu-smi).
+docs/ascend.md (§1 atc, §2 amct_onnx, §3 ais_bench, §4 npu-smi).
 
 This module holds the two text formats more than one tool reads: the `name:d0,d1;name2:...` shape lists of
 `atc --input_shape` (§1.2) and `amct_onnx --input_shape` (§2.1), and protobuf text format, used by AIPP

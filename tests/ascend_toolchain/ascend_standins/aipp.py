@@ -1,6 +1,6 @@
 """AIPP for the stand-ins: parse an `--insert_op_conf` file (atc) and apply it to uint8 NHWC input (ais_bench).
 
-Format and arithmetic from research/ascend.md §1.4: `aipp_op { key : value }` blocks in protobuf text; with AIPP
+Format and arithmetic from docs/ascend.md §1.4: `aipp_op { key : value }` blocks in protobuf text; with AIPP
 the model is fed NHWC uint8 of the source image size, which is cropped and normalised per channel as
 `(pixel - mean_chn_i - min_chn_i) * var_reci_chn_i` (min/var are fp16 on the device) before it reaches the
 model. Colour-space conversion, resize, padding, XRGB/YUV420SP input and dynamic AIPP are accepted like the

@@ -1,6 +1,6 @@
 """Test stand-in for `amct_onnx calibration`: real int8 post-training quantization with onnxruntime.
 
-CLI, quant.cfg fields and output naming follow research/ascend.md §2.1–§2.3: one calibration batch per `.bin`
+CLI, quant.cfg fields and output naming follow docs/ascend.md §2.1–§2.3: one calibration batch per `.bin`
 file (files sorted ascending), `--batch_num` batches, `<save_path>_deploy_model.onnx`,
 `<save_path>_fake_quant_model.onnx` and `<save_path>_quant.json`, and the `INFO - [AMCT]:[Utils]: The model file is
 saved in <path>` lines. The quantization itself is onnxruntime's `quantize_static` (QDQ, per-channel int8 weights,

@@ -1,6 +1,6 @@
 """Test stand-in for CANN `atc`: validates the flags like the real tool and writes a stand-in `.om` (see om.py).
 
-Behaviour from research/ascend.md §1: gflags-style flags (§1.2), the `--soc_version` names (§1.3), AIPP configs
+Behaviour from docs/ascend.md §1: gflags-style flags (§1.2), the `--soc_version` names (§1.3), AIPP configs
 (§1.4), the console lines and `<CODE>: <message>` error blocks with the GE error templates (§1.5) and exit
 status 255 on failure (§1.6). Only ONNX (`--framework=5`) in build mode (`--mode=0`) is supported.
 
@@ -9,7 +9,7 @@ output from §1.5 (or a one-line block for codes without a recording). With `ATC
 the failure is transient: a run fails only while that file does not exist, and creates it.
 
 `atc --version` prints the emulated CANN release, `ASCEND_STANDIN_CANN_VERSION` (default 8.2.rc1), as gflags prints
-a program's version string (`atc version <release>`); the research has no recording of the real output.
+a program's version string (`atc version <release>`); docs/ascend.md has no recording of the real output.
 """
 
 from __future__ import annotations

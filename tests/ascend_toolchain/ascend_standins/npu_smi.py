@@ -1,4 +1,4 @@
-"""Test stand-in for `npu-smi`: `npu-smi info` and `npu-smi info -m` in the 310P3 layout of research/ascend.md §4.1.
+"""Test stand-in for `npu-smi`: `npu-smi info` and `npu-smi info -m` in the 310P3 layout of docs/ascend.md §4.1.
 
 The chips come from `ASCEND_STANDIN_CHIPS` (comma-separated names such as `310P3,310P3`), else one
 `ASCEND_STANDIN_CHIP`, else one `310P3`; each chip is its own NPU (NPU id = device id = its index), idle,

@@ -1,6 +1,6 @@
 """The stand-in `.om` written by the `atc` stand-in and run by the `ais_bench` stand-in.
 
-A real `.om` is an NPU binary (research/ascend.md §1.2 `--output`); this one is a zip archive holding
+A real `.om` is an NPU binary (docs/ascend.md §1.2 `--output`); this one is a zip archive holding
 `model.onnx` (the ONNX model it was built from, input shapes fixed by `--input_shape`, the batch axis left
 symbolic for `--dynamic_batch_size`) and `atc.json` (the parsed atc arguments, see `OmInfo`).
 """

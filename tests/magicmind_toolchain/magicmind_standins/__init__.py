@@ -2,8 +2,8 @@
 
 The MagicMind Python API (`import magicmind.python.runtime as mm`), `mm_run` and `cnmon` are emulated on the CPU
 with onnxruntime so the pipeline can be tested without an MLU. Names, call sequences, config keys, flags and
-console layouts follow /work/shared/research/magicmind.md (§1 build API, §3 mm_run, §4 runtime API, §5 cnmon,
-§7 archs); where the research has no record the choice is documented where it is made.
+console layouts follow docs/magicmind.md (§1 build API, §3 mm_run, §4 runtime API, §5 cnmon,
+§7 archs); where docs/magicmind.md has no record the choice is documented where it is made.
 
 This package holds what more than one stand-in needs: the environment variables for the emulated machine, the
 MagicMind-style log line, the data type table (dtypes.py), the emulated cards (cards.py), the serialized model

@@ -1,7 +1,7 @@
 """The emulated MLU cards: `MAGICMIND_STANDIN_CARDS`, a comma list of card names (default one `MLU370-S4`).
 
 Card `i` of the list is MLU device `i` (what `mm.Device().id`, `mm_run --devices` and `cnmon info -c` count).
-Figures per card (research/magicmind.md): arch §7 (MLU370-* → mtp_372, MLU590 → mtp_592); mm_run's Compute
+Figures per card (docs/magicmind.md): arch §7 (MLU370-* → mtp_372, MLU590 → mtp_592); mm_run's Compute
 Capability 3.0, Total Memory Size 24576 MB and Cluster Number 6 (S4) / 8 (X4) §3.4/§5.2; cnmon's memory totals
 (X4 23308 MiB, X8 20638 MiB with driver 5.10.22), power caps (X4 150 W, X8 250 W) and idle power (X4 27 W, X8
 107 W) §5.1. Assumptions, unrecorded: MLU370-S4's cnmon figures (memory as the X4, 75 W cap, 20 W idle), X8's 8

@@ -1,4 +1,4 @@
-"""Test stand-in for `cnmon` (research/magicmind.md §5) over the cards of `MAGICMIND_STANDIN_CARDS` (cards.py).
+"""Test stand-in for `cnmon` (docs/magicmind.md §5) over the cards of `MAGICMIND_STANDIN_CARDS` (cards.py).
 
 `cnmon` prints the driver 5.10.22 table of §5.1(d) (every card idle: 0 % util, 0 MiB used, no processes);
 `cnmon info` prints a `Card <id>` line and indented `key : value` lines per card (§5.2: the fields Cambricon's

@@ -1,4 +1,4 @@
-"""The MagicMind data type names (research/magicmind.md §1.3, `mm.DataType`) and their numpy and ONNX counterparts.
+"""The MagicMind data type names (docs/magicmind.md §1.3, `mm.DataType`) and their numpy and ONNX counterparts.
 
 Serialized models (mm_file.py) store data types by these names. QINT8/QINT16 are MagicMind's quantized tensor
 types; the stand-in has no quantized tensors at the model boundary, so they have no numpy counterpart here and

@@ -1,6 +1,6 @@
 """Runs a stand-in MagicMind model (mm_file.py) with onnxruntime on the CPU, as an MLU engine would run it.
 
-Shared by `mm.IContext.enqueue` (research/magicmind.md §4.1) and `mm_run` (§3). Per input, in this order:
+Shared by `mm.IContext.enqueue` (docs/magicmind.md §4.1) and `mm_run` (§3). Per input, in this order:
 the data type and dims are checked against the model (a static model takes exactly its dims; a shape-mutable one
 any dims of the right rank inside its `dim_range`); `insert_bn_before_firstnode` computes
 (x - mean) / sqrt(var) on the uint8 pixels along the channel axis of the model's layout (§1.4); a

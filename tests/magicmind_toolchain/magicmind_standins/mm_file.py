@@ -1,6 +1,6 @@
 """The stand-in serialized MagicMind model, written by `mm.Model.serialize_to_file` and read by `mm_run`.
 
-A real model file is an MLU binary (research/magicmind.md §1.6); this one is a zip archive holding `model.onnx`
+A real model file is an MLU binary (docs/magicmind.md §1.6); this one is a zip archive holding `model.onnx`
 (the network as onnxruntime runs it: input dims fixed as built, or symbolic for a shape-mutable model, and
 QuantizeLinear/DequantizeLinear pairs for qint precision modes) and `magicmind.json` (a `ModelInfo`).
 Dims are user-facing (after `convert_input_layout`), except `dim_range`, which stays in the network's own layout

@@ -1,4 +1,4 @@
-"""Test stand-in for `mm_run`, MagicMind's benchmark (research/magicmind.md §3): runs a stand-in model file
+"""Test stand-in for `mm_run`, MagicMind's benchmark (docs/magicmind.md §3): runs a stand-in model file
 (mm_file.py) with onnxruntime on zero-filled inputs and prints the recorded report layout.
 
 `MAGICMIND_STANDIN_VERSION` picks the emulated release (default 1.7.0): 1.x takes the §3.2 flags (`--batch_size`)

@@ -1,4 +1,4 @@
-"""The command lines of the `mm_run` stand-in: MagicMind 1.x flags (research/magicmind.md §3.2) and 0.13/0.14
+"""The command lines of the `mm_run` stand-in: MagicMind 1.x flags (docs/magicmind.md §3.2) and 0.13/0.14
 flags (§3.3, which has `--batch` where 1.x has `--batch_size`).
 
 Both follow the parser rules of the 1.x samples' `common/param.cc` (§2, §3.2): every option is `--key v1 v2 …`;

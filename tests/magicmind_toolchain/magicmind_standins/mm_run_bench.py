@@ -1,4 +1,4 @@
-"""The measurement behind the `mm_run` stand-in's reports (research/magicmind.md §3.2, §3.6).
+"""The measurement behind the `mm_run` stand-in's reports (docs/magicmind.md §3.2, §3.6).
 
 Every (device, thread) pair runs in its own Python thread on the device's engine (one onnxruntime session per
 device, like one MagicMind engine per device): warm-up inferences until `--warmup` ms have passed, then

@@ -1,4 +1,4 @@
-"""The reports of the `mm_run` stand-in, in the recorded layouts of research/magicmind.md §3.4 (MagicMind
+"""The reports of the `mm_run` stand-in, in the recorded layouts of docs/magicmind.md §3.4 (MagicMind
 0.13/0.14) and §3.5 (1.x), filled with the measurements of mm_run_bench.py.
 
 Layout facts used: labels padded to 30 columns; statistics `min: … max: … mean: … median: … percentile: (90%) …

@@ -1,4 +1,4 @@
-"""The qint* precision modes (research/magicmind.md §1.4, §1.5) as onnxruntime QDQ post-training quantization.
+"""The qint* precision modes (docs/magicmind.md §1.4, §1.5) as onnxruntime QDQ post-training quantization.
 
 `quantize_static` runs on the calibration batches `mm.Calibrator.calibrate` recorded: the linear algorithm is
 MinMax calibration, eqnm is Entropy; qint8 modes quantize to QInt8 and qint16 modes to QInt16 (which onnxruntime

@@ -1,1 +1,1 @@
-"""Test stand-in for `magicmind.python` (research/magicmind.md §1.1)."""
+"""Test stand-in for `magicmind.python` (docs/magicmind.md §1.1)."""

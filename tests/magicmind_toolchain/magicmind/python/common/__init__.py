@@ -1,1 +1,1 @@
-"""Test stand-in for `magicmind.python.common` (research/magicmind.md §1.1)."""
+"""Test stand-in for `magicmind.python.common` (docs/magicmind.md §1.1)."""

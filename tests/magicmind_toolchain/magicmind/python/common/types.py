@@ -1,4 +1,4 @@
-"""Test stand-in for `magicmind.python.common.types`: `get_datatype_by_numpy` (research/magicmind.md §1.1, §1.5)."""
+"""Test stand-in for `magicmind.python.common.types`: `get_datatype_by_numpy` (docs/magicmind.md §1.1, §1.5)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Test stand-in for `magicmind.python.runtime` (`import magicmind.python.runtime as mm`), never shipped.
 
-The build API of research/magicmind.md §1 (Parser → Network → BuilderConfig → Calibrator → Builder → Model) and
+The build API of docs/magicmind.md §1 (Parser → Network → BuilderConfig → Calibrator → Builder → Model) and
 the runtime API of §4 (System, Device, Model.create_i_engine → IEngine → IContext → IRTTensor), emulated on the
 CPU with onnxruntime; see magicmind_standins/__init__.py for the emulated machine and the module docstrings here
 for what each object checks.

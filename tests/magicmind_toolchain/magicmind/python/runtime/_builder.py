@@ -1,4 +1,4 @@
-"""`mm.Builder().build_model(name, network, config)` (research/magicmind.md §1.6): a `mm.Model`, or None after an
+"""`mm.Builder().build_model(name, network, config)` (docs/magicmind.md §1.6): a `mm.Model`, or None after an
 ERROR log line on stderr when the network and config cannot make one.
 
 The built model is the parsed ONNX with the network's input dims (all dims symbolic for a shape-mutable model),

@@ -1,4 +1,4 @@
-"""`mm.CalibDataInterface` and `mm.Calibrator` (research/magicmind.md §1.5).
+"""`mm.CalibDataInterface` and `mm.Calibrator` (docs/magicmind.md §1.5).
 
 `calibrate(network, config)` needs an active device and a qint precision_mode in the config. It reads every
 calibration data object (one per network input, in input order) with reset() and then next()/get_sample() until

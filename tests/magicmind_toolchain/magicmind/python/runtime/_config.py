@@ -1,8 +1,8 @@
-"""`mm.BuilderConfig` (research/magicmind.md §1.4): JSON keys merged by `parse_from_string`/`parse_from_file`.
+"""`mm.BuilderConfig` (docs/magicmind.md §1.4): JSON keys merged by `parse_from_string`/`parse_from_file`.
 
 Every merge is validated as a whole; an invalid one returns an INVALID_ARGUMENT Status and leaves the config as
 it was. Accepted keys are those of §1.4 except `custom_ranges` (fake calibration, not emulated); unknown keys,
-unknown values and wrongly typed values are errors. Defaults [assumption where the research has none]:
+unknown values and wrongly typed values are errors. Defaults [assumption where docs/magicmind.md has none]:
 precision force_float32, per_tensor weights, symmetric activations, computation_preference auto, not shape
 mutable, archs `["mtp_372", "tp_322", "mtp_592"]` (python_common's list for "unset", §7).
 `cross_compile_toolchain_path`, `debug_config`, `compute_determinism`, `opt_config` and

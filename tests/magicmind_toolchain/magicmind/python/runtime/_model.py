@@ -1,4 +1,4 @@
-"""`mm.Model` and the runtime objects it leads to (research/magicmind.md §1.6, §4.1): `IEngine`, `IContext`,
+"""`mm.Model` and the runtime objects it leads to (docs/magicmind.md §1.6, §4.1): `IEngine`, `IContext`,
 `IRTTensor`.
 
 `serialize_to_file` writes the stand-in model file (magicmind_standins/mm_file.py). `create_i_engine` returns

@@ -1,4 +1,4 @@
-"""`mm.Network` and its `mm.ITensor`s as the ONNX parser fills them (research/magicmind.md §1.2, §1.3)."""
+"""`mm.Network` and its `mm.ITensor`s as the ONNX parser fills them (docs/magicmind.md §1.2, §1.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`mm.Status` and `mm.Code` (research/magicmind.md §1.5: `mm.Status()`, `mm.Status(mm.Code.OUT_OF_RANGE, msg)`).
+"""`mm.Status` and `mm.Code` (docs/magicmind.md §1.5: `mm.Status()`, `mm.Status(mm.Code.OUT_OF_RANGE, msg)`).
 
 Only OK and OUT_OF_RANGE are seen in Cambricon's samples; the other codes are the absl-style set such Status
 types carry [assumption]. The stand-ins return INVALID_ARGUMENT for bad arguments, FAILED_PRECONDITION for calls

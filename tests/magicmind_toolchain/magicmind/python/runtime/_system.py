@@ -1,4 +1,4 @@
-"""`mm.System`, `mm.Device` and the queue `Device.create_queue()` returns (research/magicmind.md §1.5, §4.1).
+"""`mm.System`, `mm.Device` and the queue `Device.create_queue()` returns (docs/magicmind.md §1.5, §4.1).
 
 The devices are the emulated cards of `MAGICMIND_STANDIN_CARDS` (magicmind_standins/cards.py). As with CNRT,
 the active device belongs to the calling thread; it is only active while an `mm.System()` context is open.

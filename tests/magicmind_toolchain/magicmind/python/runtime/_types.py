@@ -1,4 +1,4 @@
-"""The small value types of `magicmind.python.runtime` (research/magicmind.md §1.2–§1.5): DataType, Dims,
+"""The small value types of `magicmind.python.runtime` (docs/magicmind.md §1.2–§1.5): DataType, Dims,
 ModelKind and QuantizationAlgorithm."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Test stand-in for `magicmind.python.runtime.parser` (research/magicmind.md §1.2): ONNX only."""
+"""Test stand-in for `magicmind.python.runtime.parser` (docs/magicmind.md §1.2): ONNX only."""
 
 from __future__ import annotations
 
