@@ -199,15 +199,18 @@ def _deletes_artifacts(spec: kopf.Spec, **_: Any) -> bool:
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def deployments_by_store(body: kopf.Body, **_: Any) -> dict[str | None, kopf.Body]:
-    """Every ModelDeployment by its artifacts.uri (None: the default store); kopf fills it before any handler runs,
-    so a deletion knows the others that may share its tasks."""
-    return {(body["spec"].get("artifacts") or {}).get("uri"): body}
+def deployments_by_store(body: kopf.Body, **_: Any) -> dict[str | None, dict[str, Any]]:
+    """Every ModelDeployment's metadata and spec by its artifacts.uri (None: the default store); kopf fills it
+    before any handler runs, so a deletion knows the others that may share its tasks. Not the status: with a row
+    per stage and per cell it is most of the object, and the index would keep one of every deployment."""
+    metadata = body["metadata"]
+    kept = {key: metadata.get(key) for key in ("uid", "name", "namespace", "generation", "deletionTimestamp")}
+    return {(body["spec"].get("artifacts") or {}).get("uri"): {"metadata": kept, "spec": body["spec"]}}
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, when=_deletes_artifacts, retries=3, backoff=10)
 async def delete_artifacts(body: kopf.Body, namespace: str, memo: kopf.Memo, logger: Any,
-                           deployments_by_store: kopf.Index[str | None, kopf.Body], **_: Any) -> None:
+                           deployments_by_store: kopf.Index[str | None, dict[str, Any]], **_: Any) -> None:
     """artifacts.onDelete: Delete removes the results of this deployment's tasks that no other deployment of the
     same store plans (convert, prepare and the reference are shared by every deployment of one model and data)."""
     try:
@@ -226,7 +229,7 @@ async def delete_artifacts(body: kopf.Body, namespace: str, memo: kopf.Memo, log
                 f"{len(plan(spec).tasks) - len(tasks)} tasks that other ModelDeployments plan")
 
 
-async def _keys_planned_in(store: Store, deployments: list[kopf.Body], memo: kopf.Memo) -> set[str]:
+async def _keys_planned_in(store: Store, deployments: list[dict[str, Any]], memo: kopf.Memo) -> set[str]:
     """The task keys the deployments plan in that store (the same identity: URI, endpoint and credentials); those
     of a deployment whose store cannot be opened now are kept too, as it may be the same."""
     keys: set[str] = set()
@@ -343,7 +346,7 @@ async def carry_out(decided: Decided, body: kopf.Body, memo: kopf.Memo, logger: 
     metrics.count_phases(memo.phases)
 
 
-async def _planned(meta: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo
+async def _planned(meta: Mapping[str, Any], body: Mapping[str, Any], memo: kopf.Memo
                    ) -> tuple[ModelDeploymentSpec, Plan] | SpecError:
     """The validated spec and its plan, computed once per generation of the spec, off the event loop.
 
