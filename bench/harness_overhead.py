@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from modeldeploy.manifest import fetch, read_manifest
 from modeldeploy.planner import plan
 from modeldeploy.runner import localize
-from modeldeploy.manifest import fetch, read_manifest
 from modeldeploy.store import open_store
 from modeldeploy.validation import load_resource
 from modeldeploy_jobs.backends import openvino
