@@ -130,3 +130,16 @@ def test_graph_tensor_names_are_safe_in_tool_arguments() -> None:
     source = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["source"]
     name = source["properties"]["inputs"]["items"]["properties"]["name"]
     assert name["pattern"] == source["properties"]["outputs"]["items"]["pattern"] == r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+
+
+def test_every_field_has_a_description() -> None:
+    """kubectl explain shows each field's description: none may be missing or blank, in the spec or the status."""
+    schema = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    fields = [
+        (f"{path}.{name}", child)
+        for path, node in nodes(schema)
+        for name, child in node.get("properties", {}).items()
+    ]
+    assert len(fields) > 150
+    missing = [path for path, field in fields if not str(field.get("description", "")).strip()]
+    assert not missing, f"{len(missing)} fields have no description: {', '.join(missing)}"

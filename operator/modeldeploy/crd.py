@@ -14,6 +14,7 @@ import yaml
 
 from modeldeploy import backends
 from modeldeploy.spec import (
+    API_VERSION,
     DNS_LABEL,
     GROUP,
     INT64_MAX,
@@ -130,10 +131,20 @@ def resource_schema() -> Schema:
         "description": "A model conversion pipeline: convert, calibrate, compile and measure every target x precision x batch size.",
         "required": ["spec"],
         "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
+            "apiVersion": {"type": "string", "description": f"The API group and version: {API_VERSION}."},
+            "kind": {"type": "string", "description": f"The kind: {KIND}."},
             # The API server lets a CRD describe metadata.name (and generateName) only; the rule below names it.
-            "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
+            "metadata": {
+                "type": "object",
+                "description": "Standard object metadata: name, namespace, labels, annotations.",
+                "properties": {
+                    "name": {
+                        "type": "string",
+                        "description": f"A DNS label of at most {MAX_NAME_LENGTH} characters: the deployment's Jobs "
+                        "are named after it.",
+                    }
+                },
+            },
             "spec": spec,
             "status": status,
         },

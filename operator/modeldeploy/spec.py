@@ -148,16 +148,30 @@ class TensorSpec(Model):
     )
 
     name: str = Field(min_length=1, max_length=128, pattern=TENSOR_NAME, description="Input name in the exported graph.")
-    shape: list[Int64] = Field(min_length=1, max_length=8)
-    dtype: Literal["float32", "float16", "uint8", "int8", "int32", "int64"] = "float32"
-    layout: Literal["NCHW", "NHWC", "ND"] = "NCHW"
+    shape: list[Int64] = Field(
+        min_length=1,
+        max_length=8,
+        description="Dimensions, e.g. [-1, 3, 224, 224]; -1 marks the batch axis, set to each batch size when the "
+        "model is compiled (ATC's --input_shape, MagicMind's input dims).",
+    )
+    dtype: Literal["float32", "float16", "uint8", "int8", "int32", "int64"] = Field(
+        default="float32", description="The element type the model takes on this input."
+    )
+    layout: Literal["NCHW", "NHWC", "ND"] = Field(
+        default="NCHW",
+        description="NCHW or NHWC for an image input, ND for any other tensor (ATC's --input_format).",
+    )
 
 
 class Parity(Model):
     """How close the converted ONNX model must stay to the source model on the same inputs."""
 
-    max_abs_diff: float = Field(default=1e-3, gt=0)
-    min_cosine: float = Field(default=0.9999, ge=0, le=1)
+    max_abs_diff: float = Field(
+        default=1e-3, gt=0, description="Largest allowed absolute difference between any two corresponding outputs."
+    )
+    min_cosine: float = Field(
+        default=0.9999, ge=0, le=1, description="Smallest allowed cosine similarity between the two models' outputs."
+    )
 
 
 DEFAULT_OPSET = 17  # what a pytorch or torchscript source is exported at when the spec names no opset
@@ -206,7 +220,10 @@ class Source(Model):
         }
     )
 
-    format: Literal["pytorch", "torchscript", "onnx"]
+    format: Literal["pytorch", "torchscript", "onnx"] = Field(
+        description="pytorch: an architecture built in Python and its state_dict (weights); torchscript: a "
+        "torch.jit file (uri); onnx: an .onnx file (uri). pytorch and torchscript are exported to ONNX first."
+    )
     architecture: str | None = Field(
         default=None,
         max_length=256,
@@ -257,6 +274,7 @@ class Source(Model):
     inputs: list[TensorSpec] = Field(
         min_length=1,
         max_length=16,
+        description="The model's inputs, in the graph's order, each named once.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     outputs: list[Annotated[str, Field(min_length=1, max_length=128, pattern=TENSOR_NAME)]] | None = Field(
@@ -269,14 +287,22 @@ class Source(Model):
         description=f"ONNX opset. A pytorch or torchscript source is exported at it ({DEFAULT_OPSET} when unset); "
         "an onnx source is converted to it when it is set, and keeps its own opset when it is not.",
     )
-    simplify: bool = False
+    simplify: bool = Field(
+        default=False,
+        description="Simplify the ONNX graph (constant folding, redundant nodes removed) before it is calibrated "
+        "and compiled.",
+    )
     simplifier: Simplifier = Field(
         default=DEFAULT_SIMPLIFIER,
         exclude_if=lambda name: name == DEFAULT_SIMPLIFIER,
         description="What simplify runs: onnxslim, or onnxsim (onnx-simplifier) given the inputs' shapes as its "
         "--overwrite-input-shape.",
     )
-    parity: Parity = Field(default_factory=Parity)
+    parity: Parity = Field(
+        default_factory=Parity,
+        description="How close the ONNX model's outputs must stay to the source model's on the same inputs; the "
+        "convert stage fails when they do not.",
+    )
 
 
 # ---------------------------------------------------------------- dataset
@@ -314,7 +340,9 @@ class Preprocess(Model):
         description="pil: Pillow decodes and resizes, as torchvision's transforms do; opencv: cv2.imread, "
         "BGR to RGB, and cv2.resize, as OpenCV scripts do (the two libraries' resampling differs).",
     )
-    resize: int | None = Field(default=None, ge=1, le=8192)
+    resize: int | None = Field(
+        default=None, ge=1, le=8192, description="Resize to this size (see resizeMode) before the crop; unset: no resize."
+    )
     resize_mode: Literal["shorter", "exact"] = Field(
         default="shorter",
         description="shorter: the shorter side becomes resize, keeping the aspect (torchvision's Resize(int)); "
@@ -327,11 +355,25 @@ class Preprocess(Model):
         "INTER_LINEAR/INTER_CUBIC/INTER_NEAREST.",
     )
     scale: float = Field(default=1 / 255, gt=0, description="Pixel values are multiplied by scale first.")
-    mean: list[float] = Field(default=[0.0, 0.0, 0.0], min_length=1, max_length=4)
-    std: list[Annotated[float, Field(gt=0)]] = Field(default=[1.0, 1.0, 1.0], min_length=1, max_length=4)
-    channel_order: Literal["RGB", "BGR"] = "RGB"
-    layout: Literal["NCHW", "NHWC"] = "NCHW"
-    dtype: Literal["float32", "float16", "uint8"] = "float32"
+    mean: list[float] = Field(
+        default=[0.0, 0.0, 0.0],
+        min_length=1,
+        max_length=4,
+        description="Per-channel mean subtracted after scaling, in channelOrder, e.g. [0.485, 0.456, 0.406].",
+    )
+    std: list[Annotated[float, Field(gt=0)]] = Field(
+        default=[1.0, 1.0, 1.0],
+        min_length=1,
+        max_length=4,
+        description="Per-channel standard deviation divided by, in channelOrder, e.g. [0.229, 0.224, 0.225].",
+    )
+    channel_order: Literal["RGB", "BGR"] = Field(
+        default="RGB", description="The channel order the model takes: RGB, or BGR (models trained on OpenCV images)."
+    )
+    layout: Literal["NCHW", "NHWC"] = Field(default="NCHW", description="The layout of the preprocessed samples.")
+    dtype: Literal["float32", "float16", "uint8"] = Field(
+        default="float32", description="The element type of the preprocessed samples."
+    )
 
 
 class Dataset(Model):
@@ -360,7 +402,11 @@ class Dataset(Model):
         }
     )
 
-    kind: Literal["imagenet", "cifar100", "digits", "tensors", "synthetic"]
+    kind: Literal["imagenet", "cifar100", "digits", "tensors", "synthetic"] = Field(
+        description="imagenet: a folder of images with a labels file (val_label.txt) or class folders; cifar100: "
+        "the CIFAR-100 python 'test' pickle; digits: scikit-learn's 8x8 digits; tensors: a directory of .npy or "
+        ".bin tensors, already preprocessed; synthetic: random inputs, for speed measurements only."
+    )
     uri: Uri | None = Field(
         default=None, description="imagenet: image folder; cifar100: the python 'test' pickle; tensors: directory."
     )
@@ -372,7 +418,11 @@ class Dataset(Model):
         "<class>/<image>, as torchvision's ImageFolder reads it: the label is the class folder's position "
         "among the sorted folders, the images are taken class by class, each class's sorted.",
     )
-    preprocess: Preprocess | None = None
+    preprocess: Preprocess | None = Field(
+        default=None,
+        description="How images become model inputs (resize, crop, normalise), as the model's training did; unset: "
+        "each field's default.",
+    )
     limit: int | None = Field(default=None, ge=1, le=INT64_MAX, description="Use at most this many samples.")
     label_offset: int = Field(
         default=0, ge=-1, le=1, description="Added to every label: 1 for 1001-class models with a background class."
@@ -422,19 +472,37 @@ class Calibration(Model):
 
 
 class Toleration(Model):
-    key: str | None = Field(default=None, max_length=317)
-    operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = Field(default=None, max_length=253)
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: Int64 | None = None
+    """A taint the stage pods tolerate, as in a core/v1 Pod's tolerations."""
+
+    key: str | None = Field(
+        default=None, max_length=317, description="The taint's key, e.g. huawei.com/Ascend310P; unset: every key."
+    )
+    operator: Literal["Exists", "Equal"] | None = Field(
+        default=None, description="Exists: any value of the key; Equal (the default): the value below."
+    )
+    value: str | None = Field(default=None, max_length=253, description="The taint's value, with operator Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="The taint effect tolerated; unset: every effect."
+    )
+    toleration_seconds: Int64 | None = Field(
+        default=None, description="With effect NoExecute: how long a pod stays bound to a node once it is tainted."
+    )
 
 
 Quantity = Int64 | Annotated[str, Field(pattern=QUANTITY)]
 
 
 class Resources(Model):
-    limits: dict[str, Quantity] = Field(default_factory=dict)
-    requests: dict[str, Quantity] = Field(default_factory=dict)
+    """The stage containers' resources, merged over the installation's, as in a core/v1 Container."""
+
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict,
+        description="Resource limits by name, e.g. cpu: 4, memory: 8Gi, or an extended resource of a device plugin "
+        "such as huawei.com/Ascend310P: 1 or cambricon.com/mlu370: 1.",
+    )
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict, description="Resource requests by name, e.g. cpu: 2, memory: 4Gi."
+    )
 
 
 class Placement(Model):
@@ -452,10 +520,20 @@ class Placement(Model):
         }
     )
 
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node labels the stage pods require, e.g. node.kubernetes.io/npu.chip.name: 310P3 as the Ascend "
+        "device plugin labels its nodes.",
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Taints the stage pods tolerate, e.g. a device plugin's huawei.com/Ascend310P:NoSchedule.",
+    )
     affinity: JsonObject = Field(default_factory=dict, description="A core/v1 Affinity.")
-    resources: Resources | None = None
+    resources: Resources | None = Field(
+        default=None, description="The stage containers' resource limits and requests, merged over the installation's."
+    )
     env: dict[str, Annotated[str, Field(max_length=4096)]] = Field(
         default_factory=dict, max_length=64, description="Environment variables of the stage containers."
     )
@@ -474,8 +552,8 @@ class DynamicBatch(Model):
         }
     )
 
-    min: int = Field(ge=1, le=4096)
-    max: int = Field(ge=1, le=4096)
+    min: int = Field(ge=1, le=4096, description="The smallest batch size the compiled model accepts.")
+    max: int = Field(ge=1, le=4096, description="The largest batch size the compiled model accepts.")
     evaluate: list[Annotated[int, Field(ge=1, le=4096)]] | None = Field(
         default=None,
         max_length=64,
@@ -528,20 +606,50 @@ class Target(Model):
         }
     )
 
-    name: str = Field(min_length=1, max_length=24, pattern=DNS_LABEL)
-    backend: Annotated[str, AfterValidator(_installed_backend)] = Field(min_length=1, max_length=63)
+    name: str = Field(
+        min_length=1,
+        max_length=24,
+        pattern=DNS_LABEL,
+        description="The target's name, unique in the spec (a DNS label): it names the target's Jobs, results and "
+        "report rows.",
+    )
+    backend: Annotated[str, AfterValidator(_installed_backend)] = Field(
+        min_length=1,
+        max_length=63,
+        description="The toolchain that compiles and measures: ascend (Huawei CANN: AMCT, ATC, ais_bench), "
+        "magicmind (Cambricon MagicMind, mm_run), openvino or onnxruntime (on CPU).",
+    )
     device: str | None = Field(default=None, max_length=63, description="Chip, e.g. Ascend310P3 or MLU370-X4.")
     precisions: list[Precision] = Field(
-        min_length=1, max_length=6, json_schema_extra={"x-kubernetes-list-type": "set"}
+        min_length=1,
+        max_length=6,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="The precisions to compile and measure, each at every batch size: fp32, fp16, bf16, mixed "
+        "(ATC's allow_mix_precision), int8 or int16 (quantized after training on calibration samples: AMCT on "
+        "Ascend, MagicMind's qint8/qint16 modes). Each backend accepts its own subset.",
     )
     batch_sizes: list[Annotated[int, Field(ge=1, le=4096)]] | None = Field(
-        default=None, min_length=1, max_length=64, json_schema_extra={"x-kubernetes-list-type": "set"}
+        default=None,
+        min_length=1,
+        max_length=64,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Batch sizes to compile a static model for and measure, one model each. Set this or dynamicBatch.",
     )
-    dynamic_batch: DynamicBatch | None = None
+    dynamic_batch: DynamicBatch | None = Field(
+        default=None,
+        description="One model for a range of batch sizes (ATC's --dynamic_batch_size gears, MagicMind's dim "
+        "range). Set this or batchSizes.",
+    )
     options: JsonObject = Field(default_factory=dict, description="Backend options, checked by the backend.")
     image: str | None = Field(default=None, max_length=512, description="Overrides the backend's job image.")
-    toolchain: TargetToolchain | None = None
-    placement: Placement | None = None
+    toolchain: TargetToolchain | None = Field(
+        default=None, description="The vendor toolchain release the target expects; unset: the backend's own."
+    )
+    placement: Placement | None = Field(
+        default=None,
+        description="Where the target's Jobs run (node selector, tolerations, affinity, resources, env), merged over "
+        "the backend's and the installation's defaults.",
+    )
 
     def evaluated_batch_sizes(self) -> list[int]:
         if self.dynamic_batch is not None:
@@ -672,7 +780,14 @@ class Accuracy(Model):
 
 
 class SecretReference(Model):
-    name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    """A Secret in the ModelDeployment's namespace."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="The Secret's name, in the ModelDeployment's namespace.",
+    )
 
 
 class Artifacts(Model):
@@ -690,7 +805,7 @@ class Artifacts(Model):
     endpoint: str | None = Field(
         default=None, max_length=512, pattern=r"^https?://[^\s]+$", description="S3 endpoint for MinIO, Ceph RGW, OBS."
     )
-    region: str | None = Field(default=None, max_length=64)
+    region: str | None = Field(default=None, max_length=64, description="The S3 region, e.g. us-east-1.")
     on_delete: Literal["Retain", "Delete"] = Field(
         default="Retain", description="What happens to the artifacts when the ModelDeployment is deleted."
     )
@@ -812,51 +927,72 @@ class ModelDeploymentSpec(Model):
         }
     )
 
-    source: Source
-    dataset: Dataset | None = None
-    calibration: Calibration | None = None
+    source: Source = Field(description="The model to convert: its format, file or architecture, and inputs.")
+    dataset: Dataset | None = Field(
+        default=None,
+        description="The evaluation data, and the calibration samples of int8/int16; unset: speed measurements only.",
+    )
+    calibration: Calibration | None = Field(
+        default=None, description="How int8/int16 precisions are calibrated; unset: the defaults below."
+    )
     targets: list[Target] = Field(
         min_length=1,
         max_length=16,
+        description="The devices to compile for and measure on, each with its backend, precisions and batch sizes.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
-    accuracy: Accuracy | None = None
+    accuracy: Accuracy | None = Field(
+        default=None, description="The accuracy gate every cell must pass; unset: accuracy is measured, not judged."
+    )
     artifacts: Artifacts | None = Field(
         default=None, description="Defaults to the operator's store (or --store for local runs)."
     )
-    performance: Performance = Field(default_factory=Performance)
+    performance: Performance = Field(
+        default_factory=Performance, description="How speed is measured, and the speed gate."
+    )
 
 
 class Condition(StatusModel):
-    type: str = Field(max_length=316)
-    status: Literal["True", "False", "Unknown"]
-    reason: str = Field(max_length=1024)
-    message: str = Field(default="", max_length=32768)
-    last_transition_time: datetime
-    observed_generation: Int64 | None = None
+    """One aspect of the resource's state, as in metav1.Condition."""
+
+    type: str = Field(max_length=316, description="Ready, Reconciling or Stalled.")
+    status: Literal["True", "False", "Unknown"] = Field(description="Whether the condition holds: True, False or Unknown.")
+    reason: str = Field(max_length=1024, description="Why, in one CamelCase word, e.g. Succeeded or InvalidSpec.")
+    message: str = Field(default="", max_length=32768, description="Why, in words.")
+    last_transition_time: datetime = Field(description="When status last changed.")
+    observed_generation: Int64 | None = Field(
+        default=None, description="The metadata.generation of the spec this condition was computed for."
+    )
 
 
 StagePhase = Literal["Pending", "Running", "Succeeded", "Failed", "Skipped"]
 
 
 class StageStatus(StatusModel):
-    name: str
-    kind: str
-    key: str
-    phase: StagePhase
-    job: str | None = None
-    start_time: datetime | None = None
-    completion_time: datetime | None = None
-    message: str | None = None
+    """One task of the pipeline and the Job that computes it."""
+
+    name: str = Field(description="The task: its kind and what it is for, e.g. compile "
+                      "ascend-310p/int8/bs8.")
+    kind: str = Field(description="convert, prepare, calibrate, compile, evaluate or report.")
+    key: str = Field(description="The task's key: a hash of its configuration and inputs, naming its results in the "
+                     "artifact store; deployments asking for the same task share them.")
+    phase: StagePhase = Field(description="Pending (waiting for its inputs or a Job slot), Running, Succeeded, "
+                              "Failed, or Skipped (an input failed).")
+    job: str | None = Field(default=None, description="The name of the Job computing the task.")
+    start_time: datetime | None = Field(default=None, description="When the Job started.")
+    completion_time: datetime | None = Field(default=None, description="When the Job finished.")
+    message: str | None = Field(default=None, description="Why the stage failed or waits.")
     attempts: Int64 | None = Field(default=None, description="Pods the stage's Job ran: above 1 when a failure that "
                                  "retrying may fix (a tool, device or network failure) was retried.")
 
 
 class Latency(StatusModel):
-    mean: float | None = None
-    p50: float | None = None
-    p90: float | None = None
-    p99: float | None = None
+    """Latency of one batch in milliseconds, as the benchmark tool (ais_bench, mm_run, ...) reports it."""
+
+    mean: float | None = Field(default=None, description="Mean latency in milliseconds.")
+    p50: float | None = Field(default=None, description="Median latency in milliseconds.")
+    p90: float | None = Field(default=None, description="90th percentile latency in milliseconds.")
+    p99: float | None = Field(default=None, description="99th percentile latency in milliseconds.")
 
 
 class Figures(StatusModel):
@@ -904,17 +1040,21 @@ class ToolchainCheck(StatusModel):
 
 
 class CellResult(StatusModel):
-    target: str
-    backend: str | None = None
-    device: str | None = None
-    precision: Precision
-    batch_size: Int64
-    top1: float | None = None
-    top5: float | None = None
+    """The measurements of one cell: a target at one precision and batch size."""
+
+    target: str = Field(description="The target (targets[].name).")
+    backend: str | None = Field(default=None, description="The backend that compiled and measured the cell.")
+    device: str | None = Field(default=None, description="The chip it ran on, e.g. Ascend310P3 or MLU370-X4.")
+    precision: Precision = Field(description="The precision the cell was compiled at.")
+    batch_size: Int64 = Field(description="The batch size the cell was measured at.")
+    top1: float | None = Field(default=None, description="Top-1 accuracy on the dataset, a fraction.")
+    top5: float | None = Field(default=None, description="Top-5 accuracy on the dataset, a fraction.")
     throughput: float | None = Field(default=None, description="Samples per second.")
-    latency_ms: Latency | None = None
-    artifact: str | None = None
-    sha256: str | None = None
+    latency_ms: Latency | None = Field(default=None, description="Latency of one batch in milliseconds.")
+    artifact: str | None = Field(
+        default=None, description="Where the compiled model is in the artifact store (the .om, MagicMind model, ...)."
+    )
+    sha256: str | None = Field(default=None, description="The sha256 of the compiled model.")
     drop: float | None = Field(default=None, description="Drop of the gate's metric below the reference.")
     expected: Figures | None = Field(
         default=None, description="The published figures this cell is compared with (accuracy.expected, else "
@@ -931,24 +1071,40 @@ class CellResult(StatusModel):
 
 
 class BestCell(StatusModel):
-    target: str
-    precision: Precision
-    batch_size: Int64
-    throughput: float
-    top1: float | None = None
+    """A target's fastest cell among those that passed the gate."""
+
+    target: str = Field(description="The target (targets[].name).")
+    precision: Precision = Field(description="The cell's precision.")
+    batch_size: Int64 = Field(description="The cell's batch size.")
+    throughput: float = Field(description="Samples per second.")
+    top1: float | None = Field(default=None, description="Top-1 accuracy, a fraction.")
 
 
 class ModelDeploymentStatus(StatusModel):
-    observed_generation: Int64 | None = None
-    phase: Literal["Pending", "Running", "Succeeded", "Failed"] | None = None
+    """What the operator observed: the pipeline's progress and its results. Written by the operator only."""
+
+    observed_generation: Int64 | None = Field(
+        default=None, description="The metadata.generation of the spec this status describes."
+    )
+    phase: Literal["Pending", "Running", "Succeeded", "Failed"] | None = Field(
+        default=None,
+        description="Pending: no stage started; Running; Succeeded: the report is written; Failed: a stage failed "
+        "and nothing else runs, or the spec is invalid.",
+    )
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+        description="Ready (every cell measured and the report written), Reconciling (stages running) and Stalled "
+        "(an invalid spec, or an unreachable artifact store).",
     )
-    stages: list[StageStatus] = Field(default_factory=list)
-    results: list[CellResult] = Field(default_factory=list)
-    best: list[BestCell] = Field(default_factory=list)
-    report_uri: str | None = None
+    stages: list[StageStatus] = Field(default_factory=list, description="Every task of the pipeline and its Job.")
+    results: list[CellResult] = Field(
+        default_factory=list,
+        description="One entry per target x precision x batch size: measured as each cell finishes, judged by the "
+        "gate once the report is written.",
+    )
+    best: list[BestCell] = Field(default_factory=list, description="Each target's fastest cell that passed the gate.")
+    report_uri: str | None = Field(default=None, description="Where report.html is, once the report is written.")
     targets: str | None = Field(default=None, description="Targets with every cell finished, e.g. 1/2.")
     best_summary: str | None = Field(default=None, description="The fastest passing cell, for kubectl get.")
 
