@@ -2,7 +2,9 @@
 
 Pure functions; `handlers` does the reading and writing. A task is Succeeded when its manifest
 is in the store (whatever happened to its Job), Running while its Job is active, Failed when its
-Job failed, Blocked when an input failed, and Pending otherwise. Nothing here remembers anything
+Job failed, Blocked when an input failed, and Pending otherwise: before its Job exists, or while
+the scheduler finds no node for its Job's pod (the stage's message then says why, as the pod's
+PodScheduled condition does). Nothing here remembers anything
 between calls: the same inputs always give the same decision.
 """
 
@@ -38,6 +40,7 @@ class JobState:
     reason: str | None
     message: str | None
     attempts: int = 0  # the Job's pods that ran or run: more than one when a retriable failure was retried
+    unschedulable: str | None = None  # why the scheduler places no pod of the active Job, e.g. no free device
 
 
 def job_state(job: Mapping[str, Any]) -> JobState | None:
@@ -126,7 +129,7 @@ def decide(
             # A Job not started yet tells nothing new: the stage stays as written (and the status needs no write).
             stage = _Stage(task, "Running", stage.job, written.get("startTime"), message=written.get("message"),
                            attempts=written.get("attempts") or 0)
-        if stage.phase == "Pending":
+        if stage.phase == "Pending" and stage.job is None:
             inputs = [stages[key].phase for key in task.inputs.values()]
             if any(phase in ("Failed", "Blocked") for phase in inputs):
                 stage = _Stage(task, "Blocked", message="an input failed")
@@ -222,6 +225,9 @@ def _stage(task: Task, job: JobState | None, observed: Observed) -> _Stage:
                       timestamp(manifest.finished_at), attempts=job.attempts if job else 0)
     if job is None:
         return _Stage(task, "Pending")
+    if job.active and job.unschedulable:
+        return _Stage(task, "Pending", job.name, job.start_time, message=_clip(job.unschedulable),
+                      attempts=job.attempts)
     if job.active:
         retried = f"attempt {job.attempts}; the last failed: {_failed_because(task, job, observed)}"
         return _Stage(task, "Running", job.name, job.start_time, message=_clip(retried) if job.attempts > 1 else None,
@@ -262,6 +268,10 @@ def _conditions(
     failed = [stage for stage in stages.values() if stage.phase == "Failed"]
     done = sum(stage.phase == "Succeeded" for stage in stages.values())
     progress = f"{done}/{len(stages)} tasks done"
+    unplaced = [stage for stage in stages.values() if stage.phase == "Pending" and stage.job]
+    if unplaced:
+        progress = _clip(f"{progress}; {unplaced[0].task.name} waits for a node: {unplaced[0].message}"
+                         + (f" (and {len(unplaced) - 1} more)" if len(unplaced) > 1 else ""))
     if phase == "Succeeded":
         ready = ("True", "Succeeded", f"{len(plan.cells)} cells measured; {_best_summary(observed.report) or 'no cell passed the gate'}")
     elif phase == "Failed":
@@ -368,6 +378,8 @@ def _events(stages: Mapping[str, _Stage], previous: Mapping[str, Any], phase: st
             events.append(("Normal", "StageSucceeded", stage.task.name))
         elif stage.phase == "Failed":
             events.append(("Warning", "StageFailed", _clip(f"{stage.task.name}: {stage.message}")))
+        elif stage.phase == "Pending" and stage.job:
+            events.append(("Warning", "Unschedulable", _clip(f"{stage.task.name}: {stage.message}")))
     if phase == "Succeeded" and previous.get("phase") != "Succeeded":
         events.append(("Normal", "Succeeded", "every cell is measured and the report is written"))
     return events
