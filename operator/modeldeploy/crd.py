@@ -133,10 +133,10 @@ def resource_schema() -> Schema:
         "properties": {
             "apiVersion": {"type": "string", "description": f"The API group and version: {API_VERSION}."},
             "kind": {"type": "string", "description": f"The kind: {KIND}."},
-            # The API server lets a CRD describe metadata.name (and generateName) only; the rule below names it.
+            # The API server lets a CRD describe metadata.name (and generateName) only, and refuses even a
+            # description of metadata itself; the rule below names metadata.name.
             "metadata": {
                 "type": "object",
-                "description": "Standard object metadata: name, namespace, labels, annotations.",
                 "properties": {
                     "name": {
                         "type": "string",
