@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from modeldeploy.controller.informer import PodIndex, owned_pod
 from modeldeploy.controller.jobs import job_name
 from modeldeploy.controller.reconcile import JobState, Observed, decide
 from modeldeploy.planner import plan
@@ -42,3 +43,28 @@ def test_a_job_whose_pod_no_node_takes_leaves_its_stage_pending_with_the_reason(
     stage = next(stage for stage in placed.status["stages"] if stage["key"] == convert.key)
     assert (stage["phase"], stage["message"]) == ("Running", None)
     assert "waits for a node" not in {c["type"]: c for c in placed.status["conditions"]}["Reconciling"]["message"]
+
+
+def pod(uid: str, *, scheduled: bool, phase: str = "Pending") -> dict[str, object]:
+    condition = ({"type": "PodScheduled", "status": "True"} if scheduled else
+                 {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                  "message": NO_DEVICE.removeprefix("Unschedulable: ")})
+    return {"metadata": {"uid": uid, "namespace": "team-a",
+                         "labels": {"modeldeploy.io/deployment": "cases", "batch.kubernetes.io/job-name": "cases-x"}},
+            "status": {"phase": phase, "conditions": [condition]}}
+
+
+def test_the_pod_index_keeps_the_pods_that_wait_for_a_node() -> None:
+    index = PodIndex()
+    waiting = owned_pod(pod("p1", scheduled=False))
+    assert waiting is not None and waiting.unschedulable == NO_DEVICE
+    index.put(waiting)
+    assert index.unschedulable(("team-a", "cases")) == {"cases-x": NO_DEVICE}
+    placed = owned_pod(pod("p1", scheduled=True))
+    assert placed is not None and placed.unschedulable is None
+    assert index.put(placed) == waiting
+    assert index.unschedulable(("team-a", "cases")) == {} and index.waiting == {}
+    index.put(waiting)
+    index.remove(waiting)
+    assert index.waiting == {}
+    assert owned_pod({"metadata": {"uid": "p2", "namespace": "team-a", "labels": {}}}) is None  # not a stage's

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import datetime
 import functools
 import gc
@@ -37,7 +38,7 @@ from pydantic import ValidationError
 
 from modeldeploy.controller import config as operator_config
 from modeldeploy.controller import metrics
-from modeldeploy.controller.informer import JobIndex, JobInformer, OwnedJob
+from modeldeploy.controller.informer import JobIndex, JobInformer, OwnedJob, OwnedPod, PodIndex, PodInformer
 from modeldeploy.controller.jobs import (
     Owner,
     job_manifest,
@@ -137,9 +138,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.jobs = JobIndex()
     # The namespaces `modeldeploy operator` runs kopf with; run by the kopf CLI, those of the configuration.
     namespaces = memo.namespaces if "namespaces" in memo else memo.config.namespaces
+    if namespaces:
+        # Namespaces and CRDs are cluster-wide: an operator of some namespaces has no business reading them (kopf
+        # would only fall back, warning, where RBAC refuses them); it finds its resource by discovery, at start.
+        settings.scanning.disabled = True
     memo.informer = JobInformer(connect(), namespaces, memo.jobs, functools.partial(_job_changed, memo),
                                 asyncio.get_running_loop())
     memo.informer.start()
+    memo.pods = PodIndex()
+    memo.pod_informer = PodInformer(connect(), namespaces, memo.pods, functools.partial(_pod_changed, memo),
+                                    asyncio.get_running_loop())
+    memo.pod_informer.start()
     memo.stores = StoreCache()
     load_s3_model()
     memo.wakeups = {}
@@ -164,6 +173,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 @kopf.on.cleanup()
 async def stop_informer(memo: kopf.Memo, **_: Any) -> None:
     memo.informer.stop()
+    memo.pod_informer.stop()
+
+
+def _pod_changed(memo: kopf.Memo, kind: str, pod: OwnedPod) -> None:
+    """A pod of one of our Jobs started or stopped waiting for a node: its stage's status says so."""
+    _wake(memo, pod.deployment)
 
 
 def _job_changed(memo: kopf.Memo, kind: str, job: OwnedJob) -> None:
@@ -453,8 +468,14 @@ async def _open_store(memo: kopf.Memo, namespace: str, uri: str, secret: str | N
 
 
 def _jobs(memo: kopf.Memo, deployment: Deployment) -> dict[str, JobState]:
-    """The deployment's Jobs by task key: those the index shows and those it created since."""
-    return memo.jobs.states(deployment) | memo.launching.get(deployment, {})
+    """The deployment's Jobs by task key: those the index shows (with why a pod of theirs waits for a node) and
+    those it created since."""
+    states = memo.jobs.states(deployment)
+    for job, reason in memo.pods.unschedulable(deployment).items():
+        for key, state in states.items():
+            if state.name == job and state.active:
+                states[key] = dataclasses.replace(state, unschedulable=reason)
+    return states | memo.launching.get(deployment, {})
 
 
 def _decide_within_slots(

@@ -6,6 +6,10 @@ knew of lagged the API server by more than a second, and every finished Job held
 long. Here a thread reads the stream and hands each change to the loop as it comes, so a
 finished or deleted Job frees its slot at once. Deployments wait for the first listing before
 they plan: a Job not listed yet would be created again.
+
+The Jobs' pods are watched the same way (`PodInformer`), keeping only those the scheduler could
+not place: a Job whose pod waits for a node (no free device, say) tells nothing of it, and its
+deployment's status should.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kubernetes import client
@@ -28,7 +32,8 @@ from modeldeploy.controller.jobs import ANNOTATION_TASK_URI, LABEL_DEPLOYMENT, M
 from modeldeploy.controller.reconcile import JobState, job_state
 
 Deployment = tuple[str, str]  # (namespace, name)
-SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"  # on our Jobs and, from their template, on their pods
+LABEL_JOB_NAME = "batch.kubernetes.io/job-name"  # what the Job controller labels its pods with
 WATCH_SECONDS = 300  # the API server ends each watch after this long; it is resumed from where it was
 READ_TIMEOUT = WATCH_SECONDS + 10
 RETRY_SECONDS = (1, 2, 5, 10, 30)
@@ -102,16 +107,69 @@ class JobIndex:
             self.active.pop(deployment, None)
 
 
-Listener = Callable[[str, OwnedJob], None]  # (ADDED, MODIFIED or DELETED; the Job)
+@dataclass(frozen=True)
+class OwnedPod:
+    """One of our Jobs' pods, and why the scheduler does not place it (None: it is placed, or going)."""
+
+    uid: str
+    deployment: Deployment
+    job: str
+    unschedulable: str | None
+
+
+def owned_pod(pod: Mapping[str, Any]) -> OwnedPod | None:
+    metadata = pod["metadata"]
+    labels = metadata.get("labels") or {}
+    if LABEL_DEPLOYMENT not in labels or LABEL_JOB_NAME not in labels:
+        return None
+    status = pod.get("status") or {}
+    scheduled = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), {})
+    waiting = (scheduled.get("status") == "False" and status.get("phase", "Pending") == "Pending"
+               and not metadata.get("deletionTimestamp"))
+    reason = f"{scheduled.get('reason') or 'Unschedulable'}: {scheduled.get('message') or 'no node'}" if waiting else None
+    return OwnedPod(metadata["uid"], (metadata["namespace"], labels[LABEL_DEPLOYMENT]), labels[LABEL_JOB_NAME], reason)
+
+
+@dataclass
+class PodIndex:
+    """Our Jobs' pods that wait for a node, by deployment; the others are not kept."""
+
+    waiting: dict[Deployment, dict[str, OwnedPod]] = field(default_factory=dict)  # by uid
+
+    def unschedulable(self, deployment: Deployment) -> dict[str, str]:
+        """Why the deployment's Jobs (by name) have a pod no node takes."""
+        return {pod.job: pod.unschedulable for pod in self.waiting.get(deployment, {}).values() if pod.unschedulable}
+
+    def put(self, pod: OwnedPod) -> OwnedPod | None:
+        pods = self.waiting.setdefault(pod.deployment, {})
+        before = pods.pop(pod.uid, None)
+        if pod.unschedulable:
+            pods[pod.uid] = pod
+        elif not pods:
+            del self.waiting[pod.deployment]
+        return before
+
+    def remove(self, pod: OwnedPod) -> OwnedPod | None:
+        return self.put(replace(pod, unschedulable=None))
+
+    def replace(self, namespace: str | None, pods: Iterable[OwnedPod]) -> None:
+        for deployment in [d for d in self.waiting if namespace is None or d[0] == namespace]:
+            del self.waiting[deployment]
+        for pod in pods:
+            self.put(pod)
+
+
+Listener = Callable[[str, Any], None]  # (ADDED, MODIFIED or DELETED; the OwnedJob or OwnedPod)
 
 
 class JobInformer:
     """Keeps a JobIndex up to date from the API, in threads of its own, telling `listener` (on the loop) of each
     change; `listed` is set once every namespace was listed."""
 
-    def __init__(self, api: client.ApiClient, namespaces: Sequence[str], index: JobIndex, listener: Listener,
+    def __init__(self, api: client.ApiClient, namespaces: Sequence[str], index: Any, listener: Listener,
                  loop: asyncio.AbstractEventLoop):
         self.batch = client.BatchV1Api(api)
+        self.core = client.CoreV1Api(api)
         self.index = index
         self.listener = listener
         self.loop = loop
@@ -143,9 +201,9 @@ class JobInformer:
                     failures = 0
                     version = event["object"]["metadata"]["resourceVersion"]
                     if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
-                        job = owned_job(event["object"])
-                        if job is not None:
-                            self.loop.call_soon_threadsafe(self._apply, event["type"], job)
+                        item = self._parse(event["object"])
+                        if item is not None and self._tells(namespace, event["type"], item):
+                            self.loop.call_soon_threadsafe(self._apply, event["type"], item)
             except ApiException as error:
                 if error.status == GONE:
                     version = None  # too old to resume from: list again
@@ -161,25 +219,30 @@ class JobInformer:
             self.stopping.wait(delay)
         return failures + 1
 
+    def _request(self, namespace: str | None, **options: Any) -> Any:
+        if namespace is None:
+            return self.batch.list_job_for_all_namespaces(**options)
+        return self.batch.list_namespaced_job(namespace, **options)
+
+    def _parse(self, item: Mapping[str, Any]) -> Any:
+        return owned_job(item)
+
+    def _tells(self, namespace: str | None, kind: str, item: Any) -> bool:
+        """Whether a watched change is worth a turn of the loop (every change of a Job is)."""
+        return True
+
     def _list(self, namespace: str | None) -> str:
         options = {"label_selector": SELECTOR, "_preload_content": False, "_request_timeout": READ_TIMEOUT}
-        if namespace is None:
-            response = self.batch.list_job_for_all_namespaces(**options)
-        else:
-            response = self.batch.list_namespaced_job(namespace, **options)
-        listing = json.loads(response.data)
-        jobs = [job for job in map(owned_job, listing.get("items") or []) if job is not None]
-        self.loop.call_soon_threadsafe(self._relisted, namespace, jobs)
+        listing = json.loads(self._request(namespace, **options).data)
+        items = [item for item in map(self._parse, listing.get("items") or []) if item is not None]
+        self.loop.call_soon_threadsafe(self._relisted, namespace, items)
         return listing["metadata"]["resourceVersion"]
 
     def _watch(self, namespace: str | None, version: str) -> Iterator[dict[str, Any]]:
         options = {"label_selector": SELECTOR, "watch": True, "resource_version": version,
                    "allow_watch_bookmarks": True, "timeout_seconds": WATCH_SECONDS, "_preload_content": False,
                    "_request_timeout": READ_TIMEOUT}
-        if namespace is None:
-            response = self.batch.list_job_for_all_namespaces(**options)
-        else:
-            response = self.batch.list_namespaced_job(namespace, **options)
+        response = self._request(namespace, **options)
         self._streams[namespace] = response
         try:
             for line in iter_resp_lines(response):
@@ -213,3 +276,55 @@ class JobInformer:
         else:
             self.index.put(job)
         self.listener(kind, job)
+
+
+class PodInformer(JobInformer):
+    """Keeps a PodIndex of our Jobs' pods that wait for a node; tells `listener` when a pod starts or stops
+    waiting. Only such changes take a turn of the loop: the thread drops those of pods that never waited."""
+
+    def __init__(self, api: client.ApiClient, namespaces: Sequence[str], index: PodIndex, listener: Listener,
+                 loop: asyncio.AbstractEventLoop):
+        super().__init__(api, namespaces, index, listener, loop)
+        self._waiting: dict[str | None, set[str]] = {}  # per stream, read and written by its thread only
+        for thread in self._threads:
+            thread.name = thread.name.replace("jobs-", "pods-", 1)
+
+    def _request(self, namespace: str | None, **options: Any) -> Any:
+        if namespace is None:
+            return self.core.list_pod_for_all_namespaces(**options)
+        return self.core.list_namespaced_pod(namespace, **options)
+
+    def _parse(self, item: Mapping[str, Any]) -> Any:
+        return owned_pod(item)
+
+    def _tells(self, namespace: str | None, kind: str, item: Any) -> bool:
+        waiting = self._waiting.setdefault(namespace, set())
+        if item.unschedulable and kind != "DELETED":
+            waiting.add(item.uid)
+            return True
+        if item.uid in waiting:
+            waiting.discard(item.uid)
+            return True
+        return False
+
+    def _list(self, namespace: str | None) -> str:
+        options = {"label_selector": SELECTOR, "_preload_content": False, "_request_timeout": READ_TIMEOUT}
+        listing = json.loads(self._request(namespace, **options).data)
+        pods = [pod for pod in map(owned_pod, listing.get("items") or []) if pod is not None]
+        self._waiting[namespace] = {pod.uid for pod in pods if pod.unschedulable}
+        self.loop.call_soon_threadsafe(self._relisted, namespace, pods)
+        return listing["metadata"]["resourceVersion"]
+
+    def _relisted(self, namespace: str | None, pods: list[OwnedPod]) -> None:
+        before = {pod.uid: pod for deployment, by_uid in self.index.waiting.items()
+                  if namespace is None or deployment[0] == namespace for pod in by_uid.values()}
+        self.index.replace(namespace, pods)
+        now = {pod.uid: pod for pod in pods if pod.unschedulable}
+        for pod in now.values():
+            self.listener("ADDED" if pod.uid not in before else "MODIFIED", pod)
+        for uid, pod in before.items():
+            if uid not in now:
+                self.listener("DELETED", pod)
+        self._unlisted.discard(namespace)
+        if not self._unlisted:
+            self.listed.set()
