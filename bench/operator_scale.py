@@ -1,52 +1,103 @@
-"""The operator under load: many ModelDeployments whose Jobs finish at once.
+"""The operator under load on the real control plane: many ModelDeployments whose pods succeed at once.
 
-Run: python bench/operator_scale.py [--deployments 200] [--max-jobs 100]
-Starts the test API server (tests/kube) and moto's S3 server, each in a process of its own, and
-`modeldeploy operator`, then creates N ModelDeployments of 12 cells each (2 targets x 2
-precisions x 3 batch sizes, every one with its own keys). An instant agent completes each Job as
-soon as it appears: it commits the task's result manifest and marks the Job Complete. It writes
-only what the operator reads (the manifest, and results.json for the report), so the S3 server's
-time goes to the operator's requests. Prints the time from create to the first Job (p50, p99),
-the time until every deployment is Ready, the operator's peak RSS, API requests per deployment
-and duplicate Jobs.
-Targets: first Job p50 under 2 s, peak RSS under 300 MB, no duplicates.
+Run: python bench/operator_scale.py [--deployments 200 1000] [--max-jobs 100]
+For each count N, two phases, each on a fresh control plane (etcd, kube-apiserver, kube-controller-manager and
+kube-scheduler of tests/cluster) with one Node, moto's S3 server shared:
+1. `modeldeploy operator`, authenticated by a token of the ServiceAccount examples/cluster/rbac.yaml binds, gets
+   N ModelDeployments of 12 cells each (2 targets x 2 precisions x 3 batch sizes, each with its own keys) created
+   in one burst. The real Job controller makes each Job's pod, the real scheduler binds it to the node, and
+   bench/instant_pods.py succeeds it at once after leaving the task's outputs in the store.
+2. bench/minimal_controller.py, which creates one Job per new ModelDeployment and nothing else, gets the same
+   burst.
+Every figure but the readiness comes from the API server's audit log (a policy in this file: every request of the
+two controllers, and every Job and ModelDeployment creation, at Metadata level): create -> first Job is the time
+between the ModelDeployment's creation and its first Job's, both as the API server stored them; API requests per
+deployment count the controller's requests from the first creation until all were Ready (the operator) or had
+their Job (the minimal controller); a duplicate Job is a second successful creation of a Job name.
+Goals (issue 16): the operator's first-Job p50 within 2x of the minimal controller's at 1000 deployments, peak
+RSS under 300 MB, no duplicate Jobs.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
 import boto3
+import botocore.exceptions
 import kubernetes
-import urllib3
+import yaml
 
-TESTS = Path(__file__).resolve().parent.parent / "tests"
-sys.path.insert(0, str(TESTS))
-from modeldeploy.manifest import commit
-from modeldeploy.store import AlreadyExists, Store, open_store
-from scenarios import EXAMPLES, Operator, free_port
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+from cluster.control_plane import ControlPlane, Node, free_port, wait_for, write_kubeconfig
+from instant_pods import InstantPods, follow
 
 GROUP, VERSION, PLURAL = "modeldeploy.io", "v1alpha1", "modeldeployments"
-STORE = "s3://bench-artifacts/load"
+CRD = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
+RBAC = REPO / "examples" / "cluster" / "rbac.yaml"
+SECRET = REPO / "examples" / "cluster" / "s3-credentials.yaml"
+MODELDEPLOY = Path(sys.executable).with_name("modeldeploy")
+NAMESPACE = "bench"
+NODE = "bench-node"
+OPERATOR_USER = "system:serviceaccount:modeldeploy-system:modeldeploy-operator"
+MINIMAL_USER = "system:serviceaccount:modeldeploy-system:minimal-controller"
+DEPLOYMENT_OF_JOB = re.compile(r"^(load-\d+)-")
+
+AUDIT_POLICY = f"""\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  users: ["{OPERATOR_USER}", "{MINIMAL_USER}"]
+- level: Metadata
+  verbs: [create]
+  resources: [{{group: batch, resources: [jobs]}}, {{group: {GROUP}, resources: [{PLURAL}]}}]
+- level: None
+"""
+
+MINIMAL_RBAC = f"""\
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: minimal-controller, namespace: modeldeploy-system}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: minimal-controller}}
+rules:
+- {{apiGroups: [{GROUP}], resources: [{PLURAL}], verbs: [list, watch]}}
+- {{apiGroups: [{GROUP}], resources: [{PLURAL}/finalizers], verbs: [update]}}
+- {{apiGroups: [batch], resources: [jobs], verbs: [create]}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: minimal-controller}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: minimal-controller}}
+subjects: [{{kind: ServiceAccount, name: minimal-controller, namespace: modeldeploy-system}}]
+"""
+
+# The control plane's own clients are rate-limited to 20-50 requests/s by default: the Job controller and the
+# scheduler would then pace the pods, and time to all Ready would measure their limits rather than the operator.
+CONTROLLER_ARGS = ["--kube-api-qps=300", "--kube-api-burst=600"]
 
 
-def deployment(index: int) -> dict[str, Any]:
+def deployment(index: int, store: str) -> dict[str, Any]:
     target = {"precisions": ["fp32", "int8"], "batchSizes": [1, 8, 32]}
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -59,67 +110,148 @@ def deployment(index: int) -> dict[str, Any]:
             "dataset": {"kind": "synthetic", "limit": 64},
             "targets": [{"name": "openvino", "backend": "openvino", **target},
                         {"name": "onnxruntime", "backend": "onnxruntime", **target}],
-            "artifacts": {"uri": STORE, "secretRef": {"name": "s3-credentials"}},
+            "artifacts": {"uri": store, "secretRef": {"name": "s3-credentials"}},
         },
     }
 
 
-class ApiServerProcess:
-    """The test API server (`python -m kube.apiserver`) in a process of its own. In this one, the agent's threads
-    would hold the GIL its event loop needs, and it would deliver watch events up to a second late: the operator
-    would learn of its Jobs, and the agent see them, that much later than from a real API server."""
+def crd() -> dict[str, Any]:
+    """The project's CRD, less the description of metadata that kube-apiserver refuses ("must not specify anything
+    other than name and generateName") until the generator stops writing it."""
+    document = yaml.safe_load(CRD.read_text())
+    for version in document["spec"]["versions"]:
+        version["schema"]["openAPIV3Schema"]["properties"]["metadata"].pop("description", None)
+    return document
+
+
+def timestamp(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+class AuditLog:
+    """The API server's audit log, read as it grows."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.events: list[dict[str, Any]] = []
+
+    def read(self) -> list[dict[str, Any]]:
+        if self.path.exists():
+            with self.path.open("rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+            complete = data[:data.rfind(b"\n") + 1]
+            self.offset += len(complete)
+            self.events.extend(json.loads(line) for line in complete.splitlines())
+        return self.events
+
+    def job_creations(self) -> list[dict[str, Any]]:
+        return [e for e in self.read() if e["verb"] == "create" and e["stage"] == "ResponseComplete"
+                and e["objectRef"].get("resource") == "jobs" and not e["objectRef"].get("subresource")
+                and e.get("responseStatus", {}).get("code") == 201]
+
+
+@dataclass
+class Phase:
+    """What one controller did with one burst of deployments."""
+
+    controller: str
+    deployments: int
+    latencies: list[float] = field(default_factory=list)
+    burst: float = 0.0
+    done: float = 0.0  # seconds from the first creation until all Ready (operator) or all with a Job (minimal)
+    rss: float = float("nan")
+    requests: int = 0
+    by_kind: Counter[str] = field(default_factory=Counter)
+    jobs: int = 0
+    duplicates: int = 0
+    pod_errors: list[str] = field(default_factory=list)
+    load: tuple[float, float] = (0.0, 0.0)
+
+    def p(self, quantile: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))]
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.latencies)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Bench:
+    """One fresh control plane with the bench's node, the CRD, the namespace and the controller's identity."""
+
+    def __init__(self, scratch: Path, controller: str) -> None:
+        self.scratch = scratch
+        self.controller = controller
+        self.user = OPERATOR_USER if controller == "operator" else MINIMAL_USER
+        policy = scratch / "audit-policy.yaml"
+        policy.write_text(AUDIT_POLICY)
+        self.audit = AuditLog(scratch / "audit.log")
+        self.cp = ControlPlane(extra_args={
+            "kube-apiserver": [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit.path}"],
+            "kube-controller-manager": [*CONTROLLER_ARGS, "--concurrent-job-syncs=20"],
+            "kube-scheduler": CONTROLLER_ARGS,
+        })
 
     def __enter__(self) -> Self:
-        self.process = subprocess.Popen([sys.executable, "-m", "kube.apiserver"], cwd=TESTS, stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True)
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.stdin, self.stdout = self.process.stdin, self.process.stdout
-        self.kubeconfig = Path(self.stdout.readline().strip())
+        cp = self.cp.__enter__()
+        try:
+            self.node = Node(cp.api, NODE, resources={"cpu": "4000", "memory": "16Ti", "pods": "5000"})
+            self.node.register()
+            cp.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(crd()))
+            cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")
+            cp.kubectl("create", "namespace", NAMESPACE)
+            cp.kubectl("create", "namespace", "modeldeploy-system")
+            cp.kubectl("apply", "-n", NAMESPACE, "-f", str(SECRET))
+            if self.controller == "operator":
+                cp.kubectl("apply", "-f", str(RBAC))
+            else:
+                cp.kubectl("apply", "-f", "-", input=MINIMAL_RBAC)
+            account = self.user.rsplit(":", 1)[1]
+            token = cp.kubectl("create", "token", account, "-n", "modeldeploy-system", "--duration=24h").stdout
+            self.kubeconfig = write_kubeconfig(self.scratch / f"{self.controller}.kubeconfig", cp.server,
+                                               cp.pki.ca_file, self.user, token=token.strip())
+            wait_for("the bench's default ServiceAccount",
+                     lambda: cp.api.get(f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/default"), timeout=60)
+            wait_for(f"node {NODE} Ready", self.node.is_ready, timeout=120)
+            self.api = kubernetes.config.new_client_from_config(config_file=str(cp.kubeconfig))
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.stdin.close()
-        self.process.wait(timeout=30)
+        if hasattr(self, "api"):
+            self.api.close()
+        if hasattr(self, "node"):
+            self.node.stop()
+        self.cp.stop()
 
-    def requests(self) -> int:
-        """How many requests it has served."""
-        self.stdin.write("requests\n")
-        self.stdin.flush()
-        return int(self.stdout.readline())
-
-    def api_client(self) -> kubernetes.client.ApiClient:
-        return kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))
-
-    def kubectl(self, *args: str) -> None:
-        subprocess.run(["kubectl", f"--kubeconfig={self.kubeconfig}", *args], check=True, capture_output=True)
-
-
-def follow(list_objects: Callable[..., Any], handle: Callable[[dict[str, Any]], None], stopping: threading.Event
-           ) -> None:
-    """Every event of a collection, as raw dicts, the watch resumed from the last resourceVersion seen as an informer
-    does: what was seen is not listed again."""
-    since: str | None = None
-    while not stopping.is_set():
-        try:
-            options = {"resource_version": since} if since else {}
-            for event in kubernetes.watch.Watch().stream(list_objects, timeout_seconds=5, deserialize=False, **options):
-                since = event["object"]["metadata"]["resourceVersion"]
-                handle(event)
-        except (urllib3.exceptions.HTTPError, kubernetes.client.ApiException):
-            continue  # a watch that ends early is started again from where it was
+    def watching(self) -> bool:
+        """The controller watches ModelDeployments: it is ready for the burst."""
+        return any(e["user"]["username"] == self.user and e["verb"] == "watch"
+                   and e["objectRef"].get("resource") == PLURAL for e in self.audit.read())
 
 
 class Readiness:
     """The ModelDeployments whose Ready condition is True, from a watch: a list every second would have the API
     server copy and encode every deployment each time, competing with the operator's requests."""
 
-    def __init__(self, server: ApiServerProcess):
-        self.api = server.api_client()
-        custom = kubernetes.client.CustomObjectsApi(self.api)
-        deployments = functools.partial(custom.list_namespaced_custom_object, GROUP, VERSION, "default", PLURAL)
+    def __init__(self, api: kubernetes.client.ApiClient) -> None:
+        custom = kubernetes.client.CustomObjectsApi(api)
         self.ready: set[str] = set()
         self.stopping = threading.Event()
-        self.thread = threading.Thread(target=follow, args=(deployments, self.note, self.stopping), daemon=True)
+        self.thread = threading.Thread(target=follow, daemon=True, args=(
+            custom.list_namespaced_custom_object, self.note, self.stopping),
+            kwargs={"group": GROUP, "version": VERSION, "namespace": NAMESPACE, "plural": PLURAL})
 
     def note(self, event: dict[str, Any]) -> None:
         body = event["object"]
@@ -136,151 +268,163 @@ class Readiness:
     def __exit__(self, *_: object) -> None:
         self.stopping.set()
         self.thread.join(timeout=10)
-        self.api.close()
 
 
-class InstantAgent:
-    """Completes every Job as soon as it is seen: commits its result manifest, then marks it Complete."""
+def start_controller(bench: Bench, endpoint: str, max_jobs: int, log: Path) -> subprocess.Popen[bytes]:
+    environment = {**os.environ, "KUBECONFIG": str(bench.kubeconfig)}
+    if bench.controller == "operator":
+        argv = [str(MODELDEPLOY), "operator", "--namespace", NAMESPACE, "--liveness",
+                f"http://127.0.0.1:{free_port()}/healthz"]
+        environment.update(MODELDEPLOY_S3_ENDPOINT=endpoint, MODELDEPLOY_MAX_JOBS=str(max_jobs),
+                           MODELDEPLOY_MAX_JOBS_PER_DEPLOYMENT="8", MODELDEPLOY_RESYNC_SECONDS="30",
+                           MODELDEPLOY_METRICS_PORT=str(free_port()))
+    else:
+        argv = [sys.executable, str(Path(__file__).with_name("minimal_controller.py")), NAMESPACE]
+    with log.open("ab") as handle:
+        return subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=environment)
 
-    def __init__(self, server: ApiServerProcess, endpoint: str):
-        self.api = server.api_client()
-        self.batch = kubernetes.client.BatchV1Api(self.api)
-        self.endpoint = endpoint
-        self.first_job: dict[str, float] = {}
-        self.created: Counter[str] = Counter()
-        self.errors: list[str] = []
-        self.stores: dict[str, Store] = {}
-        self.stores_lock = threading.Lock()
-        self.pool = ThreadPoolExecutor(max_workers=8)
-        self.stopping = threading.Event()
-        jobs = functools.partial(self.batch.list_namespaced_job, "default")
-        self.thread = threading.Thread(target=follow, args=(jobs, self.note, self.stopping), daemon=True)
 
-    def note(self, event: dict[str, Any]) -> None:
-        job = event["object"]
-        if event["type"] == "ADDED" and job["metadata"]["uid"] not in self.created:
-            self.created[job["metadata"]["uid"]] += 1
-            self.first_job.setdefault(job["metadata"]["labels"]["modeldeploy.io/deployment"], time.monotonic())
-            self.pool.submit(self.finish, job)
-
-    def finish(self, job: dict[str, Any]) -> None:
+def run_phase(controller: str, count: int, endpoint: str, max_jobs: int, timeout: float, scratch: Path) -> Phase:
+    phase = Phase(controller, count)
+    store = f"s3://bench-artifacts/{uuid.uuid4().hex[:8]}"  # nothing done by an earlier run is found there
+    with Bench(scratch, controller) as bench:
+        log = scratch / f"{controller}.log"
+        process = start_controller(bench, endpoint, max_jobs, log)
+        pods = InstantPods(bench.api, NAMESPACE, [NODE], endpoint)
+        pods.start()
         try:
-            self.complete(job)
-        except Exception as error:  # noqa: BLE001 - a thread pool would swallow it
-            self.errors.append(f"{job['metadata']['name']}: {error!r}")
-
-    def store(self, uri: str) -> Store:
-        """One client per store: a boto3 client costs more to make than the requests the agent sends."""
-        with self.stores_lock:
-            if uri not in self.stores:
-                self.stores[uri] = open_store(uri, endpoint=self.endpoint)
-            return self.stores[uri]
-
-    def complete(self, job: dict[str, Any]) -> None:
-        key = job["metadata"]["annotations"]["modeldeploy.io/task-key"]
-        stage = job["metadata"]["labels"]["modeldeploy.io/stage"]
-        with tempfile.TemporaryDirectory() as scratch:
-            outputs = {}
-            if stage == "report":
-                outputs["results.json"] = Path(scratch) / "results.json"
-                outputs["results.json"].write_text(json.dumps({"cells": [], "best": []}))
-            metrics = {"accuracy": None, "performance": {"throughput": 1.0}, "artifact": {}}
-            with contextlib.suppress(AlreadyExists):  # another deployment's Job did the same task: as the stage does
-                commit(self.store(STORE), key, stage, outputs, datetime.now(UTC), metrics)
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        status = {"succeeded": 1, "startTime": now, "completionTime": now, "conditions": [
-            {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
-            {"type": "Complete", "status": "True", "lastTransitionTime": now}]}
-        self.batch.patch_namespaced_job_status(job["metadata"]["name"], "default", {"status": status})
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.thread.join(timeout=10)
-        self.pool.shutdown(wait=True)
-        self.api.close()
+            wait_for(f"the {controller} to watch ModelDeployments", lambda: process.poll() is None
+                     and bench.watching(), timeout=120, interval=0.5)
+            if process.poll() is not None:
+                raise SystemExit(f"the {controller} exited {process.returncode}; its log: {log}")
+            time.sleep(1)  # its other start-up requests are not part of the measurement
+            custom = kubernetes.client.CustomObjectsApi(bench.api)
+            load_before = os.getloadavg()[0]
+            with Readiness(bench.api) as readiness:
+                began, start = time.time(), time.monotonic()
+                for index in range(count):
+                    custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL,
+                                                           deployment(index, store), _preload_content=False)
+                phase.burst = time.monotonic() - start
+                while not finished(phase, bench, readiness):
+                    if process.poll() is not None:
+                        raise SystemExit(f"the {controller} exited {process.returncode}; its log: {log}")
+                    if time.monotonic() - start > timeout:
+                        raise SystemExit(f"{controller}: not done after {timeout:.0f} s ({len(readiness.ready)} of "
+                                         f"{count} Ready); its log: {log}; pod errors: {pods.errors[:3]}")
+                    time.sleep(0.5)
+                phase.done = time.monotonic() - start
+                ended = time.time()
+            phase.rss = peak_rss_mb(process.pid)
+            phase.load = (load_before, os.getloadavg()[0])
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+            pods.stop()
+        phase.pod_errors = pods.errors
+        measure(phase, bench, began, ended)
+    return phase
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def finished(phase: Phase, bench: Bench, readiness: Readiness) -> bool:
+    if phase.controller == "operator":
+        return len(readiness.ready) == phase.deployments
+    return len({e["objectRef"]["name"] for e in bench.audit.job_creations()}) == phase.deployments
 
 
-def measure(server: ApiServerProcess, agent: InstantAgent, operator: Operator, deployments: int, timeout: float,
-            scratch: str) -> dict[str, Any]:
-    time.sleep(3)  # the operator's start-up is not part of the measurement
-    requests_before = server.requests()
-    custom = kubernetes.client.CustomObjectsApi(agent.api)
-    created: dict[str, float] = {}
-    with Readiness(server) as readiness:
-        start = time.monotonic()
-        for index in range(deployments):
-            body = deployment(index)
-            custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, body)
-            created[body["metadata"]["name"]] = time.monotonic()
-        while len(readiness.ready) < deployments:
-            if time.monotonic() - start > timeout:
-                raise SystemExit(f"only {len(readiness.ready)} of {deployments} Ready after {timeout} s; "
-                                 f"operator log: {scratch}/operator.log; agent errors: {agent.errors[:3]}")
-            time.sleep(0.2)
-        ready = time.monotonic() - start
-    latencies = sorted(agent.first_job[name] - created[name] for name in created)
-    jobs = json.loads(agent.batch.list_namespaced_job("default", _preload_content=False).data)["items"]
-    tasks = Counter((job["metadata"]["labels"]["modeldeploy.io/deployment"],
-                     job["metadata"]["annotations"]["modeldeploy.io/task-key"]) for job in jobs)
-    return {
-        "jobs": len(jobs),
-        "p50": statistics.median(latencies),
-        "p99": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
-        "ready": ready,
-        "rss": peak_rss_mb(operator.process.pid),
-        "requests": (server.requests() - requests_before) / deployments,
-        "duplicates": sum(count - 1 for count in tasks.values()),
-    }
+def measure(phase: Phase, bench: Bench, began: float, ended: float) -> None:
+    events = bench.audit.read()
+    created = {e["objectRef"]["name"]: timestamp(e["stageTimestamp"]) for e in events
+               if e["verb"] == "create" and e["stage"] == "ResponseComplete"
+               and e["objectRef"].get("resource") == PLURAL and e.get("responseStatus", {}).get("code") == 201}
+    jobs = bench.audit.job_creations()
+    first: dict[str, float] = {}
+    for event in jobs:
+        owner = DEPLOYMENT_OF_JOB.match(event["objectRef"]["name"])
+        if owner:
+            at = timestamp(event["stageTimestamp"])
+            first[owner[1]] = min(at, first.get(owner[1], at))
+    missing = set(created) - set(first)
+    if missing or len(created) != phase.deployments:
+        raise SystemExit(f"{phase.controller}: {len(created)} deployments created, {len(missing)} without a Job")
+    phase.latencies = [first[name] - created[name] for name in created]
+    names = Counter(e["objectRef"]["name"] for e in jobs)
+    phase.jobs = len(names)
+    phase.duplicates = sum(n - 1 for n in names.values())
+    requests = {e["auditID"]: e for e in events if e["user"]["username"] == bench.user
+                and began <= timestamp(e["requestReceivedTimestamp"]) <= ended}
+    phase.requests = len(requests)
+    phase.by_kind = Counter(
+        " ".join(filter(None, [e["verb"], e["objectRef"].get("resource", e["requestURI"]),
+                               e["objectRef"].get("subresource")])) for e in requests.values())
+
+
+def report(count: int, operator: Phase, minimal: Phase) -> list[tuple[str, bool]]:
+    print(f"\n{count} ModelDeployments x 12 cells, pods succeeding at once ({operator.jobs} Jobs for the operator)")
+    print(f"  load average (1 min) during the operator's phase: {operator.load[0]:.1f} -> {operator.load[1]:.1f}, "
+          f"the minimal controller's: {minimal.load[0]:.1f} -> {minimal.load[1]:.1f}")
+    print(f"  {'':34}{'operator':>10}{'minimal':>10}{'ratio':>8}")
+    for label, a, b in (("create -> first Job p50 (s)", operator.p50, minimal.p50),
+                        ("create -> first Job p99 (s)", operator.p(0.99), minimal.p(0.99))):
+        print(f"  {label:34}{a:10.2f}{b:10.2f}{a / b:8.1f}")
+    print(f"  {'burst of creations (s)':34}{operator.burst:10.1f}{minimal.burst:10.1f}")
+    print(f"  {'create -> all Ready / all Jobs (s)':34}{operator.done:10.1f}{minimal.done:10.1f}")
+    print(f"  {'peak RSS (MB)':34}{operator.rss:10.0f}{minimal.rss:10.0f}")
+    print(f"  {'API requests per deployment':34}{operator.requests / count:10.1f}{minimal.requests / count:10.1f}")
+    print(f"  {'duplicate Jobs':34}{operator.duplicates:10d}{minimal.duplicates:10d}")
+    print("  the operator's requests: " + ", ".join(f"{kind} {n}" for kind, n in operator.by_kind.most_common(10)))
+    for phase in (operator, minimal):
+        if phase.pod_errors:
+            print(f"  {phase.controller}: {len(phase.pod_errors)} pods not succeeded, e.g. {phase.pod_errors[:3]}")
+    goals = [(f"{count}: operator peak RSS under 300 MB", operator.rss < 300),
+             (f"{count}: no duplicate Jobs", operator.duplicates == 0)]
+    if count == 1000:
+        goals.insert(0, (f"{count}: operator's first-Job p50 within 2x of the minimal controller's",
+                         operator.p50 <= 2 * minimal.p50))
+    return goals
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--deployments", type=int, default=200)
+    parser.add_argument("--deployments", type=int, nargs="+", default=[200, 1000],
+                        help="deployment counts, each run on fresh control planes (default: 200 1000)")
     parser.add_argument("--max-jobs", type=int, default=100, help="the operator's maxJobs")
-    parser.add_argument("--timeout", type=float, default=1800, help="give up after this many seconds")
+    parser.add_argument("--timeout", type=float, default=3600, help="give up on a phase after this many seconds")
+    parser.add_argument("--keep", action="store_true", help="keep the logs and audit logs")
     args = parser.parse_args()
     os.environ.update(AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x", AWS_REGION="us-east-1")  # moto takes any
     port = free_port()
     moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
-    time.sleep(2)
-    s3 = boto3.client("s3", endpoint_url=endpoint)
-    for bucket in ("bench-models", "bench-artifacts"):
-        s3.create_bucket(Bucket=bucket)
-    scratch = tempfile.mkdtemp(prefix="operator-scale-")
+    scratch = Path(tempfile.mkdtemp(prefix="operator-scale-"))
+    goals: list[tuple[str, bool]] = []
+    print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}; logs under {scratch}")
     try:
-        with ApiServerProcess() as server:
-            server.kubectl("apply", "-f", str(EXAMPLES / "cluster" / "s3-credentials.yaml"))
-            operator = Operator(server.kubeconfig, Path(scratch) / "operator.log", MODELDEPLOY_S3_ENDPOINT=endpoint,
-                                MODELDEPLOY_MAX_JOBS=str(args.max_jobs), MODELDEPLOY_MAX_JOBS_PER_DEPLOYMENT="8",
-                                MODELDEPLOY_RESYNC_SECONDS="30")  # the operator's default, not the tests' 3 s
-            operator.start()
-            agent = InstantAgent(server, endpoint)
-            agent.start()
-            try:
-                result = measure(server, agent, operator, args.deployments, args.timeout, scratch)
-            finally:
-                agent.stop()
-                operator.stop()
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        for bucket in ("bench-models", "bench-artifacts"):
+            for _ in range(100):  # moto's server takes a few seconds to start
+                try:
+                    s3.create_bucket(Bucket=bucket)
+                    break
+                except botocore.exceptions.EndpointConnectionError:
+                    time.sleep(0.2)
+        for count in args.deployments:
+            phases = {}
+            for controller in ("operator", "minimal"):
+                directory = scratch / f"{count}-{controller}"
+                directory.mkdir()
+                phases[controller] = run_phase(controller, count, endpoint, args.max_jobs, args.timeout, directory)
+            goals += report(count, phases["operator"], phases["minimal"])
     finally:
         moto.terminate()
-    print(f"{args.deployments} ModelDeployments x 12 cells ({result['jobs']} Jobs), Jobs finishing at once")
-    print(f"create -> first Job: p50 {result['p50']:.2f} s, p99 {result['p99']:.2f} s (target p50 under 2 s)")
-    print(f"create -> all Ready: {result['ready']:.1f} s")
-    print(f"operator peak RSS: {result['rss']:.0f} MB (target under 300 MB)")
-    print(f"API requests per deployment: {result['requests']:.0f}")
-    print(f"duplicate Jobs: {result['duplicates']} (must be 0)")
+        moto.wait(timeout=30)
+    print()
+    for goal, met in goals:
+        print(f"{'PASS' if met else 'FAIL'}  {goal}")
+    if not args.keep:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
