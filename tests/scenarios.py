@@ -1,8 +1,10 @@
-"""The operator's scenarios, written once against any API server and run two ways:
+"""The operator's scenarios, written once against any Kubernetes cluster.
 
-tests/test_operator.py against the test API server (tests/kube) with the node agent and moto,
-and tests/e2e_cluster/ against the current kubeconfig. Each scenario takes the cluster (an object
-with kubectl/get/list, like kube.apiserver.ApiServer), the running operator (start/kill/metrics)
+tests/cluster/test_operator.py runs them against the local control plane (kube-apiserver, etcd,
+the controller manager and the scheduler built from source, with a process kubelet) and moto's S3
+server; with MODELDEPLOY_E2E_CLUSTER=1 (tests/e2e_cluster/) against the cluster of KUBECONFIG.
+Each scenario takes the cluster (an object with kubectl/get/list and the namespace the
+deployments go to, like cluster.operator_env.Kube), the running operator (start/kill/metrics)
 and a boto3 S3 client for the artifact buckets; they run in this order, on one cluster.
 """
 
@@ -14,20 +16,34 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import yaml
-from kube.apiserver import wait_for
 
 MODELDEPLOY = Path(sys.executable).with_name("modeldeploy")
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 QUICKSTART = EXAMPLES / "cluster" / "quickstart.yaml"
 READY_SECONDS = 420
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.2, what: str = "") -> T:
+    """Poll until `condition()` returns something truthy, and return it."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+    return result
 
 
 class Cluster(Protocol):
+    namespace: str
+
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]: ...
 
     def get(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None: ...
@@ -42,11 +58,12 @@ def free_port() -> int:
 
 
 class Operator:
-    """`modeldeploy operator` in a subprocess against the test API server."""
+    """`modeldeploy operator` in a subprocess, as the user of `kubeconfig`."""
 
-    def __init__(self, kubeconfig: Path, log: Path, namespace: str = "default", **settings: str):
-        """`settings` are MODELDEPLOY_* variables, e.g. MODELDEPLOY_S3_ENDPOINT."""
-        self.scope = ["--namespace", namespace]
+    def __init__(self, kubeconfig: Path, log: Path, namespace: str | None, **settings: str):
+        """Watches `namespace`, or every namespace for None; `settings` are MODELDEPLOY_* variables, e.g.
+        MODELDEPLOY_S3_ENDPOINT."""
+        self.scope = ["--namespace", namespace] if namespace else ["--all-namespaces"]
         self.metrics_port = free_port()
         self.environment = {
             **os.environ,
@@ -85,7 +102,7 @@ class Operator:
 
 
 def deployment(server: Cluster, name: str) -> dict[str, Any]:
-    found = server.get("modeldeployments.modeldeploy.io", "default", name)
+    found = server.get("modeldeployments.modeldeploy.io", server.namespace, name)
     assert found is not None
     return found
 
@@ -99,7 +116,7 @@ def apply(server: Cluster, document: dict[str, Any]) -> None:
 
 
 def jobs_of(server: Cluster, name: str) -> list[dict[str, Any]]:
-    return server.list("jobs.batch", "default", f"modeldeploy.io/deployment={name}")
+    return server.list("jobs.batch", server.namespace, f"modeldeploy.io/deployment={name}")
 
 
 def ready(server: Cluster, name: str, generation: int = 1) -> dict[str, Any] | None:
@@ -155,17 +172,18 @@ def a_store_that_cannot_be_used_stalls_with_the_reason_until_it_can(server: Clus
         return body if condition(body, "Stalled").get("reason") == "StoreUnavailable" else None
 
     no_secret = condition(wait_for(lambda: stalled_on_the_store("no-secret"), 30, what="Stalled"), "Stalled")
-    assert "the Secret default/not-yet with its credentials cannot be read (404" in no_secret["message"]
+    assert f"the Secret {server.namespace}/not-yet with its credentials cannot be read (404" in no_secret["message"]
     no_bucket = condition(wait_for(lambda: stalled_on_the_store("no-bucket"), 60, what="Stalled"), "Stalled")
     assert no_bucket["message"].startswith("s3://no-such-bucket/x: the server answered 404 NoSuchBucket")
-    events = server.list("events", "default")
+    events = server.list("events", server.namespace)
     assert any(event.get("reason") == "StoreUnavailable" and event["involvedObject"]["name"] == "no-secret"
                for event in events)
     assert jobs_of(server, "no-secret") == [] and jobs_of(server, "no-bucket") == []
 
-    secret = yaml.safe_load((EXAMPLES / "cluster" / "s3-credentials.yaml").read_text())
-    secret["metadata"]["name"] = "not-yet"
-    apply(server, secret)  # fixed: the next pass, within the backoff, uses the store
+    credentials = server.get("secrets", server.namespace, "s3-credentials")
+    assert credentials is not None
+    apply(server, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "not-yet"},
+                   "data": credentials["data"]})  # fixed: the next pass, within the backoff, uses the store
     wait_for(lambda: jobs_of(server, "no-secret"), 120, what="Jobs once the Secret exists")
     assert condition(deployment(server, "no-secret"), "Stalled")["status"] == "False"
     server.kubectl("delete", "mdep", "no-secret", "no-bucket", "--wait=false")
@@ -188,7 +206,7 @@ def the_quickstart_reaches_ready_with_results_in_status_and_the_report_in_s3(ser
     assert len(jobs) == len({job["metadata"]["name"] for job in jobs}) == len(status["stages"])
     table = server.kubectl("get", "mdep", "quickstart").stdout
     assert "Succeeded" in table and "2/2" in table and "openvino: " in table and "onnxruntime: " in table
-    reasons = {event.get("reason") for event in server.list("events", "default")}
+    reasons = {event.get("reason") for event in server.list("events", server.namespace)}
     assert {"StageStarted", "StageSucceeded", "Succeeded"} <= reasons
     metrics = operator.metrics()
     assert 'modeldeploy_jobs_created_total{stage="evaluate"} 13.0' in metrics
@@ -250,7 +268,7 @@ def a_restarted_operator_resumes_without_duplicate_jobs(server: Cluster, operato
 def deleting_the_deployment_removes_its_jobs_and_never_hangs(server: Cluster, operator: Operator, s3: Any) -> None:
     assert jobs_of(server, "quickstart")
     server.kubectl("delete", "mdep", "quickstart", "--timeout=60s")
-    assert server.get("modeldeployments.modeldeploy.io", "default", "quickstart") is None
+    assert server.get("modeldeployments.modeldeploy.io", server.namespace, "quickstart") is None
     wait_for(lambda: not jobs_of(server, "quickstart"), 30, what="the Jobs to be collected")
 
 

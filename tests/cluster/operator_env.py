@@ -1,0 +1,210 @@
+"""The operator as it runs in a cluster: its ServiceAccount, the RBAC the project ships, a token.
+
+`Kube` is admin access to a cluster for the scenarios of tests/scenarios.py (kubectl of the
+server's release, JSON reads), in one namespace. `operator_kubeconfig` applies
+examples/cluster/rbac.yaml (every namespace: a ClusterRole) or rbac-namespaced.yaml (one
+namespace: a Role) as they are, asks the TokenRequest API for a token of the operator's
+ServiceAccount and writes a kubeconfig holding only that token, so the operator has exactly the
+permissions the project ships and a missing one shows as a refusal (`refusals`).
+
+The same works on the local control plane (tests/cluster/control_plane.py) and on an outside
+cluster (MODELDEPLOY_E2E_CLUSTER=1 with KUBECONFIG): the `environment` fixture
+(cluster/operator_fixtures.py) picks one.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import yaml
+from scenarios import Operator
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+CRD = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
+RBAC = EXAMPLES / "cluster" / "rbac.yaml"
+RBAC_NAMESPACED = EXAMPLES / "cluster" / "rbac-namespaced.yaml"
+SERVICE_ACCOUNT = "modeldeploy-operator"
+OPERATOR_NAMESPACE = "modeldeploy-system"  # where rbac.yaml puts the ServiceAccount
+TOKEN_DURATION = "24h"
+# What the operator logs when the API server refuses it: the informers' "(403)", kopf's APIForbiddenError and
+# its "Not enough permissions" fallbacks.
+REFUSED = re.compile(r"\(403\)|\b403\b.*[Ff]orbidden|APIForbiddenError|Not enough permissions|is forbidden")
+
+
+class Kube:
+    """A cluster through an admin kubeconfig, in `namespace`: what tests/scenarios.py calls the Cluster."""
+
+    def __init__(self, kubectl: str, kubeconfig: Path, namespace: str):
+        self.kubectl_binary = kubectl
+        self.kubeconfig = kubeconfig
+        self.namespace = namespace
+
+    def in_namespace(self, namespace: str) -> Kube:
+        return Kube(self.kubectl_binary, self.kubeconfig, namespace)
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120,
+                scoped: bool = True) -> subprocess.CompletedProcess[str]:
+        """kubectl as the admin, in the namespace unless not `scoped` (for files naming their own)."""
+        scope = ["-n", self.namespace] if scoped else []
+        result = subprocess.run([self.kubectl_binary, f"--kubeconfig={self.kubeconfig}", *scope, *args],
+                                input=input, capture_output=True, text=True, timeout=timeout, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} exited {result.returncode}: {result.stderr}")
+        return result
+
+    def get(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        scope = ["-n", namespace] if namespace else []
+        result = self.kubectl("get", resource, name, *scope, "-o", "json", check=False, scoped=False)
+        if result.returncode != 0:
+            if "NotFound" in result.stderr or "not found" in result.stderr:
+                return None
+            raise AssertionError(f"kubectl get {resource} {name}: {result.stderr}")
+        return json.loads(result.stdout)
+
+    def list(self, resource: str, namespace: str | None = None, label_selector: str = "") -> list[dict[str, Any]]:
+        scope = ["-n", namespace] if namespace else ["--all-namespaces"]
+        selector = ["-l", label_selector] if label_selector else []
+        return json.loads(self.kubectl("get", resource, *scope, *selector, "-o", "json", scoped=False).stdout)["items"]
+
+    def apply_file(self, path: Path, namespace: str | None = None) -> None:
+        self.kubectl("apply", "-f", str(path), *(["-n", namespace] if namespace else []), scoped=False)
+
+    def ensure_namespace(self, name: str) -> None:
+        document = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump(document), scoped=False)
+
+    def install_crd(self) -> None:
+        self.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=modeldeploy-tests", "-f", str(CRD),
+                     scoped=False)
+        name = yaml.safe_load(CRD.read_text())["metadata"]["name"]
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}", scoped=False)
+
+
+def operator_kubeconfig(kube: Kube, path: Path, namespace: str | None = None) -> Path:
+    """Installs the shipped RBAC (every namespace for None, else only `namespace`) and writes a kubeconfig with a
+    token of the operator's ServiceAccount from the TokenRequest API (`kubectl create token`)."""
+    if namespace is None:
+        kube.apply_file(RBAC)  # it has its own namespace, modeldeploy-system
+        account_namespace = OPERATOR_NAMESPACE
+    else:
+        kube.apply_file(RBAC_NAMESPACED, namespace)
+        account_namespace = namespace
+    token = kube.kubectl("create", "token", SERVICE_ACCOUNT, "-n", account_namespace,
+                         f"--duration={TOKEN_DURATION}", scoped=False).stdout.strip()
+    assert token.count(".") == 2, "TokenRequest did not return a JWT"
+    view = json.loads(kube.kubectl("config", "view", "--raw", "--minify", "-o", "json", scoped=False).stdout)
+    cluster = dict(view["clusters"][0]["cluster"])
+    if "certificate-authority" in cluster:  # a path: embed it, the kubeconfig is read from elsewhere
+        ca = Path(cluster.pop("certificate-authority")).read_bytes()
+        cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
+    user = f"system:serviceaccount:{account_namespace}:{SERVICE_ACCOUNT}"
+    config = {
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "cluster", "cluster": cluster}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": user, "context": {"cluster": "cluster", "user": user,
+                                                **({"namespace": namespace} if namespace else {})}}],
+        "current-context": user,
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o600)
+    return path
+
+
+def whoami(kubeconfig: Path, kubectl: str) -> str:
+    """The user the API server authenticates this kubeconfig as (SelfSubjectReview)."""
+    out = subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", "auth", "whoami", "-o", "json"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    return json.loads(out)["status"]["userInfo"]["username"]
+
+
+def refusals(log: Path) -> list[str]:
+    """The operator's log lines that tell of a request the API server refused."""
+    if not log.exists():
+        return []
+    return [line for line in log.read_text(errors="replace").splitlines() if REFUSED.search(line)]
+
+
+def unique_namespace(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class Environment:
+    """Where the scenarios run: admin access, the S3 endpoint the operator and the pods both reach, and whether
+    the cluster is this project's local control plane (with its device nodes and process kubelet)."""
+
+    kube: Kube
+    s3_endpoint: str
+    local: bool
+    control_plane: Any = None  # the local ControlPlane, when local
+
+    def s3(self) -> Any:
+        if self.local:
+            return boto3.client("s3", endpoint_url=self.s3_endpoint, aws_access_key_id="x",
+                                aws_secret_access_key="x", region_name="us-east-1")
+        return boto3.client("s3", endpoint_url=self.s3_endpoint)
+
+    def credentials_secret(self, namespace: str, name: str = "s3-credentials") -> None:
+        """The Secret of examples/cluster/s3-credentials.yaml; on an outside cluster with this machine's AWS keys."""
+        secret = yaml.safe_load((EXAMPLES / "cluster" / "s3-credentials.yaml").read_text())
+        secret["metadata"]["name"] = name
+        if not self.local:
+            secret["stringData"] = {key: os.environ[key] for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+        self.kube.in_namespace(namespace).kubectl("apply", "-f", "-", input=yaml.safe_dump(secret))
+
+    def create_buckets(self, *buckets: str) -> Any:
+        s3 = self.s3()
+        for bucket in buckets:
+            try:
+                s3.create_bucket(Bucket=bucket)
+            except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+                pass
+        return s3
+
+
+def outside() -> bool:
+    return os.environ.get("MODELDEPLOY_E2E_CLUSTER") == "1"
+
+
+@contextlib.contextmanager
+def running_operator(env: Environment, workdir: Path, *, every_namespace: bool, config: dict[str, Any] | None = None,
+                     **settings: str) -> Iterator[tuple[Kube, Operator]]:
+    """A fresh namespace with the S3 credentials Secret, and `modeldeploy operator` with the shipped RBAC's token:
+    watching every namespace (rbac.yaml) or only that one (rbac-namespaced.yaml). On the way out the namespace's
+    ModelDeployments are deleted while the operator still runs (it removes their finalizers), then the operator
+    stops and the namespace goes; what the API server refused the operator fails the test."""
+    namespace = unique_namespace("md")
+    env.kube.ensure_namespace(namespace)
+    kube = env.kube.in_namespace(namespace)
+    env.credentials_secret(namespace)
+    kubeconfig = operator_kubeconfig(env.kube, workdir / "operator.kubeconfig",
+                                     None if every_namespace else namespace)
+    if config is not None:
+        config_file = workdir / "operator.yaml"
+        config_file.write_text(yaml.safe_dump(config))
+        settings["MODELDEPLOY_CONFIG"] = str(config_file)
+    log = workdir / "operator.log"
+    operator = Operator(kubeconfig, log, None if every_namespace else namespace,
+                        MODELDEPLOY_S3_ENDPOINT=env.s3_endpoint, **settings)
+    operator.start()
+    try:
+        yield kube, operator
+        kube.kubectl("delete", "mdep", "--all", "--timeout=120s")
+    finally:
+        operator.stop()
+        env.kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False, scoped=False)
+    refused = refusals(log)
+    assert not refused, f"the API server refused the operator ({log}):\n" + "\n".join(refused[:20])
