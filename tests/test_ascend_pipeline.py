@@ -105,6 +105,36 @@ def test_a_chip_the_node_does_not_have_fails_evaluate(tmp_path: Path) -> None:
     assert "FAILED  evaluate npu/fp16/bs1: EvaluationFailed: ais_bench (accuracy) failed" in result.stdout
 
 
+def test_devices_measure_on_every_chip_of_a_card_and_say_what_the_throughput_covers(tmp_path: Path) -> None:
+    target = {**NPU, "device": "Ascend310", "precisions": ["fp16"], "batchSizes": [2], "options": {"devices": 4}}
+    spec = quickstart(tmp_path, targets=[target])
+    store = (tmp_path / "store").as_uri()
+    atlas_300i = ascend_environment(ASCEND_STANDIN_CHIPS="310,310,310,310", ASCEND_STANDIN_CHIPS_PER_NPU="4")
+    result = run(spec, store, env=atlas_300i, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (cell,) = results_of(store, spec)["cells"]
+    covers = cell["throughputCovers"]
+    assert (covers["devices"], covers["chips"], covers["chip"], covers["cards"], covers["wholeCards"]) == (
+        4, 4, "Ascend310", 1, True)
+    assert [entry["device"] for entry in covers["perDevice"]] == [0, 1, 2, 3]
+    assert cell["throughput"] == pytest.approx(sum(entry["throughput"] for entry in covers["perDevice"]))
+    assert covers["summary"].startswith("sum of 4 devices (4 Ascend310 chips, 1 whole card); per device: ")
+    evaluate = next(task for task in planned(spec).tasks if task.name == "evaluate npu/fp16/bs2")
+    manifest = committed(open_store(store), evaluate.key)
+    assert manifest.metrics["runtime"]["speedDevices"] == "0,1,2,3"
+    assert manifest.metrics["performance"]["iterations"] == 4 * 20  # every device's timed inferences
+    report = next(task for task in planned(spec).tasks if task.kind == "report")
+    html = fetch_bytes(open_store(store), committed(open_store(store), report.key), "report.html").decode()
+    assert "<th>throughput covers</th>" in html and "sum of 4 devices (4 Ascend310 chips, 1 whole card)" in html
+    # The same target on a node (or in a pod) with one chip: evaluate says why instead of measuring less.
+    one_chip = quickstart(tmp_path / "one", targets=[target])
+    result = run(one_chip, (tmp_path / "one-store").as_uri(), env=ascend_environment(ASCEND_STANDIN_CHIP="310"),
+                 cwd=tmp_path)
+    assert result.returncode == 1
+    assert ("FAILED  evaluate npu/fp16/bs2: DeviceMissing: options.devices is 4, but npu-smi lists 1 NPU(s) in "
+            "this pod") in result.stdout
+
+
 def test_device_auto_compiles_for_the_chip_npu_smi_reports(tmp_path: Path) -> None:
     spec = quickstart(tmp_path, targets=[{**NPU, "device": "auto", "precisions": ["fp16"], "batchSizes": [4]}])
     store = (tmp_path / "store").as_uri()

@@ -305,18 +305,30 @@ def speed_gate_json(speed: Performance | None) -> dict[str, Any] | None:
     return {"minRatio": speed.min_ratio, "int8MustBeFaster": speed.int8_must_be_faster}
 
 
+def throughput_covers(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What an evaluated cell's throughput is the figure of, as its backend says (the devices it sums, with each
+    one's figure, the chips and cards, and a `summary` in words); None when the backend does not say."""
+    return (metrics.get("performance") or {}).get("throughputCovers")
+
+
 def results_document(
     reference: Reference,
     gate: Accuracy | None,
     speed: Performance | None,
     results: Sequence[CellResult],
     best: Sequence[BestCell],
+    covers: Sequence[Mapping[str, Any] | None] = (),
 ) -> dict[str, Any]:
+    """The report's results; `covers` says, cell by cell, what each throughput covers (throughput_covers)."""
+    cells = [dump(result) for result in results]
+    for cell, covered in zip(cells, covers, strict=False):
+        if covered is not None:
+            cell["throughputCovers"] = dict(covered)
     return {
         "reference": reference.to_json(),
         "gate": dump(gate) if gate else None,
         "speedGate": speed_gate_json(speed),
-        "cells": [dump(result) for result in results],
+        "cells": cells,
         "best": [dump(cell) for cell in best],
     }
 
@@ -632,7 +644,8 @@ def gate_cell(result: CellResult) -> str:
     return f'<td class="gate-{result.gate.lower()}">{GATE_LABELS[result.gate]}{why}</td>'
 
 
-def cell_row(result: CellResult, gate: Accuracy | None, with_expected: bool) -> str:
+def cell_row(result: CellResult, gate: Accuracy | None, with_expected: bool,
+             covers: Mapping[str, Any] | None = None, with_covers: bool = False) -> str:
     latency = result.latency_ms
     where = result.backend or "—"
     if result.device:
@@ -656,11 +669,17 @@ def cell_row(result: CellResult, gate: Accuracy | None, with_expected: bool) -> 
         speed = "—" if expected.throughput is None else f"{expected.throughput:,.1f}"
         cells[6:6] = [f'<td class="num">{esc(ratio_text(ratio.top1, percent(expected.top1)))}</td>']
         cells[9:9] = [f'<td class="num">{esc(ratio_text(ratio.throughput, speed))}</td>']
+    if with_covers:
+        position = cells.index(f'<td class="num">{milliseconds(latency.p50 if latency else None)}</td>')
+        cells.insert(position, f"<td>{esc(covers['summary']) if covers else '—'}</td>")
     return f"<tr>{''.join(cells)}</tr>"
 
 
-def results_table(results: Sequence[CellResult], gate: Accuracy | None) -> str:
+def results_table(results: Sequence[CellResult], gate: Accuracy | None,
+                  covers: Sequence[Mapping[str, Any] | None] = ()) -> str:
     with_expected = any(result.expected is not None for result in results)
+    listed = list(covers) or [None] * len(results)
+    with_covers = any(covered is not None for covered in listed)
     headers = [
         "target",
         "backend / device",
@@ -678,8 +697,11 @@ def results_table(results: Sequence[CellResult], gate: Accuracy | None) -> str:
     if with_expected:
         headers[6:6] = ["top-1 / expected"]
         headers[9:9] = ["throughput / expected"]
+    if with_covers:
+        headers.insert(headers.index("p50 latency"), "throughput covers")
     head = "".join(f"<th>{esc(header)}</th>" for header in headers)
-    rows = "".join(cell_row(result, gate, with_expected) for result in results)
+    rows = "".join(cell_row(result, gate, with_expected, covered, with_covers)
+                   for result, covered in zip(results, listed, strict=True))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
@@ -722,6 +744,7 @@ def render_html(
     speed: Performance | None,
     results: Sequence[CellResult],
     best: Sequence[BestCell],
+    covers: Sequence[Mapping[str, Any] | None] = (),
 ) -> str:
     """The whole report as one page: well-formed XML too, so it parses with any XML or HTML parser."""
     targets = list(dict.fromkeys(result.target for result in results))
@@ -745,7 +768,7 @@ def render_html(
         f"<dt>reference</dt><dd>{esc(reference_text(reference))}</dd>"
         f"<dt>accuracy gate</dt><dd>{esc(gate_text(gate))}</dd>"
         f"<dt>speed gate</dt><dd>{esc(speed_gate_text(speed))}</dd></dl></section>"
-        f"<section><h2>Results</h2>{results_table(results, gate)}</section>"
+        f"<section><h2>Results</h2>{results_table(results, gate, covers)}</section>"
         f"<section><h2>Best cell per target</h2>{best_table(targets, best, gated)}</section>"
         f"{sections}</body></html>\n"
     )
@@ -765,9 +788,11 @@ def run(context: StageContext) -> StageResult:
     best = best_cells(results, gated=gated)
     context.outputs_dir.mkdir(parents=True, exist_ok=True)
     results_path = context.outputs_dir / "results.json"
-    results_path.write_text(json.dumps(results_document(reference, gate, speed, results, best), indent=2) + "\n")
+    covers = [throughput_covers(each) for each in metrics]
+    results_path.write_text(json.dumps(results_document(reference, gate, speed, results, best, covers), indent=2)
+                            + "\n")
     report_path = context.outputs_dir / "report.html"
-    report_path.write_text(render_html(reference, gate, speed, results, best), encoding="utf-8")
+    report_path.write_text(render_html(reference, gate, speed, results, best, covers), encoding="utf-8")
     return StageResult(
         outputs={"results.json": results_path, "report.html": report_path},
         metrics=summary_metrics(reference, results, best),

@@ -201,30 +201,86 @@ def evaluate(model: Path, prepared: StageInput | None, config: Mapping[str, Any]
         accuracy = _accuracy(bins, Path(workspace.results) / "accuracy")
         compute_ms = run["summaries"][0]["npuComputeTimeMs"]["mean"]
     budget = config["performance"]
+    devices = ascend_tools.evaluated_devices(config)
+    if len(devices) > 1 and len(chips) < len(devices):
+        raise StageError(StageReason.DEVICE_MISSING,
+                         f"options.devices is {len(devices)}, but npu-smi lists {len(chips)} NPU(s) in this pod: its "
+                         f"Job must be given {len(devices)} of the device's resource")
     loop = budget.get("iterations")
     if loop is None:
         if compute_ms is None:
-            probe = _ais_bench(ascend_tools.speed_command({**config, "performance": {"warmup": 1}}, workspace,
-                                                          MIN_PROBE_LOOP), workdir, "probe")
+            one_device = {**config, "options": {**config["options"], "devices": 1}, "performance": {"warmup": 1}}
+            probe = _ais_bench(ascend_tools.speed_command(one_device, workspace, MIN_PROBE_LOOP), workdir, "probe")
             compute_ms = probe["summaries"][0]["npuComputeTimeMs"]["mean"]
         loop = max(1, math.ceil(budget["durationSeconds"] * 1000 / compute_ms))
     speed = _ais_bench(ascend_tools.speed_command(config, workspace, loop), workdir, "speed")
-    performance = _performance(speed, Path(workspace.results) / "speed_summary.json", budget["warmup"])
+    performance = _performance(speed, devices, Path(workspace.results), budget["warmup"])
+    performance["throughputCovers"] = throughput_covers(devices, speed, chips)
     return {
         "accuracy": accuracy,
         "performance": performance,
-        "runtime": {"tool": "ais_bench", "device": ascend_tools.EVALUATED_DEVICE},
+        "runtime": {"tool": "ais_bench", "device": ascend_tools.EVALUATED_DEVICE,
+                    "speedDevices": ",".join(str(device) for device in devices)},
         "environment": {"npu": chips[0]["name"] if chips else None, "npuCount": len(chips)},
     }
+
+
+def throughput_covers(devices: Sequence[int], speed: Mapping[str, Any], chips: Sequence[Mapping[str, Any]]
+                      ) -> dict[str, Any]:
+    """What the throughput is the figure of: the devices it is summed over, each one's own figure, the chips, and
+    the cards they make up. npu-smi groups the chips of one card under one NPU id (an Atlas 300I Duo's two, an
+    Atlas 300I's four), so the cards are the NPU ids of the devices' chips, whole when every chip of theirs ran."""
+    per_device = {entry["device"]: entry["throughput"] for entry in speed["devices"]}
+    if not per_device:  # one device: its own summary is the run's
+        per_device = {devices[0]: speed["summaries"][0]["throughput"]}
+    by_device = {chip["device"]: chip for chip in chips if chip.get("device") is not None}
+    used = [by_device.get(device) or (chips[device] if device < len(chips) else None) for device in devices]
+    known = [chip for chip in used if chip is not None]
+    cards = sorted({chip["npu"] for chip in known})
+    whole = all(sum(1 for chip in chips if chip["npu"] == card) == sum(1 for chip in known if chip["npu"] == card)
+                for card in cards)
+    covers: dict[str, Any] = {
+        "devices": len(devices),
+        "perDevice": [{"device": device, "throughput": per_device.get(device)} for device in devices],
+        "chips": len(devices),
+        "chip": known[0]["socVersion"] if known else None,
+        "cards": len(cards) if cards and len(known) == len(devices) else None,
+        "wholeCards": whole if cards and len(known) == len(devices) else None,
+    }
+    return {**covers, "summary": covers_text(covers)}
+
+
+def covers_text(covers: Mapping[str, Any]) -> str:
+    """`sum of 4 devices (4 Ascend310 chips, 1 whole card); per device: ...`, or `1 device (1 ... chip, ...)`."""
+    chips = covers["chips"]
+    parts = [f"{chips}{' ' + covers['chip'] if covers['chip'] else ''} chip{'s' if chips != 1 else ''}"]
+    cards = covers["cards"]
+    if cards is not None and covers["wholeCards"]:
+        parts.append(f"{cards} whole card{'s' if cards != 1 else ''}")
+    elif cards is not None:
+        parts.append("part of a card" if cards == 1 else f"parts of {cards} cards")
+    if covers["devices"] == 1:
+        return f"1 device ({', '.join(parts)})"
+    each = ", ".join("?" if entry["throughput"] is None else f"{entry['throughput']:,.1f}"
+                     for entry in covers["perDevice"])
+    return f"sum of {covers['devices']} devices ({', '.join(parts)}); per device: {each} samples/s"
 
 
 def _ais_bench(command: Sequence[str], workdir: Path, name: str) -> dict[str, Any]:
     run = run_tool(command, workdir / f"ais_bench-{name}.log", workdir)
     result = ais_bench.parse(run.output)
+    devices = command[command.index("--device") + 1].split(",")
     if run.returncode != 0 or not result["ok"]:
         errors = "; ".join(f"{e['code']}: {e['message']}" if e["code"] else e["message"] for e in result["errors"])
         raise StageError(StageReason.EVALUATION_FAILED,
                          f"ais_bench ({name}) failed (exit {run.returncode}): {errors or last_error(run.output)}")
+    # A multi-device run's exit status and `result` are not to be trusted (docs/ascend.md §3.5 (d)): every device
+    # must have printed its summary and its throughput line.
+    reported = len(result["devices"]) if len(devices) > 1 else len(devices)
+    if len(result["summaries"]) != len(devices) or reported != len(devices):
+        raise StageError(StageReason.EVALUATION_FAILED,
+                         f"ais_bench ({name}) ran on devices {','.join(devices)} but reported "
+                         f"{len(result['summaries'])} device summaries: {last_error(run.output)}")
     return result
 
 
@@ -250,16 +306,27 @@ def _accuracy(bins: SampleBins, results: Path) -> dict[str, Any]:
     return {"top1": top1 / count, "top5": top5 / count if ranked_five else None, "samples": count}
 
 
-def _performance(result: Mapping[str, Any], summary_json: Path, warmup: int) -> dict[str, Any]:
+def _summary_jsons(results: Path, devices: Sequence[int]) -> list[Path]:
+    """The speed run's summary files: `speed_summary.json` beside its result directory, or one per device,
+    `device<id>_<index>_summary.json`, inside it (docs/ascend.md §3.4)."""
+    if len(devices) == 1:
+        return [results / "speed_summary.json"]
+    return [results / "speed" / f"device{device}_{index}_summary.json" for index, device in enumerate(devices)]
+
+
+def _performance(result: Mapping[str, Any], devices: Sequence[int], results: Path, warmup: int) -> dict[str, Any]:
+    """Throughput: the sum over the devices; latency: every timed inference of every device."""
     console = result["summaries"][0]
-    times = None
-    if summary_json.is_file():
-        times = json.loads(summary_json.read_text()).get("npu_compute_time_list")
-    if times:
-        milliseconds = np.asarray(times, dtype=np.float64)
+    per_device = []
+    for path in _summary_jsons(results, devices):
+        listed = json.loads(path.read_text()).get("npu_compute_time_list") if path.is_file() else None
+        per_device.append(np.asarray(listed or [], dtype=np.float64))
+    if all(times.size for times in per_device):
+        milliseconds = np.concatenate(per_device)
         latency = {"mean": float(milliseconds.mean()), "p50": float(np.percentile(milliseconds, 50)),
                    "p90": float(np.percentile(milliseconds, 90)), "p99": float(np.percentile(milliseconds, 99))}
-        iterations, seconds = len(times), float(milliseconds.sum() / 1000)
+        # The devices compute at the same time: the run took as long as its busiest device.
+        iterations, seconds = len(milliseconds), max(float(times.sum() / 1000) for times in per_device)
     else:
         stats = console["npuComputeTimeMs"]
         latency = {"mean": stats["mean"], "p50": stats["median"], "p90": None,

@@ -84,6 +84,8 @@ class Backend:
     commands: Callable[[str, Config, Sequence[TensorSpec]], list[list[str]]] = lambda kind, config, inputs: []
     # The config files a task generates for its tools, by name.
     files: Callable[[str, Config], Mapping[str, str]] = lambda kind, config: {}
+    # How many of the device's extended resource a Job of this stage of the target requests (its limits).
+    device_count: Callable[[Target, str], int] = lambda target, stage: 1
 
     def target_release(self, target: Target) -> str | None:
         """The toolchain release the target expects, in lower case (CANN writes 6.0.RC1 in its package names and

@@ -23,6 +23,7 @@ CANN_VERSION = "8.2.rc1"
 # CANN releases: 5.0.1, 6.0.RC1, 8.2.rc1, and pre-releases such as 7.0.RC1.alpha003 or 8.0.RC2.beta1.
 CANN_RELEASE = r"\d+\.\d+\.(\d+|rc\d+)(\.(alpha|beta)\d+)?"
 CIFAR_SIDE = 32
+MAX_DEVICES = 64  # chips of one node: 16 on the largest Ascend servers; ais_bench takes ids up to 255
 # The prepare stage's uint8 NHWC samples resized but not cropped, for AIPP to crop on the device.
 RAW_UINT8_UNCROPPED_BINS = "raw-uint8-uncropped-bins"
 
@@ -58,6 +59,16 @@ class AscendOptions(Options):
         description="AMCT's joint_quant: quantize the inputs of element-wise operators jointly (AMCT's default: off).",
     )
     skip_layers: list[LayerName] = Field(default_factory=list, description="Layers AMCT leaves unquantized.")
+    devices: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_DEVICES,
+        exclude_if=lambda devices: devices == 1,
+        description="NPU chips of one node the evaluate stage runs on at once: its Job requests this many of the "
+        "device's resource (huawei.com/Ascend310: 4 for an Atlas 300I card's four chips), and the speed run is "
+        "ais_bench --device 0,...,devices-1, whose throughput is the sum over the devices (each device's figure "
+        "is kept too). Accuracy is measured on device 0.",
+    )
     calibration_batch_size: int = Field(
         default=16,
         ge=1,
@@ -168,14 +179,23 @@ def resized_side(dataset: Dataset) -> int | None:
 
 
 def build_config(target: Target, spec: ModelDeploymentSpec) -> Config:
-    """The model inputs the tools' --input_shape names, and the AIPP fields from the dataset's preprocessing."""
+    """The model inputs the tools' --input_shape names, and the AIPP fields from the dataset's preprocessing.
+
+    The options calibrate and compile see leave out `devices`, which only says where evaluate runs: a target's
+    .om files are the same whatever number of chips measures them, and are built once."""
     inputs = [item.model_dump(mode="json", by_alias=True) for item in spec.source.inputs]
     options = AscendOptions.model_validate(target.options)
+    built = {"inputs": inputs, "options": options.model_dump(mode="json", by_alias=True, exclude={"devices"})}
     if not options.aipp or spec.dataset is None:
-        return {"inputs": inputs}
+        return built
     preprocess = (spec.dataset.preprocess or Preprocess()).model_dump(mode="json", by_alias=True)
     source_side = resized_side(spec.dataset) if options.aipp_crop else None
-    return {"inputs": inputs, "aipp": ascend_tools.aipp_fields(preprocess, inputs[0], source_side)}
+    return {**built, "aipp": ascend_tools.aipp_fields(preprocess, inputs[0], source_side)}
+
+
+def device_count(target: Target, stage: str) -> int:
+    """The chips a Job requests: `devices` for evaluate, one for a compile that reads the chip (device: auto)."""
+    return AscendOptions.model_validate(target.options).devices if stage == "evaluate" else 1
 
 
 def commands(kind: str, config: Config, inputs: Sequence[TensorSpec]) -> list[list[str]]:
@@ -216,4 +236,5 @@ ASCEND = Backend(
     build_config=build_config,
     commands=commands,
     files=ascend_tools.files,
+    device_count=device_count,
 )

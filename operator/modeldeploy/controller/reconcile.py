@@ -348,6 +348,7 @@ def _results(plan: Plan, stages: Mapping[str, _Stage], observed: Observed) -> li
             "top1": accuracy.get("top1"), "top5": accuracy.get("top5"),
             "throughput": performance.get("throughput"), "latencyMs": performance.get("latencyMs"),
             "artifact": artifact.get("uri"), "sha256": artifact.get("sha256"), **figures, "gate": "NotEvaluated",
+            **({"throughputCovers": performance["throughputCovers"]} if performance.get("throughputCovers") else {}),
         })
     return cells
 

@@ -69,11 +69,11 @@ class _Table:
             return
         elif header := _CHIP_HEADER.match(cells[0]):
             self.chip_column = header[1]
-        elif chip_row := _CHIP_ROW.match(cells[0]):
-            if self.pending_name_row is not None:
-                self.chips.append(self._chip(*self.pending_name_row, chip_row, cells))
+        elif self.pending_name_row is not None and (chip_row := _CHIP_ROW.match(cells[0])):
+            self.chips.append(self._chip(*self.pending_name_row, chip_row, cells))
             self.pending_name_row = None
         elif name_row := _NAME_ROW.match(cells[0]):
+            # A chip pair's first row; the Ascend 310's name, `310`, is a number like the second row's chip id.
             self.pending_name_row = (name_row, cells)
 
     def _chip(

@@ -1,8 +1,10 @@
 """Test stand-in for `python3 -m ais_bench`: runs a stand-in `.om` (see ascend_standins/om.py) with onnxruntime.
 
 Flags, input batching, output naming, the summary JSON and the console lines follow docs/ascend.md §3.2–§3.6.
-The device is emulated: its chip is `ASCEND_STANDIN_CHIP` (default 310P3) and must match the om's
-`--soc_version`; AIPP is applied to the uint8 NHWC input (ascend_standins/aipp.py); fp16 (bf16) precision modes
+The node is emulated as npu-smi's stand-in lists it: its chips are `ASCEND_STANDIN_CHIPS` (comma-separated), else
+one `ASCEND_STANDIN_CHIP` (default 310P3); device id N is the N-th chip, which must exist and match the om's
+`--soc_version`. A device list (`--device 0,1,2,3`) runs one process per device at once, each on its share of the
+input files, and ends with the multi-device trailer (§3.5 (d)); AIPP is applied to the uint8 NHWC input (ascend_standins/aipp.py); fp16 (bf16) precision modes
 round the inputs and outputs through float16 (bfloat16); NPU_compute_time is the measured onnxruntime run time.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import re
 import sys
@@ -24,9 +27,8 @@ import numpy as np
 import onnx
 import onnxruntime
 from ascend_standins import aipp, om
+from ascend_standins.npu_smi import chips
 
-CHIP_ENV = "ASCEND_STANDIN_CHIP"
-DEFAULT_CHIP = "310P3"
 OUTPUT_FORMATS = ("BIN", "NPY", "TXT")
 INPUT_SUFFIXES = (".bin", ".npy")
 PERCENTILE = 99
@@ -183,14 +185,20 @@ def _result_dir(args: argparse.Namespace) -> str | None:
 
 
 def run_devices(args: argparse.Namespace, devices: list[int], result_dir: str | None, command_line: list[str]) -> int:
-    """One run per device, then the multi-device trailer (§3.5 (d)); 1 if any device failed."""
-    finished: list[tuple[int, int, DeviceRun]] = []
-    for index, device in enumerate(devices):
-        device_dir = os.path.join(result_dir, f"device{device}_{index}") if result_dir else None
-        try:
-            finished.append((index, device, run_device(args, device, device_dir, command_line)))
-        except BenchError as failure:
-            _print_error(failure)
+    """One process per device, all at once, each on its share of the input files; then the multi-device trailer
+    (§3.5 (d)), in the order the devices finished; 1 if any device failed."""
+    shares = split_inputs(args.input, len(devices)) if args.input else [None] * len(devices)
+    sys.stdout.flush()
+    with multiprocessing.get_context("fork").Pool(len(devices)) as pool:
+        pending = []
+        for index, (device, share) in enumerate(zip(devices, shares, strict=True)):
+            device_dir = os.path.join(result_dir, f"device{device}_{index}") if result_dir else None
+            device_args = argparse.Namespace(**{**vars(args), "input": share})
+            pending.append((index, device, pool.apply_async(_run_subprocess,
+                                                            (device_args, device, device_dir, command_line))))
+        outcomes = [(index, device, run.get()) for index, device, run in pending]
+    finished = sorted(((index, device, run) for index, device, run in outcomes if run is not None),
+                      key=lambda each: each[2].end_time)
     result = 0 if len(finished) == len(devices) else 1
     info(f"multidevice run end qsize:{2 * len(finished)} result:{result}")
     for index, device, run in finished:
@@ -200,12 +208,45 @@ def run_devices(args: argparse.Namespace, devices: list[int], result_dir: str | 
     return result
 
 
+def _run_subprocess(args: argparse.Namespace, device: int, result_dir: str | None, command_line: list[str]
+                    ) -> DeviceRun | None:
+    """One device's run in a pool process; None, after the error line ais_bench's error callback prints, if it
+    failed."""
+    try:
+        return run_device(args, device, result_dir, command_line)
+    except BenchError as failure:
+        print(f"[ERROR] subprocess run failed error_callback:{failure}", flush=True)
+        return None
+
+
+def split_inputs(input_arg: str, jobs: int) -> list[str]:
+    """Each device's share of the input files, as comma-separated files: the files of every input directory in
+    turn, each input's files cut into `jobs` consecutive shares, the first ones a file longer when they do not
+    divide evenly."""
+    paths = [Path(part.strip()) for part in input_arg.split(",") if part.strip()]
+    files = [file for path in paths for file in _input_files(path)] if paths[0].is_dir() else paths
+    per_input = math.ceil(len(files) / len(paths)) if paths[0].is_dir() else len(files)
+    shares: list[list[Path]] = [[] for _ in range(jobs)]
+    for start in range(0, len(files), per_input):
+        chunk = files[start:start + per_input]
+        size, left = divmod(len(chunk), jobs)
+        head = 0
+        for job in range(jobs):
+            taken = size + (1 if job < left else 0)
+            shares[job] += chunk[head:head + taken]
+            head += taken
+    return [",".join(str(file) for file in share) for share in shares]
+
+
 def run_device(args: argparse.Namespace, device: int, result_dir: str | None, command_line: list[str]) -> DeviceRun:
     start_time = time.time()
     info("acl init success")
+    node = chips()
+    if device >= len(node):
+        raise BenchError(f"open device {device} failed: the node has {len(node)} NPU(s), devices 0 to {len(node) - 1}")
     info(f"open device {device} success")
     info("create new context")
-    model = load_model(Path(args.model), args.dymBatch)
+    model = load_model(Path(args.model), args.dymBatch, node[device])
     info(f"load model {args.model} success")
     info("create model description success")
     if args.debug:
@@ -230,13 +271,12 @@ def run_device(args: argparse.Namespace, device: int, result_dir: str | None, co
     return DeviceRun(throughput, start_time, time.time())
 
 
-def load_model(path: Path, dym_batch: int) -> LoadedModel:
-    """Load the om on the emulated device; the errors of a failed model load otherwise."""
+def load_model(path: Path, dym_batch: int, chip: str) -> LoadedModel:
+    """Load the om on an emulated device with this chip; the errors of a failed model load otherwise."""
     try:
         onnx_bytes, om_info = om.read(path)
     except om.OmFormatError as error:
         raise BenchError(f"load model from file failed, model file is {path}\n{error}") from None
-    chip = os.environ.get(CHIP_ENV) or DEFAULT_CHIP
     if om_info["soc_version"] != f"Ascend{chip}":
         raise BenchError(f"load model from file failed, model file is {path}\n"
                          f"the model was built for {om_info['soc_version']}, the device is Ascend{chip}")
@@ -383,9 +423,15 @@ def _infer_files(args: argparse.Namespace, model: LoadedModel, result_dir: str |
 def plan_batches(input_arg: str, model: LoadedModel) -> tuple[list[Batch], int]:
     """Files per model input → batches of files_per_batch files each (§3.3)."""
     paths = [Path(part.strip()) for part in input_arg.split(",") if part.strip()]
-    if len(paths) != len(model.inputs):
-        raise BenchError(f"--input has {len(paths)} paths, but the model has {len(model.inputs)} inputs")
-    file_lists = [_input_files(path) for path in paths]
+    count = len(model.inputs)
+    if paths and all(path.is_file() for path in paths) and len(paths) % count == 0:
+        # files, as a device's share of a multi-device run: the first input's files, then the next input's ...
+        per_input = len(paths) // count
+        file_lists = [paths[index * per_input:(index + 1) * per_input] for index in range(count)]
+    elif len(paths) != count:
+        raise BenchError(f"--input has {len(paths)} paths, but the model has {count} inputs")
+    else:
+        file_lists = [_input_files(path) for path in paths]
     if len({len(files) for files in file_lists}) != 1:
         raise BenchError("the inputs hold different numbers of files: "
                          + ", ".join(f"{path}:{len(files)}" for path, files in zip(paths, file_lists)))
@@ -530,14 +576,16 @@ def _print_summary(timings: Timings, batchsize: int, display_all: bool) -> float
     """The Performance Summary block (§3.5); returns the throughput."""
     mean = time_statistics(timings.npu_ms)["mean"]
     throughput = 1000 * batchsize / mean if mean else 0.0
-    info(SUMMARY_TITLE)
+    lines = [SUMMARY_TITLE]
     if display_all:
-        info(_statistics_line("H2D_latency", timings.h2d_ms))
-    info(_statistics_line("NPU_compute_time", timings.npu_ms))
+        lines.append(_statistics_line("H2D_latency", timings.h2d_ms))
+    lines.append(_statistics_line("NPU_compute_time", timings.npu_ms))
     if display_all:
-        info(_statistics_line("D2H_latency", timings.d2h_ms))
-    info(f"throughput 1000*batchsize.mean({batchsize})/NPU_compute_time.mean({mean}): {throughput}")
-    info(SUMMARY_END)
+        lines.append(_statistics_line("D2H_latency", timings.d2h_ms))
+    lines += [f"throughput 1000*batchsize.mean({batchsize})/NPU_compute_time.mean({mean}): {throughput}", SUMMARY_END]
+    # One write: the block is printed in one go, so the processes of a multi-device run do not interleave inside it.
+    sys.stdout.write("".join(f"[INFO] {line}\n" for line in lines))
+    sys.stdout.flush()
     return throughput
 
 

@@ -1,13 +1,16 @@
 """Test stand-in for `npu-smi`: `npu-smi info` and `npu-smi info -m` in the 310P3 layout of docs/ascend.md §4.1.
 
 The chips come from `ASCEND_STANDIN_CHIPS` (comma-separated names such as `310P3,310P3`), else one
-`ASCEND_STANDIN_CHIP`, else one `310P3`; each chip is its own NPU (NPU id = device id = its index), idle,
-with the fixture's temperature and memory figures. The header's versions are `ASCEND_STANDIN_DRIVER_VERSION`
+`ASCEND_STANDIN_CHIP`, else one `310P3`; the device id of a chip is its index. `ASCEND_STANDIN_CHIPS_PER_NPU`
+(default 1) chips in a row share one NPU id, as the chips of one card do (an Atlas 300I Duo's two, an Atlas 300I's
+four): NPU id = index // that, chip id = index % that. Chips are idle, with the fixture's temperature and memory
+figures. The header's versions are `ASCEND_STANDIN_DRIVER_VERSION`
 (default 24.1.0.1, the fixture's). Other subcommands print a usage error and exit 1.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -16,6 +19,7 @@ from ascend_standins import driver_release
 
 CHIPS_ENV = "ASCEND_STANDIN_CHIPS"
 CHIP_ENV = "ASCEND_STANDIN_CHIP"
+PER_NPU_ENV = "ASCEND_STANDIN_CHIPS_PER_NPU"
 DEFAULT_CHIP = "310P3"
 USAGE = "Usage: npu-smi info [-m]"
 
@@ -45,17 +49,24 @@ def chips() -> list[str]:
     return [os.environ.get(CHIP_ENV) or DEFAULT_CHIP]
 
 
+def chips_per_npu() -> int:
+    return max(1, int(os.environ.get(PER_NPU_ENV) or 1))
+
+
 def version_line(version: str) -> str:
     """The header's `npu-smi <version>  Version: <version>` line, in the 104-character box."""
     return f"| {f'npu-smi {version}':<49}{f'Version: {version}':<54}|"
 
 
 def info_table(chip_names: Sequence[str]) -> str:
+    per_npu = chips_per_npu()
     lines = [FULL_RULE, version_line(driver_release()), *COLUMNS]
-    for npu, name in enumerate(chip_names):
-        lines += [_npu_row(npu, name), _chip_row(npu), DOUBLE_RULE]
+    for device, name in enumerate(chip_names):
+        npu, chip = divmod(device, per_npu)
+        last_of_npu = chip == per_npu - 1 or device == len(chip_names) - 1
+        lines += [_npu_row(npu, name), _chip_row(npu, chip, device), DOUBLE_RULE if last_of_npu else CELL_RULE]
     lines += PROCESS_HEADER
-    for npu in range(len(chip_names)):
+    for npu in range(math.ceil(len(chip_names) / per_npu)):
         lines += [f"| {f'No running processes found in NPU {npu}':<103}|", DOUBLE_RULE]
     return "\n".join(lines)
 
@@ -65,16 +76,20 @@ def _npu_row(npu: int, name: str) -> str:
     return f"| {npu:<8}{name:<22}| {'OK':<16}| {'NA':<13}{TEMPERATURE_C:<18}{hugepages}|"
 
 
-def _chip_row(npu: int) -> str:
-    bus_id = f"0000:{npu + 1:02X}:00.0"
+def _chip_row(npu: int, chip: int, device: int) -> str:
+    bus_id = f"0000:{npu + 1:02X}:00.0"  # the chips of one card share its bus id, as in the Duo fixture
     memory = f"{MEMORY_USED_MB:<5}/ {MEMORY_TOTAL_MB}"
-    return f"| {0:<8}{npu:<22}| {bus_id:<16}| {0:<13}{memory:<40}|"
+    return f"| {chip:<8}{device:<22}| {bus_id:<16}| {0:<13}{memory:<40}|"
 
 
 def mapping_table(chip_names: Sequence[str]) -> str:
+    per_npu = chips_per_npu()
     rows = [("NPU ID", "Chip ID", "Chip Logic ID", "Chip Name")]
-    for npu, name in enumerate(chip_names):
-        rows += [(str(npu), "0", str(npu), f"Ascend {name}"), (str(npu), "1", "-", "Mcu")]
+    for device, name in enumerate(chip_names):
+        npu, chip = divmod(device, per_npu)
+        rows.append((str(npu), str(chip), str(device), f"Ascend {name}"))
+        if chip == per_npu - 1 or device == len(chip_names) - 1:
+            rows.append((str(npu), str(chip + 1), "-", "Mcu"))
     return "\n".join(f"{a:<13}{b:<14}{c:<20}{d}" for a, b, c, d in rows)
 
 
