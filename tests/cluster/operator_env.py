@@ -22,13 +22,13 @@ import re
 import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import boto3
 import yaml
-from scenarios import Operator
+from scenarios import Operator, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -150,6 +150,7 @@ class Environment:
     s3_endpoint: str
     local: bool
     control_plane: Any = None  # the local ControlPlane, when local
+    operator_config: dict[str, Any] = field(default_factory=dict)  # under each test's own configuration
 
     def s3(self) -> Any:
         if self.local:
@@ -189,12 +190,14 @@ def running_operator(env: Environment, workdir: Path, *, every_namespace: bool, 
     namespace = unique_namespace("md")
     env.kube.ensure_namespace(namespace)
     kube = env.kube.in_namespace(namespace)
+    # the serviceaccount controller's: pods (the Jobs') are refused until it exists
+    wait_for(lambda: kube.get("serviceaccounts", namespace, "default"), 60, what=f"{namespace}/default")
     env.credentials_secret(namespace)
     kubeconfig = operator_kubeconfig(env.kube, workdir / "operator.kubeconfig",
                                      None if every_namespace else namespace)
-    if config is not None:
+    if config is not None or env.operator_config:
         config_file = workdir / "operator.yaml"
-        config_file.write_text(yaml.safe_dump(config))
+        config_file.write_text(yaml.safe_dump({**env.operator_config, **(config or {})}))
         settings["MODELDEPLOY_CONFIG"] = str(config_file)
     log = workdir / "operator.log"
     operator = Operator(kubeconfig, log, None if every_namespace else namespace,

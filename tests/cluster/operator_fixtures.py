@@ -18,11 +18,13 @@ from cluster.operator_env import Environment, Kube, outside
 def environment(request: pytest.FixtureRequest) -> Iterator[Environment]:
     """The local control plane with its nodes and process kubelet and moto's S3 server; with
     MODELDEPLOY_E2E_CLUSTER=1 the cluster of KUBECONFIG and the S3 endpoint MODELDEPLOY_E2E_S3_ENDPOINT
-    (which this machine and the cluster's pods both reach)."""
+    (which this machine and the cluster's pods both reach), its credentials in AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY, and the CPU job image the cluster can pull or has loaded in MODELDEPLOY_E2E_IMAGE."""
     if outside():
         kubeconfig = Path(os.environ.get("KUBECONFIG", Path.home() / ".kube" / "config"))
+        image = os.environ.get("MODELDEPLOY_E2E_IMAGE")
         env = Environment(Kube("kubectl", kubeconfig, "default"), os.environ["MODELDEPLOY_E2E_S3_ENDPOINT"],
-                          local=False)
+                          local=False, operator_config={"images": {"default": image}} if image else {})
     else:
         control_plane = request.getfixturevalue("control_plane")
         request.getfixturevalue("kubelet")  # the nodes, Ready, and the kubelet that runs their pods

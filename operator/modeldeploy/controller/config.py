@@ -33,7 +33,7 @@ class _Config(BaseModel):
 
 class JobSettings(_Config):
     backoff_limit: int = Field(default=2, ge=0)
-    active_deadline_seconds: int = Field(default=6 * 3600, ge=60)
+    active_deadline_seconds: int = Field(default=6 * 3600, ge=1)
     ttl_seconds_after_finished: int = Field(default=24 * 3600, ge=0)
     service_account_name: str | None = None
     image_pull_secrets: list[str] = Field(default_factory=list)

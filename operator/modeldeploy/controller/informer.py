@@ -166,6 +166,8 @@ class JobInformer:
     """Keeps a JobIndex up to date from the API, in threads of its own, telling `listener` (on the loop) of each
     change; `listed` is set once every namespace was listed."""
 
+    WHAT = "Jobs"
+
     def __init__(self, api: client.ApiClient, namespaces: Sequence[str], index: Any, listener: Listener,
                  loop: asyncio.AbstractEventLoop):
         self.batch = client.BatchV1Api(api)
@@ -206,6 +208,8 @@ class JobInformer:
                             self.loop.call_soon_threadsafe(self._apply, event["type"], item)
             except ApiException as error:
                 if error.status == GONE:
+                    logger.info(f"the watch of {self.WHAT} in {namespace or 'every namespace'} expired "
+                                f"({error.reason}); listing again")
                     version = None  # too old to resume from: list again
                     continue
                 failures = self._failed(namespace, error, failures)
@@ -215,7 +219,8 @@ class JobInformer:
     def _failed(self, namespace: str | None, error: Exception, failures: int) -> int:
         if not self.stopping.is_set():
             delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
-            logger.warning(f"watching Jobs in {namespace or 'every namespace'} failed ({error}); again in {delay} s")
+            logger.warning(f"watching {self.WHAT} in {namespace or 'every namespace'} failed ({error}); again in "
+                           f"{delay} s")
             self.stopping.wait(delay)
         return failures + 1
 
@@ -281,6 +286,8 @@ class JobInformer:
 class PodInformer(JobInformer):
     """Keeps a PodIndex of our Jobs' pods that wait for a node; tells `listener` when a pod starts or stops
     waiting. Only such changes take a turn of the loop: the thread drops those of pods that never waited."""
+
+    WHAT = "pods"
 
     def __init__(self, api: client.ApiClient, namespaces: Sequence[str], index: PodIndex, listener: Listener,
                  loop: asyncio.AbstractEventLoop):
