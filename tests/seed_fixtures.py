@@ -4,7 +4,8 @@ The specs run as written: the guide's architecture with seeded random weights in
 layout the spec expects (prefixes and all) or as the ONNX file it names, and a small dataset in the
 guide's format. Only the
 scale is cut for the test suite (`scaled_down`): 8 samples of ImageNet (32 for the batch-32
-guide), 48 of CIFAR-100, two timed iterations, and batch sizes up to 4 where a guide has several.
+guide), 48 of CIFAR-100, two timed iterations, batch sizes up to 4 where a guide has several, and
+an Ascend target's `devices` down to the chips of the test's emulated node (one unless asked).
 """
 
 from __future__ import annotations
@@ -120,13 +121,16 @@ def upload_model(s3: Any, seed: str) -> None:
     s3.put_object(Bucket="modeldeploy-models", Key=name, Body=content())
 
 
-def scaled_down(seed: str) -> dict[str, Any]:
+def scaled_down(seed: str, chips: int = 1) -> dict[str, Any]:
     (path,) = EXAMPLES.glob(f"seeds/{seed}-*.yaml")
     document = yaml.safe_load(path.read_text())
     spec = document["spec"]
     spec["performance"]["iterations"] = 2
     sizes = []
     for target in spec["targets"]:
+        options = target.get("options") or {}
+        if "devices" in options:
+            options["devices"] = min(options["devices"], chips)
         listed = target.get("dynamicBatch", target)
         key = "evaluate" if "dynamicBatch" in target else "batchSizes"
         listed[key] = [size for size in listed[key] if size <= 4] or listed[key][:1]

@@ -22,6 +22,7 @@ import onnx
 import onnxruntime
 import pytest
 from modeldeploy.backends import ascend_tools
+from modeldeploy.parsers import npu_smi
 from tiny_onnx import CLASSES, INPUT_SHAPE, write_tiny_model
 
 TOOLCHAIN = Path(__file__).resolve().parent / "ascend_toolchain"
@@ -404,14 +405,15 @@ def test_dynamic_batch_om_runs_at_a_gear(workspace: Workspace,
 
 def test_multi_device_run_prints_the_trailer(workspace: Workspace, static_om: Path) -> None:
     result = workspace.ais_bench("--model", static_om, "--device", "0,1", "--loop", "3", "--batchsize", "4",
-                                 "--display_all_summary", "true", "--output", "out", "--output_dirname", "multi")
+                                 "--display_all_summary", "true", "--output", "out", "--output_dirname", "multi",
+                                 ASCEND_STANDIN_CHIPS="310P3,310P3")
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert [match[1] for line in lines if (match := STATISTICS_LINE.match(line))] == [
         "H2D_latency", "NPU_compute_time", "D2H_latency"] * 2
     assert "[INFO] multidevice run end qsize:4 result:0" in lines
     devices = [match for line in lines if (match := DEVICE_LINE.match(line))]
-    assert [(match[1], match[2]) for match in devices] == [("0", "0"), ("1", "1")]
+    assert sorted((match[1], match[2]) for match in devices) == [("0", "0"), ("1", "1")]
     total = float(lines[-1].removeprefix("[INFO] summary throughput:"))
     assert total == pytest.approx(sum(float(match[3]) for match in devices))
     for name in ("device0_0", "device1_1"):
@@ -420,7 +422,38 @@ def test_multi_device_run_prints_the_trailer(workspace: Workspace, static_om: Pa
             "NPU_compute_time"]["count"] == 3
 
 
+def test_multi_device_run_shares_the_input_files_and_refuses_a_device_the_node_lacks(
+    workspace: Workspace, static_om: Path
+) -> None:
+    result = workspace.ais_bench("--model", static_om, "--input", "samples", "--device", "0,1,2", "--output", "out",
+                                 "--output_dirname", "shared", "--outfmt", "NPY",
+                                 ASCEND_STANDIN_CHIPS="310P3,310P3,310P3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    written = {name: sorted(path.name for path in (workspace.root / "out" / "shared" / name).iterdir())
+               for name in ("device0_0", "device1_1", "device2_2")}
+    # ais_bench cuts the files into consecutive shares, one file more for the first ones when they do not divide
+    share, left = divmod(SAMPLES, 3)
+    assert [len(names) for names in written.values()] == [share + (index < left) for index in range(3)]
+    assert sorted(name for names in written.values() for name in names) == sorted(
+        f"sample_{index}_0.npy" for index in range(SAMPLES))
+    missing = workspace.ais_bench("--model", static_om, "--device", "0,1", ASCEND_STANDIN_CHIPS="310P3")
+    assert missing.returncode == 1
+    assert ("[ERROR] subprocess run failed error_callback:open device 1 failed: the node has 1 NPU(s)"
+            in missing.stdout)
+    assert "[INFO] multidevice run end qsize:2 result:1" in missing.stdout.splitlines()
+
+
 # npu-smi
+
+
+def test_npu_smi_groups_the_chips_of_a_card_under_one_npu(workspace: Workspace) -> None:
+    atlas_300i = {"ASCEND_STANDIN_CHIPS": "310,310,310,310", "ASCEND_STANDIN_CHIPS_PER_NPU": "4"}
+    table = npu_smi.parse(workspace.run("npu-smi", "info", **atlas_300i).stdout)
+    assert [(chip["npu"], chip["chip"], chip["device"], chip["socVersion"]) for chip in table["chips"]] == [
+        (0, index, index, "Ascend310") for index in range(4)]
+    mapping = npu_smi.parse(workspace.run("npu-smi", "info", "-m", **atlas_300i).stdout)
+    assert [(chip["npu"], chip["chip"], chip["device"]) for chip in mapping["chips"]] == [
+        (0, index, index) for index in range(4)]
 
 
 def test_npu_smi_lists_the_configured_chips(workspace: Workspace) -> None:
