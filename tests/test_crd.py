@@ -12,6 +12,7 @@ import yaml
 from conftest import REPO
 from modeldeploy import backends
 from modeldeploy.crd import crd, crd_yaml
+from modeldeploy.spec import QUANTITY
 
 COMMITTED = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
 FORBIDDEN = {"$ref", "$defs", "anyOf", "oneOf", "allOf", "not", "title", "const", "uniqueItems", "definitions"}
@@ -148,3 +149,11 @@ def test_every_field_has_a_description() -> None:
     assert len(fields) > 150
     missing = [path for path, field in fields if not str(field.get("description", "")).strip()]
     assert not missing, f"{len(missing)} fields have no description: {', '.join(missing)}"
+
+
+def test_a_quantity_is_an_integer_or_a_string_of_the_quantity_pattern() -> None:
+    """The API server applies a pattern to string values only: 2 and "500m" pass, "two" does not."""
+    target = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["targets"]
+    resources = target["items"]["properties"]["placement"]["properties"]["resources"]["properties"]
+    for kind in ("limits", "requests"):
+        assert resources[kind]["additionalProperties"] == {"x-kubernetes-int-or-string": True, "pattern": QUANTITY}

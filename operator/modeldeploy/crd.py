@@ -35,6 +35,9 @@ from modeldeploy.spec import (
 Schema = dict[str, Any]
 
 
+STRING_CHECKS = ("pattern", "minLength", "maxLength")
+
+
 class NotStructural(ValueError):
     pass
 
@@ -52,6 +55,10 @@ def structural(node: Schema, definitions: Schema) -> Schema:
             node = {**structural(branches[0], definitions), **node}
         elif sorted(branch.get("type") for branch in branches) == ["integer", "string"]:
             node["x-kubernetes-int-or-string"] = True
+            # The string branch's own checks (a quantity's pattern) hold for a string value; the API server applies
+            # a pattern to strings only, so an integer still passes.
+            (text,) = (branch for branch in branches if branch.get("type") == "string")
+            node.update({key: value for key, value in text.items() if key in STRING_CHECKS})
         else:
             raise NotStructural(f"a field may have one type, not {any_of}")
 
