@@ -333,3 +333,40 @@ def test_backend_options_take_the_types_they_declare_as_the_spec_does(options: d
     with pytest.raises(SpecError) as refused:
         load_resource(document)
     assert any(error.path.startswith("spec.targets[0].options") for error in refused.value.errors)
+
+
+# Guide 003, section 7.1: "Interface throughputRate: 104.996，104.996x4=419.984即是batch1 310单卡吞吐率", and the same
+# for batch 4 (141.738x4=566.952), 8 (167.624x4=670.496), 16 (170.487x4=681.948) and 32 (173.11x4=692.44).
+GUIDE_PER_CARD_003 = {1: 419.984, 4: 566.952, 8: 670.496, 16: 681.948, 32: 692.44}
+
+
+def test_seed_003_measures_the_four_chips_of_the_atlas_300i_card_at_once() -> None:
+    (path,) = EXAMPLES.glob("seeds/003-*.yaml")
+    resource = load_resource(yaml.safe_load(path.read_text()))
+    (target,) = resource.spec.targets
+    assert resource.spec.performance.expected is not None
+    assert {entry.batch_size: entry.throughput for entry in resource.spec.performance.expected} == GUIDE_PER_CARD_003
+    backend = ascend.ASCEND
+    assert [backend.device_count(target, stage) for stage in ("calibrate", "compile", "evaluate")] == [1, 1, 4]
+    tasks = planned("003")
+    evaluations = [task for task in tasks if task["kind"] == "evaluate" and task["config"].get("role") != "reference"]
+    assert len(evaluations) == 5
+    for task in evaluations:
+        *_, accuracy, speed = task["commands"]
+        assert accuracy[accuracy.index("--device") + 1] == "0"  # accuracy does not depend on the chips
+        assert speed[speed.index("--device") + 1] == "0,1,2,3"
+    # The .om files do not depend on how many chips measure them: the compile tasks are those of one device.
+    document = yaml.safe_load(path.read_text())
+    del document["spec"]["targets"][0]["options"]["devices"]
+    one_device = plan(load_resource(document).spec)
+    assert ({task.key for task in one_device.tasks if task.kind == "compile"}
+            == {task["key"] for task in tasks if task["kind"] == "compile"})
+
+
+def test_devices_is_a_count_of_chips() -> None:
+    (path,) = EXAMPLES.glob("seeds/003-*.yaml")
+    document = yaml.safe_load(path.read_text())
+    document["spec"]["targets"][0]["options"]["devices"] = 0
+    with pytest.raises(SpecError) as refused:
+        load_resource(document)
+    assert any(error.path == "spec.targets[0].options.devices" for error in refused.value.errors), refused.value.errors
