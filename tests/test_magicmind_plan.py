@@ -28,17 +28,35 @@ def tasks() -> list[dict[str, Any]]:
     return json.loads(result.stdout)["tasks"]
 
 
+def guide_builder_config(quant_mode: str) -> dict[str, Any]:
+    """gen_model.py's generate_model_config with shape_mutable "true" (run.sh force_float32 true 1), its
+    parse_from_string calls merged, one line of the guide's script per key."""
+    return {
+        "archs": [{"mtp_372": [6, 8]}],  # '{"archs":[{"mtp_372": [6,8]}]}'
+        "opt_config": {
+            "type64to32_conversion": True,  # '{"opt_config":{"type64to32_conversion":true}}'
+            "conv_scale_fold": True,  # '{"opt_config":{"conv_scale_fold":true}}'
+        },
+        "convert_input_layout": {"0": {"src": "NCHW", "dst": "NHWC"}},  # '{"convert_input_layout": {"0": ...}}'
+        "graph_shape_mutable": True,  # '{"graph_shape_mutable":true}'
+        "dim_range": {"0": {"min": [1, 3, 224, 224], "max": [64, 3, 224, 224]}},  # '{"dim_range": {"0": ...}}'
+        "precision_config": {
+            "precision_mode": quant_mode,  # '{"precision_config":{"precision_mode":"%s"}}' % args.quant_mode
+            "activation_quant_algo": "symmetric",  # '{"precision_config": {"activation_quant_algo": "symmetric"}}'
+            "weight_quant_granularity": "per_tensor",  # '{"precision_config": {"weight_quant_granularity": ...}}'
+        },
+        # Left out: '{"cross_compile_toolchain_path": "/tmp/gcc-linaro-6.2.1-2016.11-x86_64_aarch64-linux-gnu/"}',
+        # the cross-compiler of the edge arch tp_322, which a build for mtp_372 does not use.
+    }
+
+
 def test_one_shape_mutable_model_per_mode_with_the_guides_build_settings(tasks: list[dict[str, Any]]) -> None:
     compiles = [task for task in tasks if task["kind"] == "compile"]
     assert len(compiles) == 3  # S4 and X4 share the mtp_372 model
     for task in compiles:
         config = json.loads(task["files"]["config/builder_config.json"])
-        assert config["archs"] == [{"mtp_372": [6, 8]}]  # gen_model.py: archs [{"mtp_372": [6, 8]}]
-        assert config["precision_config"]["precision_mode"] == GUIDE_MODES[task["config"]["precision"]]
-        assert config["graph_shape_mutable"] is True
-        assert config["dim_range"] == {"0": {"min": [1, 3, 224, 224], "max": [64, 3, 224, 224]}}
-        # gen_model_preprocess.py normalises on the host: no insert_bn_before_firstnode
-        assert "insert_bn_before_firstnode" not in config and "convert_input_layout" not in config
+        # gen_model_preprocess.py normalises on the host and feeds float NHWC: no insert_bn_before_firstnode
+        assert config == guide_builder_config(GUIDE_MODES[task["config"]["precision"]])
         (build,) = task["commands"]
         assert build[:3] == ["python3", "-m", "modeldeploy_jobs.magicmind_build"]
         assert build[build.index("--input_dims") + 1] == "1,3,224,224"
@@ -81,10 +99,38 @@ def test_a_static_int8_model_is_built_at_its_batch_with_per_axis_eqnm() -> None:
     assert built["archs"] == [{"mtp_372": [6, 8]}]
     assert built["precision_config"] == {"precision_mode": "qint8_mixed_float32",
                                          "weight_quant_granularity": "per_axis", "activation_quant_algo": "symmetric"}
+    assert built["computation_preference"] == "fast"
     assert built["graph_shape_mutable"] is False and "dim_range" not in built
     command = magicmind_tools.build_command(config, magicmind_tools.Workspace())
     assert command[command.index("--input_dims") + 1] == "8,3,32,32"
     assert command[-2:] == ["--calibration_algo", "eqnm"]
+
+
+def test_seed_002_evaluates_on_images_prepared_channels_last_and_calibrates_on_the_networks_layout(
+    tasks: list[dict[str, Any]]
+) -> None:
+    by_key = {task["key"]: task for task in tasks}
+    variants = {by_key[task["inputs"]["data"]]["config"]["variant"] for task in tasks if task["kind"] == "evaluate"}
+    assert variants == {"tensors-nhwc"}
+    calibrations = {by_key[task["inputs"]["calibrationData"]]["config"]["variant"]
+                    for task in tasks if task["kind"] == "compile" and "calibrationData" in task["inputs"]}
+    assert calibrations == {"tensors"}
+
+
+def test_input_layout_needs_one_image_input_and_agrees_with_insert_bn() -> None:
+    (seed,) = EXAMPLES.glob("seeds/002-*.yaml")
+    document = yaml.safe_load(seed.read_text())
+    document["spec"]["targets"][0]["options"].update(insertBn=True, inputLayout="NCHW")
+    document["spec"]["source"]["inputs"].append({"name": "extra", "shape": [-1, 4]})
+    with pytest.raises(SpecError) as refused:
+        load_resource(document)
+    messages = [str(error) for error in refused.value.errors if error.path == "spec.targets[0].options.inputLayout"]
+    assert messages and "inputLayout can only be NHWC" in messages[0], refused.value.errors
+    del document["spec"]["targets"][0]["options"]["insertBn"]
+    with pytest.raises(SpecError) as refused:
+        load_resource(document)
+    assert any(error.path == "spec.targets[0].options.inputLayout" and "one image input" in str(error)
+               for error in refused.value.errors), refused.value.errors
 
 
 def test_insert_bn_on_an_input_that_is_no_3_channel_image_is_refused() -> None:

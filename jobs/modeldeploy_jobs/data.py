@@ -21,10 +21,12 @@ from typing import Any
 import numpy as np
 
 TENSORS = "tensors"
+TENSORS_NHWC = "tensors-nhwc"  # the tensors of images preprocessed channels last, for a model built to take NHWC
 SAMPLE_BINS = "sample-bins"
 RAW_UINT8_BINS = "raw-uint8-bins"
 RAW_UINT8_UNCROPPED_BINS = "raw-uint8-uncropped-bins"  # resized, not cropped: Ascend's AIPP crops on the device
-VARIANTS = (TENSORS, SAMPLE_BINS, RAW_UINT8_BINS, RAW_UINT8_UNCROPPED_BINS)
+VARIANTS = (TENSORS, TENSORS_NHWC, SAMPLE_BINS, RAW_UINT8_BINS, RAW_UINT8_UNCROPPED_BINS)
+SHARDED = (TENSORS, TENSORS_NHWC)
 
 META = "meta.json"
 LABELS_NPY = "labels.npy"
@@ -92,7 +94,7 @@ def write_prepared(
         "numClasses": None if labels is None else int(labels.max()) + 1,
         "inputs": [info.to_json() for info in inputs],
     }
-    if variant == TENSORS:
+    if variant in SHARDED:
         shards = _write_shards(directory, inputs, len(names), checked, shard_bytes)
         meta["shards"] = [{"name": path.name, "count": count} for path, count in shards]
         files = [path for path, _ in shards]
@@ -157,7 +159,7 @@ class PreparedData:
     @classmethod
     def open(cls, directory: Path) -> PreparedData:
         meta = json.loads((directory / META).read_text())
-        if meta["variant"] == TENSORS:
+        if meta["variant"] in SHARDED:
             return TensorShards(directory, meta, np.load(directory / LABELS_NPY) if meta["labelled"] else None)
         labels = None
         if meta["labelled"]:

@@ -27,7 +27,14 @@ from modeldeploy.spec import Preprocess
 from numpy._core.multiarray import _reconstruct
 from PIL import Image
 
-from modeldeploy_jobs.data import RAW_UINT8_BINS, RAW_UINT8_UNCROPPED_BINS, Sample, digits_split, write_prepared
+from modeldeploy_jobs.data import (
+    RAW_UINT8_BINS,
+    RAW_UINT8_UNCROPPED_BINS,
+    TENSORS_NHWC,
+    Sample,
+    digits_split,
+    write_prepared,
+)
 from modeldeploy_jobs.limits import DATASET_BYTES, DATASET_FILES, IMAGE_PIXELS
 from modeldeploy_jobs.stage import StageContext, StageError, StageReason, StageResult
 
@@ -81,7 +88,12 @@ def run(context: StageContext) -> StageResult:
         raise StageError(StageReason.DATASET_INVALID,
                          f"calibration.files names image files, and a {dataset['kind']} dataset has none: "
                          "select spread or first samples instead")
-    source = LOADERS[dataset["kind"]](context, dataset, variant, context.config["inputs"])
+    inputs = context.config["inputs"]
+    if variant == TENSORS_NHWC:
+        # For a model built to take its image input channels last: the images preprocessed in that layout.
+        dataset = {**dataset, "preprocess": {**dataset.get("preprocess", {}), "layout": "NHWC"}}
+        inputs = [_channels_last(item) for item in inputs]
+    source = LOADERS[dataset["kind"]](context, dataset, variant, inputs)
     count = min(len(source.names), dataset.get("limit", len(source.names)))
     if count == 0:
         raise StageError(StageReason.DATASET_EMPTY, f"{_describe(dataset)} holds no samples")
@@ -102,6 +114,14 @@ def run(context: StageContext) -> StageResult:
 
         toolchain["opencv"] = cv2.__version__
     return StageResult(outputs=outputs, metrics=metrics, toolchain=toolchain)
+
+
+def _channels_last(model_input: Config) -> Config:
+    """An NCHW image input as the model built to take it NHWC sees it."""
+    if model_input.get("layout", "NCHW") != "NCHW" or len(model_input["shape"]) != 4:
+        return model_input
+    batch, channels, height, width = model_input["shape"]
+    return {**model_input, "shape": [batch, height, width, channels], "layout": "NHWC"}
 
 
 def _describe(dataset: Config) -> str:

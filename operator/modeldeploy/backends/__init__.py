@@ -24,6 +24,7 @@ ENTRY_POINT_GROUP = "modeldeploy.backends"
 
 # What a target's evaluation data must look like on disk.
 TENSORS = "tensors"  # preprocessed float tensors, sharded .npy
+TENSORS_NHWC = "tensors-nhwc"  # the same, channels last, whatever preprocess.layout says
 SAMPLE_BINS = "sample-bins"  # the same values as one raw .bin file per sample (the ais_bench input layout)
 RAW_UINT8_BINS = "raw-uint8-bins"  # resized and cropped uint8 NHWC, one .bin per sample; the device normalises
 

@@ -7,7 +7,17 @@ from typing import Literal
 
 from pydantic import Field
 
-from modeldeploy.backends import RAW_UINT8_BINS, TENSORS, Backend, Config, Device, FieldErrors, Options, magicmind_tools
+from modeldeploy.backends import (
+    RAW_UINT8_BINS,
+    TENSORS,
+    TENSORS_NHWC,
+    Backend,
+    Config,
+    Device,
+    FieldErrors,
+    Options,
+    magicmind_tools,
+)
 from modeldeploy.spec import ModelDeploymentSpec, Preprocess, Target, TensorSpec
 
 MAGICMIND_VERSION = "1.7.0"
@@ -24,6 +34,13 @@ class MagicMindOptions(Options):
     activation_quant_algo: Literal["symmetric", "asymmetric"] = "symmetric"
     calibration_algorithm: Literal["linear", "eqnm"] = "linear"
     insert_bn: bool = Field(default=False, description="Fold mean/std into the model; the input becomes uint8 NHWC.")
+    input_layout: Literal["NCHW", "NHWC"] | None = Field(
+        default=None,
+        exclude_if=lambda layout: layout is None,
+        description="The layout the built model takes its image inputs in, when not the network's own "
+        "(source.inputs[].layout): BuilderConfig convert_input_layout, as build_param.py's --input_layout. The "
+        "evaluation data is the preprocessed float images in that layout; calibration data stays in the network's.",
+    )
 
 
 def _card(card: str) -> Device:
@@ -54,18 +71,55 @@ def check(target: Target, spec: ModelDeploymentSpec) -> FieldErrors:
             shapes = ", ".join(f"{item.name} {item.shape}" for item in spec.source.inputs)
             errors.append(("options.insertBn", (f"insertBn turns a 3-channel NCHW image input into uint8 NHWC; the "
                                                 f"model's inputs are {shapes}")))
+    if options.input_layout is not None:
+        errors += _input_layout_errors(options, spec)
     if options.activation_quant_algo == "asymmetric" and options.calibration_algorithm == "eqnm":
         errors.append(("options.calibrationAlgorithm", "eqnm works only with symmetric activation quantization"))
     return errors
 
 
+IMAGE_DATASETS = ("imagenet", "cifar100", "digits")
+
+
+def _input_layout_errors(options: MagicMindOptions, spec: ModelDeploymentSpec) -> FieldErrors:
+    if options.insert_bn and options.input_layout != "NHWC":
+        return [("options.inputLayout", "insertBn builds a model that takes uint8 NHWC: inputLayout can only be NHWC")]
+    if len(spec.source.inputs) != 1 or spec.source.inputs[0].layout not in ("NCHW", "NHWC"):
+        return [("options.inputLayout", ("inputLayout converts the layout of one image input (source.inputs[0] with "
+                                        "layout NCHW or NHWC)"))]
+    if spec.dataset is not None and spec.dataset.kind not in IMAGE_DATASETS:
+        return [("options.inputLayout", (f"inputLayout feeds the model preprocessed images in another layout; a "
+                                         f"{spec.dataset.kind} dataset holds no images (use {', '.join(IMAGE_DATASETS)})"))]
+    return []
+
+
+def converted_layout(target: Target, spec: ModelDeploymentSpec) -> str | None:
+    """The layout the built model takes its float image input in, when the target asks for another than the
+    network's; None otherwise (insertBn converts its uint8 input itself)."""
+    options = MagicMindOptions.model_validate(target.options)
+    if options.insert_bn or options.input_layout is None or len(spec.source.inputs) != 1:
+        return None
+    return options.input_layout if options.input_layout != spec.source.inputs[0].layout else None
+
+
 def build_config(target: Target, spec: ModelDeploymentSpec) -> Config:
-    """The model inputs (for input dims and dim_range) and insertBn's mean and var from the preprocessing."""
+    """The model inputs (for input dims and dim_range), the input layout the model is built to take, and insertBn's
+    mean and var from the preprocessing."""
     config: dict = {"inputs": [item.model_dump(mode="json", by_alias=True) for item in spec.source.inputs]}
+    layout = converted_layout(target, spec)
+    if layout is not None:
+        config["inputLayout"] = {"0": {"src": spec.source.inputs[0].layout, "dst": layout}}
     if MagicMindOptions.model_validate(target.options).insert_bn and spec.dataset is not None:
         preprocess = (spec.dataset.preprocess or Preprocess()).model_dump(mode="json", by_alias=True)
         config["insertBn"] = magicmind_tools.normalisation(preprocess)
     return config
+
+
+def data_variant(target: Target) -> str:
+    options = MagicMindOptions.model_validate(target.options)
+    if options.insert_bn:
+        return RAW_UINT8_BINS
+    return TENSORS_NHWC if options.input_layout == "NHWC" else TENSORS
 
 
 def commands(kind: str, config: Config, inputs: Sequence[TensorSpec]) -> list[list[str]]:
@@ -98,7 +152,7 @@ MAGICMIND = Backend(
     calibrates_in_compile=True,
     build_target=ARCHS.__getitem__,  # one model per MLU architecture serves every card of it
     device_stages=frozenset({"compile", "evaluate"}),
-    data_variant=lambda target: RAW_UINT8_BINS if MagicMindOptions.model_validate(target.options).insert_bn else TENSORS,
+    data_variant=data_variant,
     check=check,
     build_config=build_config,
     commands=commands,

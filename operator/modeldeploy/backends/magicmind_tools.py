@@ -44,17 +44,18 @@ def builder_config(config: Mapping[str, Any]) -> dict[str, Any]:
     options = config["options"]
     precision = config["precision"]
     arch = config["device"]
+    # The quantization keys are written for every mode, as Cambricon's sample does; float modes ignore them.
     built: dict[str, Any] = {
         "archs": [{arch: options["clusterNum"]}] if options.get("clusterNum") else [arch],
-        "precision_config": {"precision_mode": precision_mode(precision, options)},
+        "precision_config": {
+            "precision_mode": precision_mode(precision, options),
+            "activation_quant_algo": options["activationQuantAlgo"],
+            "weight_quant_granularity": options["weightQuantGranularity"],
+        },
         "opt_config": {"type64to32_conversion": True, "conv_scale_fold": True},
-        "computation_preference": options["computationPreference"],
     }
-    if quantized(precision):
-        built["precision_config"].update(
-            weight_quant_granularity=options["weightQuantGranularity"],
-            activation_quant_algo=options["activationQuantAlgo"],
-        )
+    if options["computationPreference"] != "auto":  # MagicMind's default, which the sample leaves unset
+        built["computation_preference"] = options["computationPreference"]
     dims = [list(item["shape"][1:]) for item in config["inputs"]]
     dynamic = config.get("dynamicBatch")
     built["graph_shape_mutable"] = dynamic is not None
@@ -63,6 +64,8 @@ def builder_config(config: Mapping[str, Any]) -> dict[str, Any]:
             str(index): {"min": [dynamic["min"], *shape], "max": [dynamic["max"], *shape]}
             for index, shape in enumerate(dims)
         }
+    if config.get("inputLayout"):
+        built["convert_input_layout"] = config["inputLayout"]
     if config.get("insertBn"):
         # The model takes uint8 HWC pixels, as the prepare stage's raw variant writes them.
         built["convert_input_layout"] = {"0": {"src": "NCHW", "dst": "NHWC"}}
