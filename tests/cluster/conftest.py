@@ -1,13 +1,16 @@
-"""One real control plane per test session (started on first use), a namespace per test."""
+"""One real control plane per test session (started on first use), its nodes and their process kubelet, a
+namespace per test."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from cluster.control_plane import ApiError, ControlPlane, wait_for
+from cluster.control_plane import ApiError, ControlPlane, Node, standard_nodes, wait_for
+from cluster.kubelet import Kubelet
 
 _started: list[ControlPlane] = []
 
@@ -21,6 +24,44 @@ def control_plane() -> Iterator[ControlPlane]:
         yield cp
 
 
+@pytest.fixture(scope="session")
+def _cluster(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[tuple[dict[str, Node], Kubelet]]:
+    nodes = standard_nodes(control_plane.api)
+    workdir: Path = tmp_path_factory.mktemp("kubelet")
+    kubelet = Kubelet(control_plane, [n.name for n in nodes.values()], workdir)
+    try:
+        for node in nodes.values():
+            node.register()
+        kubelet.start()
+        for node in nodes.values():
+            wait_for(f"node {node.name} Ready and untainted", node.is_ready, timeout=120)
+        yield nodes, kubelet
+    finally:
+        kubelet.stop()
+        for node in nodes.values():
+            node.stop()
+    assert not kubelet.errors, kubelet.errors
+
+
+@pytest.fixture(scope="session")
+def kubelet(_cluster: tuple[dict[str, Node], Kubelet]) -> Kubelet:
+    """The process kubelet running every pod bound to the session's nodes (`cluster_nodes`); its files (a
+    directory per pod, the container logs: `kubelet.logs(namespace, pod)`, `kubelet.job_logs(namespace, job)`)
+    are under a session temporary directory."""
+    return _cluster[1]
+
+
+@pytest.fixture(scope="session")
+def cluster_nodes(_cluster: tuple[dict[str, Node], Kubelet]) -> dict[str, Node]:
+    """The session's nodes by key, registered and Ready (their Leases renewed), their pods run by `kubelet`:
+    "cpu" (no devices, no taint); "ascend310p" (huawei.com/Ascend310P, label node.kubernetes.io/npu.chip.name=310P3,
+    taint huawei.com/Ascend310P:NoSchedule); "ascend310" (huawei.com/Ascend310, chip name 310, taint
+    huawei.com/Ascend310:NoSchedule); "mlu370" (cambricon.com/mlu370, taint cambricon.com/mlu:NoSchedule).
+    DEVICES_PER_NODE (control_plane.py) devices each."""
+    return _cluster[0]
+
+
 @pytest.fixture
 def namespace(control_plane: ControlPlane) -> Iterator[str]:
     """A fresh namespace, with the default ServiceAccount its pods need already created by the
@@ -31,7 +72,7 @@ def namespace(control_plane: ControlPlane) -> Iterator[str]:
     wait_for(f"the default ServiceAccount of {name}",
              lambda: api.get(f"/api/v1/namespaces/{name}/serviceaccounts/default"), timeout=60)
     yield name
-    try:  # no kubelet confirms pod deletions here: the namespace goes once the session's cluster does
+    try:  # the namespace controller and the kubelet finish it in the background
         api.delete(f"/api/v1/namespaces/{name}")
     except ApiError:
         pass

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import ctypes
 import datetime as dt
+import http.client
 import ipaddress
 import json
 import os
@@ -38,7 +39,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -263,8 +264,52 @@ class Api:
     def merge_patch(self, path: str, body: Any) -> Any:
         return self.request("PATCH", path, body, content_type="application/merge-patch+json")
 
-    def delete(self, path: str) -> Any:
-        return self.request("DELETE", path)
+    def strategic_patch(self, path: str, body: Any) -> Any:
+        return self.request("PATCH", path, body, content_type="application/strategic-merge-patch+json")
+
+    def delete(self, path: str, body: Any = None, *, query: Mapping[str, str] | None = None) -> Any:
+        return self.request("DELETE", path, body, query=query)
+
+    def watch(self, path: str, query: Mapping[str, str], *, timeout: float = 330) -> Watch:
+        """A watch request (`watch=1` is added); iterate it for the events, `close()` it from any thread."""
+        return Watch(self, path, query, timeout)
+
+
+class Watch:
+    """One streaming watch: the API server's JSON events, one a line, until it ends the request (its
+    `timeoutSeconds`), the connection breaks, or `close()` shuts the socket from another thread."""
+
+    def __init__(self, api: Api, path: str, query: Mapping[str, str], timeout: float) -> None:
+        url = urllib.parse.urlsplit(api.server)
+        self.path = path + "?" + urllib.parse.urlencode({**query, "watch": "1"})
+        self._conn = http.client.HTTPSConnection(url.hostname or "127.0.0.1", url.port, context=api.context,
+                                                 timeout=timeout)
+        self._closed = False
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        try:
+            self._conn.request("GET", self.path, headers={"Accept": "application/json"})
+            if self._closed:
+                return
+            response = self._conn.getresponse()
+            if response.status != 200:
+                raise ApiError("WATCH", self.path, response.status, response.read().decode(errors="replace"))
+            for line in response:
+                if self._closed:
+                    return
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            self._conn.close()
+
+    def close(self) -> None:
+        self._closed = True
+        sock = self._conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
@@ -564,6 +609,13 @@ class ControlPlane:
             raise ControlPlaneError(f"kubectl {' '.join(args)} exited {result.returncode}: {result.stderr}")
         return result
 
+    def node_api(self, node: str) -> Api:
+        """A client with the credentials a kubelet has: user system:node:<node> in group system:nodes, which
+        the Node authorizer and the NodeRestriction admission plugin confine to that node's pods and to the
+        Secrets and ConfigMaps those pods reference."""
+        cert = self.pki.issue(f"kubelet-{node}", f"system:node:{node}", organizations=["system:nodes"], client=True)
+        return Api(self.server, self.pki.ca_file, cert)
+
 
 # --- nodes ----------------------------------------------------------------------------------------
 
@@ -575,16 +627,45 @@ def _now_micro() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+ASCEND_CHIP_LABEL = "node.kubernetes.io/npu.chip.name"  # set by the Ascend device plugin
+ASCEND310P = "huawei.com/Ascend310P"
+ASCEND310 = "huawei.com/Ascend310"
+MLU370 = "cambricon.com/mlu370"
+MLU_TAINT = "cambricon.com/mlu"
+
+
 class Node:
     """A Node as a kubelet registers it, with what a device plugin adds (extended resources in
     capacity and allocatable, its label and taint), kept alive by renewing its Lease in
     kube-node-lease as the kubelet does every 10 s (the node lifecycle controller marks a node
     whose Lease is older than --node-monitor-grace-period, 50 s, NotReady and taints it).
 
-    No pod runs on it: scheduling is real, running pods is left to a kubelet of our own.
+    Pods bound to it are run by tests/cluster/kubelet.py.
     """
 
     LEASE_SECONDS = 40  # the kubelet's default
+
+    @classmethod
+    def cpu(cls, api: Api, name: str, **kw: Any) -> Node:
+        """A node without devices and without taints: where CPU stages land."""
+        return cls(api, name, **kw)
+
+    @classmethod
+    def ascend(cls, api: Api, name: str, *, resource: str = ASCEND310P, chip: str = "310P3", count: int = 4,
+               **kw: Any) -> Node:
+        """A node as the Ascend device plugin leaves it: whole chips as `resource` (huawei.com/Ascend310P,
+        huawei.com/Ascend310, ...), its own label with the chip name npu-smi reports (310P3, 310), and the taint
+        with the resource's name that reserves the node for pods tolerating it."""
+        return cls(api, name, resources={resource: str(count)}, labels={ASCEND_CHIP_LABEL: chip},
+                   taints=[{"key": resource, "value": "present", "effect": "NoSchedule"}], **kw)
+
+    @classmethod
+    def mlu(cls, api: Api, name: str, *, resource: str = MLU370, count: int = 4, **kw: Any) -> Node:
+        """A node as Cambricon's device plugin leaves it with device types on: cards as `resource`
+        (cambricon.com/mlu370), the always registered cambricon.com/real-mlu-counts, and the taint
+        cambricon.com/mlu that reserves MLU nodes (the plugin sets no labels by default)."""
+        return cls(api, name, resources={resource: str(count), "cambricon.com/real-mlu-counts": str(count)},
+                   taints=[{"key": MLU_TAINT, "value": "present", "effect": "NoSchedule"}], **kw)
 
     def __init__(self, api: Api, name: str, *, resources: Mapping[str, str] | None = None,
                  labels: Mapping[str, str] | None = None, taints: Sequence[Mapping[str, str]] = (),
@@ -680,3 +761,17 @@ class Node:
         ready = any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", []))
         lifecycle = {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
         return ready and not any(t["key"] in lifecycle for t in node["spec"].get("taints", []))
+
+
+DEVICES_PER_NODE = 4  # few, so that a test can take them all
+
+
+def standard_nodes(api: Api) -> dict[str, Node]:
+    """The nodes of a test cluster, not yet registered: a CPU node, an Ascend 310P node, an Ascend 310 node and
+    an MLU370 node, DEVICES_PER_NODE devices each."""
+    return {
+        "cpu": Node.cpu(api, "cpu-1"),
+        "ascend310p": Node.ascend(api, "ascend310p-1", resource=ASCEND310P, chip="310P3", count=DEVICES_PER_NODE),
+        "ascend310": Node.ascend(api, "ascend310-1", resource=ASCEND310, chip="310", count=DEVICES_PER_NODE),
+        "mlu370": Node.mlu(api, "mlu370-1", resource=MLU370, count=DEVICES_PER_NODE),
+    }

@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import kubernetes
 import pytest
 import yaml
 
-from cluster.control_plane import ControlPlane, Node, wait_for
+from cluster.control_plane import DEVICES_PER_NODE, ControlPlane, Node, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
@@ -69,35 +68,26 @@ def test_crd_is_established(control_plane: ControlPlane, namespace: str) -> None
     assert listing["items"] == []
 
 
-@pytest.fixture(scope="module")
-def device_nodes(control_plane: ControlPlane) -> Any:
-    """A CPU node and an Ascend 310P node as the Ascend device plugin leaves it: 8 devices in capacity
-    and allocatable, the chip label, the taint."""
-    suffix = uuid.uuid4().hex[:6]
-    cpu = Node(control_plane.api, f"cpu-{suffix}", renew_every=2)
-    ascend = Node(control_plane.api, f"ascend310p-{suffix}", renew_every=2, resources={ASCEND: "8"},
-                  labels={"node.kubernetes.io/npu.chip.name": "310P3"},
-                  taints=[{"key": ASCEND, "value": "present", "effect": "NoSchedule"}])
-    with cpu, ascend:
-        yield {"cpu": cpu, "ascend": ascend}
-
-
-def test_device_node_is_ready_on_its_lease(control_plane: ControlPlane, device_nodes: dict[str, Node]) -> None:
-    ascend = device_nodes["ascend"]
+def test_device_node_is_ready_on_its_lease(control_plane: ControlPlane, cluster_nodes: dict[str, Node]) -> None:
+    """The session's Ascend 310P node as the Ascend device plugin leaves it: its devices in capacity and
+    allocatable, the chip label, the taint."""
+    ascend = cluster_nodes["ascend310p"]
     # The node lifecycle controller removes the not-ready taint that admission put on the new Node
     # once it sees Ready=True and a fresh Lease.
     started = time.monotonic()
-    for node in device_nodes.values():
+    for node in cluster_nodes.values():
         wait_for(f"node {node.name} Ready and untainted", node.is_ready, timeout=90)
     ready_after = time.monotonic() - started
     got = ascend.get()
-    assert got["status"]["capacity"][ASCEND] == "8"
-    assert got["status"]["allocatable"][ASCEND] == "8"
+    assert got["status"]["capacity"][ASCEND] == str(DEVICES_PER_NODE)
+    assert got["status"]["allocatable"][ASCEND] == str(DEVICES_PER_NODE)
+    assert got["metadata"]["labels"]["node.kubernetes.io/npu.chip.name"] == "310P3"
     assert {"key": ASCEND, "value": "present", "effect": "NoSchedule"} in got["spec"]["taints"]
 
     lease_path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{ascend.name}"
     first = control_plane.api.get(lease_path)["spec"]["renewTime"]
-    wait_for("a Lease renewal", lambda: control_plane.api.get(lease_path)["spec"]["renewTime"] != first, timeout=10)
+    wait_for("a Lease renewal", lambda: control_plane.api.get(lease_path)["spec"]["renewTime"] != first,
+             timeout=ascend.renew_every + 10)
     assert ascend.errors == []
     assert ready_after < 90
 
@@ -120,10 +110,8 @@ def _scheduled_pod(control_plane: ControlPlane, namespace: str, job: str) -> dic
 
 
 def test_device_job_is_scheduled_to_the_device_node(control_plane: ControlPlane, namespace: str,
-                                                    device_nodes: dict[str, Node]) -> None:
-    for node in device_nodes.values():
-        wait_for(f"node {node.name} Ready", node.is_ready, timeout=90)
-    ascend, cpu = device_nodes["ascend"], device_nodes["cpu"]
+                                                    cluster_nodes: dict[str, Node]) -> None:
+    ascend, cpu = cluster_nodes["ascend310p"], cluster_nodes["cpu"]
     jobs = f"/apis/batch/v1/namespaces/{namespace}/jobs"
     device_pod = {
         "nodeSelector": {"node.kubernetes.io/npu.chip.name": "310P3"},
@@ -146,7 +134,8 @@ def test_device_job_is_scheduled_to_the_device_node(control_plane: ControlPlane,
 
     # More devices than any node has: the scheduler leaves it Pending and says why.
     greedy = json.loads(json.dumps(device_pod))
-    greedy["containers"][0]["resources"] = {"limits": {ASCEND: "9"}, "requests": {ASCEND: "9"}}
+    too_many = str(DEVICES_PER_NODE + 1)
+    greedy["containers"][0]["resources"] = {"limits": {ASCEND: too_many}, "requests": {ASCEND: too_many}}
     control_plane.api.create(jobs, _job("convert-too-big", greedy))
 
     def unschedulable() -> str | None:
