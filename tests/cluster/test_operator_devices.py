@@ -183,7 +183,7 @@ def test_an_mlu_target_builds_and_evaluates_on_the_mlu_node(cluster: tuple[Kube,
     assert "calibrate" not in jobs  # MagicMind calibrates on the MLU while it builds
     for stage in ("compile", "evaluate"):
         pod = jobs[stage]["spec"]["template"]["spec"]
-        assert pod["containers"][0]["resources"]["limits"]["cambricon.com/mlu370"] == 1, stage
+        assert pod["containers"][0]["resources"]["limits"]["cambricon.com/mlu370"] == "1", stage  # quantities are strings
         assert {"key": "cambricon.com/mlu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     assert "mlu370-1" in assert_placed_by_resource(kube, "digits-mlu")
 

@@ -10,7 +10,6 @@ results from earlier tests.
 
 from __future__ import annotations
 
-import base64
 import re
 import time
 import uuid
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 from scenarios import Operator, apply, condition, deployment, jobs_of, quickstart, ready, wait_for
 
-from cluster.operator_env import EXAMPLES, Environment, Kube, running_operator
+from cluster.operator_env import EXAMPLES, Environment, Kube, excused_refusals, running_operator
 
 pytest_plugins = ["cluster.operator_fixtures"]
 
@@ -76,7 +75,8 @@ def assert_one_job_per_task(kube: Kube, name: str, operator: Operator) -> None:
     jobs = jobs_of(kube, name)
     keys = [job["metadata"]["annotations"]["modeldeploy.io/task-key"] for job in jobs]
     assert len(keys) == len(set(keys)), keys
-    assert jobs_created(operator) == len(jobs)  # no Job was created twice, even one deleted in between
+    # None was created twice (deleted in between): a create whose answer the restart lost is a 409 the next time
+    assert jobs_created(operator) <= len(jobs)
 
 
 def test_deleting_a_deployment_removes_its_jobs_and_pods_through_the_garbage_collector(operator_with: Any) -> None:
@@ -130,32 +130,24 @@ def test_an_api_server_restart_is_survived(operator_with: Any, environment: Envi
     kube, operator = operator_with()
     apply(kube, small("through-restart"))
     wait_for(lambda: jobs_of(kube, "through-restart"), 120, interval=0.5, what="a first Job")
-    environment.control_plane.restart("kube-apiserver")
+    with excused_refusals(operator):
+        environment.control_plane.restart("kube-apiserver")
     body = wait_for(lambda: ready(kube, "through-restart"), READY_SECONDS, interval=1, what="through-restart Ready")
     assert operator.process is not None and operator.process.poll() is None
     assert len(body["status"]["results"]) == 1
     assert_one_job_per_task(kube, "through-restart", operator)
 
 
-def etcd_revision(environment: Environment) -> int:
-    answer = environment.control_plane.etcd_api.request(
-        "POST", "/v3/kv/range", {"key": base64.b64encode(b"/registry/").decode(), "limit": 1})
-    return int(answer["header"]["revision"])
-
-
 def test_an_expired_watch_is_survived(operator_with: Any, environment: Environment) -> None:
-    """etcd compacted past every resourceVersion the operator's watches hold, then the API server restarted: each
-    watch resumes from a version that is gone, gets 410 Gone, and the operator lists again."""
+    """The API server restarts after a write the operator's watches did not see: its new watch cache starts at a
+    resourceVersion past theirs, so each watch resumes from a version the server no longer has, gets 410 Gone, and
+    the operator lists again."""
     kube, operator = operator_with()
     apply(kube, small("expired"))
     wait_for(lambda: jobs_of(kube, "expired"), 120, interval=0.5, what="a first Job")
-    held = etcd_revision(environment)
-    kube.kubectl("create", "configmap", f"after-{held}")  # a revision past any the watches have seen
-    revision = etcd_revision(environment)
-    assert revision > held
-    environment.control_plane.etcd_api.request("POST", "/v3/kv/compaction", {"revision": str(revision),
-                                                                             "physical": True})
-    environment.control_plane.restart("kube-apiserver")
+    kube.kubectl("create", "configmap", "a-later-revision")
+    with excused_refusals(operator):
+        environment.control_plane.restart("kube-apiserver")
     body = wait_for(lambda: ready(kube, "expired"), READY_SECONDS, interval=1, what="expired Ready")
     assert len(body["status"]["results"]) == 1
     log = operator.log.read_text()
