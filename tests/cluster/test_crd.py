@@ -268,8 +268,16 @@ def test_an_unknown_field_is_refused_by_default_and_pruned_when_kubectl_does_not
         assert back["spec"]["targets"][0]["options"] == {"intraOpThreads": 2, "futureKnob": {"level": 1}}
         assert "status" not in back, "status is the status subresource's: a create does not set it"
         expected = copy.deepcopy(MINIMAL)
-        expected["spec"]["targets"][0]["options"] = back["spec"]["targets"][0]["options"]
+        expected["spec"]["targets"][0]["options"] = dict(back["spec"]["targets"][0]["options"])
         assert back["spec"] == with_defaults(expected["spec"], schema()["properties"]["spec"])
+        # What the CRD preserves the operator judges: the backend knows no futureKnob.
+        with pytest.raises(SpecError) as refused:
+            load_resource(back)
+        assert "spec.targets[0].options.futureKnob" in {error.path for error in refused.value.errors}
+        # Without it, the pruned object plans as the document without the fields the server dropped.
+        del back["spec"]["targets"][0]["options"]["futureKnob"]
+        del expected["spec"]["targets"][0]["options"]["futureKnob"]
+        assert _plan_keys(back) == _plan_keys(expected)
 
 
 # ---------------------------------------------------------------- 4. kubectl explain and kubectl get
