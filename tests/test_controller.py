@@ -119,6 +119,16 @@ def test_only_device_stages_request_the_device() -> None:
     assert "nodeSelector" not in compile_["spec"]["template"]["spec"]
 
 
+def test_an_evaluation_on_several_chips_requests_them_all() -> None:
+    spec, result = the_plan()
+    npu = spec.targets[2].model_copy(update={"options": {**spec.targets[2].options, "devices": 4}})
+    evaluate_task = task_named(result, "evaluate npu/fp16/bs4")
+    compile_task = task_named(result, "compile npu/fp16/bs4")
+    for task, chips in ((evaluate_task, 4), (compile_task, None)):
+        job = job_manifest(OWNER, task, npu, task.task_document("s3://a"), "u", spec.artifacts, OperatorConfig())
+        assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"].get("huawei.com/Ascend310P") == chips
+
+
 def test_placement_layers_installation_then_target_and_config_extras() -> None:
     doc = base()
     doc["spec"]["targets"][2]["placement"] = {"nodeSelector": {"pool": "inference"},

@@ -163,7 +163,8 @@ def _container(
     if device is not None and device.resource is not None:
         # Extended resources are requested in limits; requests default to them.
         resource = config.resource_names.get(device.resource, device.resource)
-        limits[resource] = 1
+        assert backend is not None and target is not None  # a device comes from a target's backend
+        limits[resource] = backend.device_count(target, document.stage)
         requests.pop(resource, None)
     operator_environment = [{"name": TASK_ENVIRONMENT, "value": document.model_dump_json(by_alias=True)}]
     operator_environment += [{"name": name, "value": value} for name, value in config.limit_environment().items()]
