@@ -101,9 +101,18 @@ def _quoted(values: list[str] | frozenset[str]) -> str:
     return "[" + ", ".join(f"'{value}'" for value in sorted(values)) + "]"
 
 
+def _per_backend(registry: dict[str, backends.Backend], listed: Any) -> str:
+    return "; ".join(f"{name}: {', '.join(values)}" for name, backend in registry.items() if (values := listed(backend)))
+
+
 def _add_backend_rules(spec: Schema, registry: dict[str, backends.Backend]) -> None:
     target = spec["properties"]["targets"]["items"]
     target["properties"]["backend"]["enum"] = list(registry)
+    # kubectl explain shows what each installed backend takes, where the schema itself cannot say it.
+    fields = target["properties"]
+    fields["device"]["description"] += " Known devices: " + _per_backend(registry, lambda backend: list(backend.devices))
+    fields["options"]["description"] += " Known options: " + _per_backend(registry, lambda backend: [
+        field.alias or name for name, field in backend.options.model_fields.items()])
     target_rules = target.setdefault("x-kubernetes-validations", [])
     spec_rules = spec.setdefault("x-kubernetes-validations", [])
     quantized = _quoted(QUANTIZED_PRECISIONS)

@@ -619,7 +619,12 @@ class Target(Model):
         description="The toolchain that compiles and measures: ascend (Huawei CANN: AMCT, ATC, ais_bench), "
         "magicmind (Cambricon MagicMind, mm_run), openvino or onnxruntime (on CPU).",
     )
-    device: str | None = Field(default=None, max_length=63, description="Chip, e.g. Ascend310P3 or MLU370-X4.")
+    device: str | None = Field(
+        default=None,
+        max_length=63,
+        description="The chip or card, as npu-smi or cnmon names it, e.g. Ascend310P3 or MLU370-X4; required by a "
+        "device backend, refused by a CPU one.",
+    )
     precisions: list[Precision] = Field(
         min_length=1,
         max_length=6,
@@ -640,7 +645,9 @@ class Target(Model):
         description="One model for a range of batch sizes (ATC's --dynamic_batch_size gears, MagicMind's dim "
         "range). Set this or batchSizes.",
     )
-    options: JsonObject = Field(default_factory=dict, description="Backend options, checked by the backend.")
+    options: JsonObject = Field(
+        default_factory=dict, description="Backend options, checked by the backend, which refuses one it does not know."
+    )
     image: str | None = Field(default=None, max_length=512, description="Overrides the backend's job image.")
     toolchain: TargetToolchain | None = Field(
         default=None, description="The vendor toolchain release the target expects; unset: the backend's own."
