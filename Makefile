@@ -22,6 +22,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/cached_rerun.py
 	$(BIN)/python bench/operator_scale.py
 	$(BIN)/python bench/security.py
+	$(BIN)/python bench/chaos.py
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
