@@ -97,21 +97,20 @@ def deployment(index: int, store: str, *, samples: int = 64) -> dict[str, Any]:
 
 class S3Gate:
     """A TCP relay on its own port in front of moto's S3 server: what the operator and the pods are given as the
-    S3 endpoint. `close()` makes the endpoint behave as a stopped server: the listening socket is closed, so new
-    connections are refused (ECONNREFUSED), and every open connection is reset. `open()` listens on the same port
-    again. moto keeps its objects in memory, so stopping its process would lose the data a real S3 server keeps
-    on disk; behind the gate moto keeps them, and the clients see exactly what a server that stopped and came back
-    with its data would show them."""
+    S3 endpoint. `close()` makes the endpoint behave as a server whose process stopped: the listening socket is
+    closed, so new connections are refused (ECONNREFUSED), and every open connection is shut down, so requests in
+    flight and idle keep-alive connections fail as the kernel ends a dead process's connections. `open()` listens
+    on the same port again. moto keeps its objects in memory, so stopping its process would lose the data a real
+    S3 server keeps on disk; behind the gate moto keeps them, and the clients see what a server that stopped and
+    came back with its data shows them."""
 
     def __init__(self, upstream: int) -> None:
         self.upstream = upstream
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._lock = threading.Lock()
-        self._connections: set[socket.socket] = set()
+        self._pairs: dict[tuple[socket.socket, socket.socket], int] = {}  # (client, server) -> pumps running
         self._listener: socket.socket | None = None
-        self.connections = 0
-        self.refused_while_closed = 0
 
     def open(self) -> None:
         listener = socket.socket()
@@ -125,15 +124,15 @@ class S3Gate:
         listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the accept
             listener.close()
         with self._lock:
-            connections = list(self._connections)
-            self._connections.clear()
-        for connection in connections:
-            with contextlib.suppress(OSError):  # linger 0: close sends a reset, as from a process that died
-                connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                connection.close()
+            pairs = list(self._pairs)
+        for pair in pairs:
+            for end in pair:
+                # shutdown wakes the pumps blocked in recv (closing the descriptor would not); they close both ends
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
 
     def refuses(self) -> bool:
         """A connection to the endpoint is refused (checked from outside, as a client would find it)."""
@@ -155,30 +154,33 @@ class S3Gate:
                 client.close()
                 continue
             server.settimeout(None)
+            pair = (client, server)
             with self._lock:
-                self._connections.update((client, server))
-                self.connections += 1
+                self._pairs[pair] = 2
+            if self._listener is not listener:  # closed meanwhile: this connection must not outlive the outage
+                for end in pair:
+                    with contextlib.suppress(OSError):
+                        end.shutdown(socket.SHUT_RDWR)
             for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+                threading.Thread(target=self._pump, args=(pair, source, sink), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, pair: tuple[socket.socket, socket.socket], source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
                 sink.sendall(data)
-            sink.shutdown(socket.SHUT_WR)
+            sink.shutdown(socket.SHUT_WR)  # pass the end of one direction on; the other may still be busy
         except OSError:
-            pass
-        finally:
-            with self._lock:
-                done = source not in self._connections or sink not in self._connections
-            if done:
-                for end in (source, sink):
-                    with contextlib.suppress(OSError):
-                        end.close()
-            else:
-                with self._lock:
-                    self._connections.discard(source)
-                    self._connections.discard(sink)
+            for end in pair:  # one end failed: end the other direction too
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+        with self._lock:
+            self._pairs[pair] -= 1
+            last = self._pairs[pair] == 0
+            if last:
+                del self._pairs[pair]
+        if last:
+            for end in pair:
+                end.close()
 
 
 def start_moto() -> tuple[subprocess.Popen[bytes], int]:
@@ -252,7 +254,7 @@ class ChaosCluster:
     def _start(self) -> None:
         stack = self._stack
         moto, moto_port = start_moto()
-        stack.callback(_terminate, moto)
+        stack.callback(stop_process, moto)
         self.gate = S3Gate(moto_port)
         self.gate.open()
         stack.callback(self.gate.close)
@@ -444,7 +446,7 @@ class StoreCheck:
     lost: list[str] = field(default_factory=list)  # stages not done, or done without a committed manifest
 
 
-def _terminate(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     try:
         process.wait(timeout=30)

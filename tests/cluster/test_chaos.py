@@ -15,14 +15,40 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
+import botocore.config
+import botocore.exceptions
 import pytest
 
-from cluster.chaos import ARTIFACTS, ChaosCluster, Fault, deployment
+from cluster.chaos import ARTIFACTS, ChaosCluster, Fault, S3Gate, deployment, start_moto, stop_process
 
 SEED = 16
 DEPLOYMENTS = 3
 READY_SECONDS = 900
 S3_OUTAGE_SECONDS = 5
+
+
+def test_the_s3_gate_acts_as_a_stopped_server_that_comes_back_with_its_data() -> None:
+    moto, port = start_moto()
+    gate = S3Gate(port)
+    try:
+        gate.open()
+        s3 = boto3.client("s3", endpoint_url=gate.endpoint, aws_access_key_id="x", aws_secret_access_key="x",
+                          region_name="us-east-1",
+                          config=botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"}))
+        s3.create_bucket(Bucket="gate")
+        s3.put_object(Bucket="gate", Key="kept", Body=b"data")  # the client now holds a keep-alive connection
+        gate.close()
+        assert gate.refuses()
+        for _ in range(2):  # the pooled connection is gone too: no request gets through
+            with pytest.raises(botocore.exceptions.EndpointConnectionError):
+                s3.get_object(Bucket="gate", Key="kept")
+        gate.open()
+        assert not gate.refuses()
+        assert s3.get_object(Bucket="gate", Key="kept")["Body"].read() == b"data"
+    finally:
+        gate.close()
+        stop_process(moto)
 
 
 @pytest.fixture(scope="module")
