@@ -29,9 +29,8 @@ from kubernetes.client.exceptions import ApiException
 from modeldeploy.controller.kube import Api
 
 from cluster.control_plane import ControlPlane, wait_for
+from cluster.test_crd import crd  # noqa: F401 - the fixture
 
-REPO = Path(__file__).resolve().parents[2]
-CRD = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
 MODELDEPLOY = Path(sys.executable).with_name("modeldeploy")
 BUCKET = "leak-check"
 CREDENTIALS = {
@@ -68,14 +67,6 @@ def forms(value: str) -> set[str]:
 
 # Every log level of `modeldeploy operator`, as the arguments that set it.
 LEVELS = {"info": [], "debug": ["--verbose"]}
-
-
-@pytest.fixture(scope="module")
-def crd(control_plane: ControlPlane) -> str:
-    name = yaml.safe_load(CRD.read_text())["metadata"]["name"]
-    control_plane.kubectl("apply", "--server-side", "--field-manager=modeldeploy-tests", "-f", str(CRD))
-    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
-    return name
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +120,9 @@ def operator_output(control_plane: ControlPlane, namespace: str, level: list[str
     return log.read_text(errors="replace")
 
 
+@pytest.mark.usefixtures("crd")
 @pytest.mark.parametrize("level", list(LEVELS.values()), ids=list(LEVELS))
-def test_the_operator_never_logs_a_secret(control_plane: ControlPlane, namespace: str, crd: str,
+def test_the_operator_never_logs_a_secret(control_plane: ControlPlane, namespace: str,
                                           recording_s3: tuple[str, Path], level: list[str], tmp_path: Path) -> None:
     printed = operator_output(control_plane, namespace, level, recording_s3, tmp_path)
     assert "Traceback" not in printed, printed[-3000:]
