@@ -3,10 +3,11 @@ tests/test_validation.py that its schema and CEL rules are meant to catch with t
 pruning as it declares, explained field by field by `kubectl explain`, and listed with its printer columns.
 
 The bad specs are `BAD_SPECS` of tests/test_validation.py, which exercises every CEL rule of the CRD (a test there
-says so). The other modules' refusals are the same rules on other documents (test_fuzz_spec's known crashes are
-BAD_SPECS' shape-beyond-int64, shape-scalar, warmup-boolean, input-name-newline, aipp-input-not-4d and
-architecture-args-too-deep), or checks of the backends (toolchain releases, AIPP crop, options) that only the
-operator makes, as those of `OPERATOR_ONLY` below. An operator-only case is not just assumed: the API server must
+says so), and tests/test_toolchain_versions.py's refusals of targets[].toolchain. The other modules' refusals are
+the same rules on other documents (test_fuzz_spec's known crashes are BAD_SPECS' shape-beyond-int64, shape-scalar,
+warmup-boolean, input-name-newline, aipp-input-not-4d and architecture-args-too-deep; test_expected_figures' are
+its expected-* cases), or checks of the backends (AIPP crop, options, devices) that only the operator makes, as
+those of `OPERATOR_ONLY` below. An operator-only case is not just assumed: the API server must
 admit it, so a check that moves into the CRD moves out of that list.
 """
 
@@ -26,7 +27,7 @@ from modeldeploy.crd import crd as generated_crd
 from modeldeploy.planner import plan
 from modeldeploy.spec import GROUP, PLURAL, VERSION, ModelDeployment
 from modeldeploy.validation import SpecError, load_resource, semantic_errors, with_defaults
-from specs import Doc, base
+from specs import Doc, base, setting
 from test_validation import BAD_SPECS
 
 from cluster.control_plane import ApiError, ControlPlane, wait_for
@@ -158,11 +159,27 @@ def test_the_generated_crd_is_accepted_established_and_served_as_generated(contr
 # ---------------------------------------------------------------- 2. bad specs refused, the field named
 
 
-CASES = [pytest.param(change, path, id=name) for name, change, path, _ in BAD_SPECS]
+# tests/test_toolchain_versions.py's refusals of targets[].toolchain, on the base spec's targets.
+TOOLCHAIN_CASES: list[tuple[str, Callable[[Doc], None], str]] = [
+    ("toolchain-leading-v", setting("spec.targets[2].toolchain", {"version": "v6.0.RC1"}),
+     "spec.targets[2].toolchain.version"),
+    ("toolchain-without-version", setting("spec.targets[2].toolchain", {}), "spec.targets[2].toolchain.version"),
+    ("toolchain-not-a-cann-release", setting("spec.targets[2].toolchain", {"version": "6.0"}),
+     "spec.targets[2].toolchain.version"),
+    ("toolchain-on-a-cpu-backend", setting("spec.targets[0].toolchain", {"version": "2026.4.0"}),
+     "spec.targets[0].toolchain.version"),
+]
+OPERATOR_ONLY |= {
+    "toolchain-not-a-cann-release": "each backend's release pattern (CANN's 6.0.RC1, MagicMind's 1.7.0) is the "
+                                    "backend's; the CRD checks only the form every release shares",
+    "toolchain-on-a-cpu-backend": "whether a backend has releases at all is the backend's",
+}
+ALL_CASES = [(name, change, path) for name, change, path, _ in BAD_SPECS] + TOOLCHAIN_CASES
+CASES = [pytest.param(change, path, id=name) for name, change, path in ALL_CASES]
 
 
 def test_every_operator_only_case_is_a_bad_spec() -> None:
-    assert set(OPERATOR_ONLY) | set(NAMED_OTHERWISE) <= {name for name, *_ in BAD_SPECS}
+    assert set(OPERATOR_ONLY) | set(NAMED_OTHERWISE) <= {name for name, *_ in ALL_CASES}
 
 
 @pytest.mark.parametrize(("change", "path"), CASES)
