@@ -39,9 +39,9 @@ RBAC_NAMESPACED = EXAMPLES / "cluster" / "rbac-namespaced.yaml"
 SERVICE_ACCOUNT = "modeldeploy-operator"
 OPERATOR_NAMESPACE = "modeldeploy-system"  # where rbac.yaml puts the ServiceAccount
 TOKEN_DURATION = "24h"
+EXCUSED: dict[Path, list[tuple[int, int]]] = {}  # by operator log: byte ranges whose refusals are expected
 # What the operator logs when the API server refuses it: the informers' "(403)", kopf's APIForbiddenError and
 # its "Not enough permissions" fallbacks.
-EXCUSED: dict[Path, list[tuple[int, int]]] = {}  # by operator log: byte ranges whose refusals are expected
 REFUSED = re.compile(r"\(403\)|\b403\b.*[Ff]orbidden|APIForbiddenError|Not enough permissions|is forbidden")
 
 
@@ -99,11 +99,15 @@ def operator_kubeconfig(kube: Kube, path: Path, namespace: str | None = None) ->
     token of the operator's ServiceAccount from the TokenRequest API (`kubectl create token`)."""
     if namespace is None:
         kube.apply_file(RBAC)  # it has its own namespace, modeldeploy-system
-        account_namespace = OPERATOR_NAMESPACE
-    else:
-        kube.apply_file(RBAC_NAMESPACED, namespace)
-        account_namespace = namespace
-    token = kube.kubectl("create", "token", SERVICE_ACCOUNT, "-n", account_namespace,
+        return token_kubeconfig(kube, path, OPERATOR_NAMESPACE, SERVICE_ACCOUNT)
+    kube.apply_file(RBAC_NAMESPACED, namespace)
+    return token_kubeconfig(kube, path, namespace, SERVICE_ACCOUNT, namespace)
+
+
+def token_kubeconfig(kube: Kube, path: Path, account_namespace: str, account: str,
+                     namespace: str | None = None) -> Path:
+    """A kubeconfig holding a TokenRequest token of the ServiceAccount, for the admin kubeconfig's server."""
+    token = kube.kubectl("create", "token", account, "-n", account_namespace,
                          f"--duration={TOKEN_DURATION}", scoped=False).stdout.strip()
     assert token.count(".") == 2, "TokenRequest did not return a JWT"
     view = json.loads(kube.kubectl("config", "view", "--raw", "--minify", "-o", "json", scoped=False).stdout)
@@ -111,7 +115,7 @@ def operator_kubeconfig(kube: Kube, path: Path, namespace: str | None = None) ->
     if "certificate-authority" in cluster:  # a path: embed it, the kubeconfig is read from elsewhere
         ca = Path(cluster.pop("certificate-authority")).read_bytes()
         cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
-    user = f"system:serviceaccount:{account_namespace}:{SERVICE_ACCOUNT}"
+    user = f"system:serviceaccount:{account_namespace}:{account}"
     config = {
         "apiVersion": "v1", "kind": "Config",
         "clusters": [{"name": "cluster", "cluster": cluster}],

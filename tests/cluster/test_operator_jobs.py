@@ -18,9 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from scenarios import Operator, apply, condition, deployment, jobs_of, quickstart, ready, wait_for
 
-from cluster.operator_env import EXAMPLES, Environment, Kube, excused_refusals, running_operator
+from cluster.operator_env import (
+    EXAMPLES,
+    OPERATOR_NAMESPACE,
+    RBAC,
+    Environment,
+    Kube,
+    excused_refusals,
+    refusals,
+    running_operator,
+    token_kubeconfig,
+)
 
 pytest_plugins = ["cluster.operator_fixtures"]
 
@@ -153,3 +164,31 @@ def test_an_expired_watch_is_survived(operator_with: Any, environment: Environme
     log = operator.log.read_text()
     assert re.search(r"the watch of (Jobs|pods) in every namespace expired \(.*\); listing again", log), log[-3000:]
     assert_one_job_per_task(kube, "expired", operator)
+
+
+def test_a_permission_missing_from_the_shipped_rbac_shows_as_a_refusal(environment: Environment, s3: Any,
+                                                                       tmp_path: Path) -> None:
+    """The check every operator of these tests ends with, shown to catch what it is for: rbac.yaml without its
+    `pods` rule, under other names, and the operator's log tells the refusal."""
+    kube = environment.kube
+    documents = [document for document in yaml.safe_load_all(RBAC.read_text()) if document["kind"] != "Namespace"]
+    for document in documents:
+        document["metadata"]["name"] = "modeldeploy-operator-no-pods"
+        if document["kind"] == "ClusterRole":
+            document["rules"] = [rule for rule in document["rules"] if rule["resources"] != ["pods"]]
+        elif document["kind"] == "ClusterRoleBinding":
+            document["roleRef"]["name"] = "modeldeploy-operator-no-pods"
+            document["subjects"][0]["name"] = "modeldeploy-operator-no-pods"
+    kube.ensure_namespace(OPERATOR_NAMESPACE)
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents), scoped=False)
+    try:
+        kubeconfig = token_kubeconfig(kube, tmp_path / "kubeconfig", OPERATOR_NAMESPACE, "modeldeploy-operator-no-pods")
+        operator = Operator(kubeconfig, tmp_path / "operator.log", None, MODELDEPLOY_S3_ENDPOINT=environment.s3_endpoint)
+        operator.start()
+        try:
+            refused = wait_for(lambda: refusals(operator.log), 60, interval=0.5, what="a refusal in the log")
+        finally:
+            operator.stop()
+    finally:
+        kube.kubectl("delete", "-f", "-", input=yaml.safe_dump_all(documents), scoped=False)
+    assert all('cannot list resource \\"pods\\"' in line or "watching pods" in line for line in refused), refused
