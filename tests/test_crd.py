@@ -103,6 +103,8 @@ def test_status_schema_keeps_what_the_operator_writes() -> None:
     result = status["results"]["items"]["properties"]
     assert {"top1", "top5", "throughput", "latencyMs", "artifact", "sha256", "gate"} <= result.keys()
     assert set(result["latencyMs"]["properties"]) == {"mean", "p50", "p90", "p99"}
+    covers = result["throughputCovers"]["properties"]
+    assert set(covers) == {"devices", "perDevice", "chips", "chip", "cards", "wholeCards", "summary"}
 
 
 

@@ -1046,6 +1046,25 @@ class ToolchainCheck(StatusModel):
     match: bool = Field(description="Whether the release that ran is the one expected.")
 
 
+class DeviceThroughput(StatusModel):
+    """One device's own figure in a measurement on several devices at once."""
+
+    device: Int64 = Field(description="The device, as ais_bench's --device numbers it.")
+    throughput: float | None = Field(default=None, description="Its samples per second.")
+
+
+class ThroughputCovers(StatusModel):
+    """What a cell's throughput is the figure of: the devices it is summed over, and the chips and cards they are."""
+
+    devices: Int64 = Field(description="How many devices measured at once (the Ascend target's options.devices).")
+    per_device: list[DeviceThroughput] = Field(default_factory=list, description="Each device's own throughput.")
+    chips: Int64 = Field(description="How many chips those devices are.")
+    chip: str | None = Field(default=None, description="The chip, as npu-smi names it, e.g. Ascend310.")
+    cards: Int64 | None = Field(default=None, description="How many cards (npu-smi's NPU ids) hold those chips.")
+    whole_cards: bool | None = Field(default=None, description="Whether every chip of those cards was measured.")
+    summary: str = Field(description="The above in words, e.g. sum of 4 devices (4 Ascend310 chips, 1 whole card).")
+
+
 class CellResult(StatusModel):
     """The measurements of one cell: a target at one precision and batch size."""
 
@@ -1074,6 +1093,10 @@ class CellResult(StatusModel):
     gate_message: str | None = Field(default=None, description="Why the gate failed, or could not judge the cell.")
     toolchain: ToolchainCheck | None = Field(
         default=None, description="The toolchain release the target expects against the one that ran."
+    )
+    throughput_covers: ThroughputCovers | None = Field(
+        default=None, description="What throughput is the figure of, when the backend says (several devices "
+        "measured at once are summed)."
     )
 
 

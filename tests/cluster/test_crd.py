@@ -392,3 +392,43 @@ def test_kubectl_get_shows_the_printer_columns(control_plane: ControlPlane, spac
                                        "Reconciling"]
     finally:
         delete(control_plane, space, "columns")
+
+
+def test_the_status_the_operator_writes_is_kept_whole(control_plane: ControlPlane, space: str) -> None:
+    """The API server prunes what the status schema does not declare: every field the reconciler writes (see
+    controller/reconcile.py) must come back as written through the status subresource."""
+    document = copy.deepcopy(MINIMAL)
+    document["metadata"]["name"] = "status"
+    assert apply(control_plane, space, document).returncode == 0
+    cell = {
+        "target": "npu", "backend": "ascend", "device": "Ascend310", "precision": "int8", "batchSize": 8,
+        "top1": 0.75, "top5": 0.92, "throughput": 2690.5, "latencyMs": {"mean": 2.9, "p50": 2.8, "p90": 3.1, "p99": 3.4},
+        "artifact": "s3://artifacts/tasks/ab/model.om", "sha256": "0" * 64, "drop": 0.004,
+        "expected": {"top1": 0.76, "throughput": 2600.0}, "ratio": {"top1": 0.987, "throughput": 1.035},
+        "gate": "Passed", "gateMessage": "within 0.01 of the reference",
+        "toolchain": {"expected": "6.0.rc1", "actual": "6.0.rc1", "match": True},
+        "throughputCovers": {"devices": 4, "perDevice": [{"device": n, "throughput": 672.6} for n in range(4)],
+                             "chips": 4, "chip": "Ascend310", "cards": 1, "wholeCards": True,
+                             "summary": "sum of 4 devices (4 Ascend310 chips, 1 whole card)"},
+    }
+    status = {
+        "observedGeneration": 1, "phase": "Succeeded", "targets": "1/1",
+        "bestSummary": "npu: int8 bs8 2690/s", "reportUri": "s3://artifacts/tasks/cd/report.html",
+        "conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded", "message": "1 cells measured",
+                        "lastTransitionTime": "2026-12-07T12:00:00Z", "observedGeneration": 1}],
+        "stages": [{"name": "evaluate npu/int8/bs8", "kind": "evaluate", "key": "ab", "phase": "Succeeded",
+                    "job": "status-evaluate-ab", "startTime": "2026-12-07T11:00:00Z",
+                    "completionTime": "2026-12-07T11:10:00Z", "message": "done", "attempts": 2}],
+        "results": [cell],
+        "best": [{"target": "npu", "precision": "int8", "batchSize": 8, "throughput": 2690.5, "top1": 0.75}],
+    }
+    try:
+        control_plane.kubectl("patch", "-n", space, "mdep", "status", "--subresource=status", "--type=merge",
+                              "-p", json.dumps({"status": status}))
+        back = stored(control_plane, space, "status")
+    finally:
+        delete(control_plane, space, "status")
+    assert back is not None
+    assert back["status"] == status
+    assert ModelDeployment.model_validate(
+        {key: back[key] for key in ("apiVersion", "kind", "metadata", "spec", "status")}).status is not None
