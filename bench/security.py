@@ -9,7 +9,8 @@ Starts moto's S3 server, then probes as an attacker and as bad luck would:
   sample in a process of its own, each within a time bound;
 - two `modeldeploy run` of the reduced quickstart at once on one S3 store, K times;
 - `modeldeploy run` killed with SIGKILL at a seeded random moment, N times, then run again to completion;
-- the operator at every log level, with a Secret of known values (tests/test_secret_logging.py's harness).
+- the operator at every log level, with a Secret of known values, on the local Kubernetes control plane
+  (tests/cluster/test_secret_logging.py's harness).
 Goals: every hostile input refused, none writing outside its folder, none running code; 0 crashes and 0 hangs;
 0 corrupted tasks after concurrent runs and after kills, and 0 stages left running by a killed runner; 0
 occurrences of a Secret's values in the operator's output. Exits 1 when a goal is missed.
@@ -38,7 +39,11 @@ from hypothesis import given, settings
 from hypothesis import seed as hypothesis_seed
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
+CRD = TESTS.parent / "crds" / "modeldeploy.io_modeldeployments.yaml"
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 sys.path.insert(0, str(TESTS))
+from cluster.control_plane import ControlPlane, wait_for
+from cluster.test_secret_logging import BUCKET, CREDENTIALS, LEVELS, forms, operator_output
 from conftest import s3_server
 from hostile import (
     ALLOCATING_PAYLOADS,
@@ -69,7 +74,6 @@ from test_fuzz_spec import ALIAS_BOMB, FUZZ, KNOWN_DOCUMENTS, SECONDS_PER_INPUT,
 from test_limits import onnx_source, prepare_config, pytorch_source
 from test_pipeline import MODELDEPLOY, quickstart, run, stage_processes, started, unverifiable_tasks
 from test_policy import REFUSED_BY_DEFAULT, with_weights
-from test_secret_logging import CREDENTIALS, LEVELS, forms, operator_output
 
 LEFT_OUT = "left out of the tree"
 # A subprocess gets the in-process bound plus the time to start an interpreter and import the validation.
@@ -587,25 +591,40 @@ def occurrences(value: str, printed: str) -> int:
     return len(re.findall(pattern, printed))
 
 
-def secrets_in_logs(scratch: Path, endpoint: str) -> Row:
+def secrets_in_logs(scratch: Path) -> Row:
     say(f"5. secrets: `modeldeploy operator` at each log level ({', '.join(LEVELS)}) reads a Secret of "
         f"{len(CREDENTIALS)} values and opens its store with them; its output is searched for each, plain and base64")
     found = 0
-    for name, level in LEVELS.items():
-        directory = scratch / name
-        directory.mkdir()
-        try:
-            printed = operator_output(level, endpoint, directory)
-        except AssertionError as error:
-            found += 1
-            say(f"  FAIL  {name}: the probe did not complete: {error}")
-            continue
-        counts = {key: occurrences(value, printed) for key, value in CREDENTIALS.items()}
-        found += sum(counts.values())
-        lines = printed.splitlines()
-        debug = sum(" DEBUG " in line or "[DEBUG" in line for line in lines)
-        say(f"  {name}: {len(lines)} lines printed ({debug} at DEBUG); "
-            + ", ".join(f"{key} {count}" for key, count in counts.items()))
+    recording = scratch / "requests.jsonl"
+    with contextlib.ExitStack() as stack:
+        control_plane = stack.enter_context(ControlPlane(workdir=scratch / "cluster"))
+        crd = yaml.safe_load(CRD.read_text())["metadata"]["name"]
+        control_plane.kubectl("apply", "--server-side", "-f", str(CRD))
+        wait_for(f"{crd} to be Established", lambda: any(
+            c["type"] == "Established" and c["status"] == "True"
+            for c in control_plane.api.get(f"{CRDS}/{crd}").get("status", {}).get("conditions") or []), timeout=60)
+        endpoint = stack.enter_context(contextlib.contextmanager(s3_server)(
+            MOTO_ENABLE_RECORDING="true", MOTO_RECORDER_FILEPATH=str(recording)))
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x",
+                     region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        for name, level in LEVELS.items():
+            directory = scratch / name
+            directory.mkdir()
+            namespace = f"leak-{name}"
+            control_plane.api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                            "metadata": {"name": namespace}})
+            try:
+                printed = operator_output(control_plane, namespace, level, (endpoint, recording), directory)
+            except AssertionError as error:
+                found += 1
+                say(f"  FAIL  {name}: the probe did not complete: {error}")
+                continue
+            counts = {key: occurrences(value, printed) for key, value in CREDENTIALS.items()}
+            found += sum(counts.values())
+            lines = printed.splitlines()
+            debug = sum(" DEBUG " in line or "[DEBUG" in line for line in lines)
+            say(f"  {name}: {len(lines)} lines printed ({debug} at DEBUG); "
+                + ", ".join(f"{key} {count}" for key, count in counts.items()))
     return Row("secrets in the operator's output", f"{len(LEVELS)} log levels", found, "occurrences", "0")
 
 
@@ -649,7 +668,7 @@ def main() -> int:
             lambda folder: fuzzed_specs(folder, args.fuzz, args.fuzz_subprocesses, args.seed),
             lambda folder: concurrent_runs(folder, endpoint, args.concurrent),
             lambda folder: runner_kills(folder, args.kills, args.seed),
-            lambda folder: secrets_in_logs(folder, endpoint),
+            secrets_in_logs,
         ]
         rows = []
         for number, probe in enumerate(probes, start=1):
