@@ -223,17 +223,20 @@ class ChaosCluster:
     """Everything a chaos run needs, started in `__enter__` and stopped in `__exit__` (from the main thread: the
     control plane's children die with the thread that started them)."""
 
-    def __init__(self, scratch: Path, *, nodes: int = 2, max_jobs: int = 6) -> None:
+    def __init__(self, scratch: Path, *, nodes: int = 2, max_jobs: int = 6, fast_node_loss: bool = True) -> None:
+        """`fast_node_loss`: the node lifecycle timings above instead of Kubernetes' defaults."""
         self.scratch = scratch
         self.audit_log = scratch / "audit.log"
         policy = scratch / "audit-policy.yaml"
         policy.write_text(AUDIT_POLICY)
-        self.cp = ControlPlane(extra_args={
-            "kube-apiserver": [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
-                               f"--default-unreachable-toleration-seconds={TOLERATION_SECONDS}"],
-            "kube-controller-manager": [f"--node-monitor-grace-period={NODE_GRACE}",
-                                        f"--node-monitor-period={NODE_MONITOR_PERIOD}"],
-        })
+        apiserver = [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}"]
+        controller_manager: list[str] = []
+        if fast_node_loss:
+            apiserver.append(f"--default-unreachable-toleration-seconds={TOLERATION_SECONDS}")
+            controller_manager += [f"--node-monitor-grace-period={NODE_GRACE}",
+                                   f"--node-monitor-period={NODE_MONITOR_PERIOD}"]
+        self.cp = ControlPlane(extra_args={"kube-apiserver": apiserver,
+                                           "kube-controller-manager": controller_manager})
         self.node_names = [f"cpu-{index + 1}" for index in range(nodes)]
         self.max_jobs = max_jobs
         self.nodes: dict[str, Node] = {}
