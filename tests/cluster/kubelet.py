@@ -54,6 +54,7 @@ DEFAULT_GRACE_SECONDS = 30
 CONFIG_RETRY_SECONDS = (1, 2, 4, 8, 10)  # waits between attempts to build a container's environment
 START_ERROR_EXIT_CODE = 128  # what containerd reports for a container whose process could not start
 TERMINAL = ("Succeeded", "Failed")
+FORBIDDEN_RETRY_SECONDS = 30
 
 # The shim: started with the container's spec on stdin, it execs the container's process in a child and
 # waits for it, exiting with its code (128 + the signal for a killed one, as container runtimes report).
@@ -229,6 +230,17 @@ class Kubelet:
         """The output of every pod of the Job, one after the other."""
         return "".join(self.logs(namespace, pod) for pod in self.pods_of_job(namespace, job))
 
+    def evict(self, namespace: str, pod: str, message: str = "The node was low on resource: memory. ",
+              grace: int = 0) -> None:
+        """What the eviction manager does under node pressure: stops the pod's containers (SIGKILL with the
+        default grace period 0), and marks the pod Failed, reason Evicted, with a DisruptionTarget condition
+        (reason TerminationByKubelet). The pod is not deleted."""
+        with self._lock:
+            worker = next((w for w in self._workers.values() if w.key == f"{namespace}/{pod}"), None)
+        if worker is None:
+            raise KeyError(f"pod {namespace}/{pod} is not running on this kubelet")
+        worker.evict(message, grace)
+
     def running_pids(self) -> dict[str, list[int]]:
         """namespace/name -> the process ids of the pod's running containers (the shims, group leaders)."""
         with self._lock:
@@ -360,16 +372,24 @@ class Kubelet:
         return run
 
     def call(self, node: str, request: Callable[[Api], Any]) -> Any:
-        """One request as the node, retried while the API server is unreachable or unavailable; None when the
-        object is gone (404, or a uid precondition that no longer holds) or the kubelet stops."""
+        """One request as the node, retried while the API server is unreachable or unavailable (and for a while
+        when it refuses); None when the object is gone (404, or a uid precondition that no longer holds) or the
+        kubelet stops."""
         delay = 0.2
+        forbidden_since: float | None = None
         while not self._stopping.is_set():
             try:
                 return request(self._apis[node])
             except ApiError as error:
                 if error.status in (404, 409):
                     return None
-                if error.status not in (429, 500, 502, 503, 504):
+                if error.status == 403:
+                    # The Node authorizer learns of a pod's binding and references from its own informers: right
+                    # after a pod is bound, or while a restarted API server syncs them, it may still refuse.
+                    forbidden_since = forbidden_since or time.monotonic()
+                    if time.monotonic() - forbidden_since > FORBIDDEN_RETRY_SECONDS:
+                        raise
+                elif error.status not in (429, 500, 502, 503, 504):
                     raise
             except (OSError, http.client.HTTPException):
                 pass
@@ -394,27 +414,54 @@ class _Container:
         self.reason = ""
         self.message = ""
         self.waiting: tuple[str, str] = ("ContainerCreating", "")
-        self.exited = threading.Event()
+        self.restart_count = 0
+        self.last_state: Obj = {}
+        self.restart_at: float | None = None  # when a container in back-off is started again
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.exit_code is None
+
+    def terminated(self) -> Obj:
+        terminated = {"exitCode": self.exit_code, "reason": self.reason, "startedAt": self.started_at,
+                      "finishedAt": self.finished_at}
+        if self.message:
+            terminated["message"] = self.message
+        return terminated
 
     def state(self) -> Obj:
         if self.exit_code is not None:
-            terminated = {"exitCode": self.exit_code, "reason": self.reason, "startedAt": self.started_at,
-                          "finishedAt": self.finished_at}
-            if self.message:
-                terminated["message"] = self.message
-            return {"terminated": terminated, "running": None, "waiting": None}
+            return {"terminated": self.terminated(), "running": None, "waiting": None}
         if self.process is not None:
             return {"running": {"startedAt": self.started_at}, "waiting": None, "terminated": None}
         reason, message = self.waiting
         waiting = {"reason": reason, **({"message": message} if message else {})}
         return {"waiting": waiting, "running": None, "terminated": None}
 
+    def back_off(self, seconds: int, pod: str) -> None:
+        """The container exited and is to be started again after `seconds` (restartPolicy OnFailure/Always)."""
+        self.last_state = {"terminated": self.terminated()}
+        self.restart_count += 1
+        self.process = None
+        self.exit_code = self.started_at = self.finished_at = None
+        self.reason = self.message = ""
+        self.waiting = ("CrashLoopBackOff", f"back-off {seconds}s restarting failed container={self.name} pod={pod}")
+        self.restart_at = time.time() + seconds
+
+    def give_up_restart(self) -> None:
+        """The pod is stopping while the container waits in back-off: it ends as it last exited."""
+        last = self.last_state.get("terminated") or {}
+        self.restart_at = None
+        self.exit_code = last.get("exitCode", 137)
+        self.reason, self.message = last.get("reason", "Error"), last.get("message", "")
+        self.started_at, self.finished_at = last.get("startedAt"), last.get("finishedAt")
+
     def status(self, node: str, uid: str) -> Obj:
-        running = self.process is not None and self.exit_code is None
         status = {"name": self.name, "image": self.spec.get("image", ""), "imageID": "",
-                  "ready": running, "started": running, "restartCount": 0, "state": self.state()}
+                  "ready": self.running, "started": self.running, "restartCount": self.restart_count,
+                  "state": self.state(), "lastState": self.last_state}
         if self.process is not None:
-            status["containerID"] = f"process://{node}/{uid}/{self.name}"
+            status["containerID"] = f"process://{node}/{uid}/{self.name}/{self.restart_count}"
         return status
 
 
@@ -434,6 +481,7 @@ class PodWorker:
         self._changed = threading.Event()
         self._gone = threading.Event()
         self._conditions: dict[str, Obj] = {}
+        self._eviction: tuple[int, str, str] | None = None
         self._thread = threading.Thread(target=self._run, name=f"pod-{self.key}", daemon=True)
         self.start_time: str | None = None
 
@@ -450,6 +498,10 @@ class PodWorker:
         self._gone.set()
         for container in self.containers:
             self._signal(container, signal.SIGKILL)
+        self._changed.set()
+
+    def evict(self, message: str, grace: int) -> None:
+        self._eviction = (grace, "Evicted", message)
         self._changed.set()
 
     @property
@@ -533,6 +585,12 @@ class PodWorker:
             if self.pod["metadata"].get("deletionTimestamp"):
                 self._final()
                 return None
+            if self._eviction is not None:
+                _, reason, message = self._eviction
+                self._final(reason=reason, message=message, condition={
+                    "type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet",
+                    "message": message, "lastProbeTime": None, "lastTransitionTime": _now()})
+                return None
             deadline = self._deadline()
             if deadline is not None and time.time() >= deadline:
                 self._final(reason="DeadlineExceeded",
@@ -577,7 +635,6 @@ class PodWorker:
             container.exit_code = 128 - code if code < 0 else code
             container.finished_at = _now()
             container.reason = "Completed" if container.exit_code == 0 else "Error"
-            container.exited.set()
             self._changed.set()
         threading.Thread(target=wait, name=f"wait-{self.key}-{container.name}", daemon=True).start()
 
@@ -587,47 +644,83 @@ class PodWorker:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, sig)
 
+    def _restarts(self, container: _Container) -> bool:
+        policy = self.pod["spec"].get("restartPolicy", "Always")
+        return policy == "Always" or (policy == "OnFailure" and container.exit_code != 0)
+
     def _supervise(self) -> None:
-        """Waits for the containers to exit, for the pod's deletion or for its active deadline."""
+        """Waits for the containers to exit (starting them again as restartPolicy says), for the pod's deletion,
+        its active deadline or its eviction."""
         kill_at: float | None = None
         reason = message = None
+        disruption: Obj | None = None
+        reported = {c.name: (c.exit_code, c.restart_count, c.waiting) for c in self.containers}
         while True:
             if self.is_gone:
                 return
+            now = time.time()
+            if kill_at is None:
+                for container in self.containers:
+                    if container.exit_code is not None and self._restarts(container):
+                        container.back_off(min(10 * 2 ** container.restart_count, 300),
+                                           f"{self.name}_{self.namespace}({self.uid})")
+                    if container.restart_at is not None and now >= container.restart_at:
+                        container.restart_at = None
+                        try:
+                            self._launch(container, self._process_spec(container.spec))
+                        except ConfigError as error:
+                            container.waiting = ("CreateContainerConfigError", str(error))
+                            container.restart_at = now + CONFIG_RETRY_SECONDS[-1]
             if all(c.exit_code is not None for c in self.containers):
                 break
-            now = time.time()
+            state = {c.name: (c.exit_code, c.restart_count, c.waiting) for c in self.containers}
+            if state != reported:
+                reported = state
+                if not self._patch(self._status("Running")):
+                    return
             if kill_at is None:
                 deleting = self.pod["metadata"].get("deletionTimestamp")
                 deadline = self._deadline()
-                if deleting or (deadline is not None and now >= deadline):
-                    if deleting:
-                        grace = self.pod["metadata"].get("deletionGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
-                    else:
-                        grace = self.pod["spec"].get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
-                        reason, message = ("DeadlineExceeded",
-                                           "Pod was active on the node longer than the specified deadline")
+                if deleting:
+                    grace = self.pod["metadata"].get("deletionGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
+                elif self._eviction is not None:
+                    grace, reason, message = self._eviction
+                    disruption = {"type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet",
+                                  "message": message, "lastProbeTime": None, "lastTransitionTime": _now()}
+                elif deadline is not None and now >= deadline:
+                    grace = self.pod["spec"].get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
+                    reason, message = "DeadlineExceeded", "Pod was active on the node longer than the specified deadline"
+                else:
+                    grace = None
+                if grace is not None:
                     kill_at = now + grace
                     for container in self.containers:
+                        if container.process is None and container.exit_code is None:
+                            container.give_up_restart()
                         self._signal(container, signal.SIGTERM if grace > 0 else signal.SIGKILL)
                     continue
             elif now >= kill_at:
                 for container in self.containers:
                     self._signal(container, signal.SIGKILL)
                 kill_at = math.inf
-            wake = [t for t in (kill_at, self._deadline()) if t is not None and t > now and t != math.inf]
+            wake = [t for t in (kill_at, self._deadline(), *(c.restart_at for c in self.containers))
+                    if t is not None and t > now and t != math.inf]
             self._changed.wait(min(wake) - now if wake else None)
             self._changed.clear()
-        self._final(reason=reason, message=message)
+        self._final(reason=reason, message=message, condition=disruption)
 
-    def _final(self, reason: str | None = None, message: str | None = None) -> None:
+    def _final(self, reason: str | None = None, message: str | None = None, condition: Obj | None = None) -> None:
         for container in self.containers:
+            if container.exit_code is None and container.last_state:
+                container.give_up_restart()
             if container.exit_code is None:  # never started
                 container.exit_code, container.reason = 137, "ContainerStatusUnknown"
                 container.message = "The container could not be located when the pod was terminated"
                 container.started_at = container.finished_at = None
         phase = "Succeeded" if all(c.exit_code == 0 for c in self.containers) and reason is None else "Failed"
         status = self._status(phase)
+        if condition is not None:
+            status["conditions"].append(condition)
         if reason:
             status["reason"], status["message"] = reason, message
         self._patch(status)
@@ -646,7 +739,7 @@ class PodWorker:
 
     def _status(self, phase: str) -> Obj:
         terminal = phase in TERMINAL
-        running = phase == "Running" and all(c.exit_code is None for c in self.containers)
+        running = phase == "Running" and all(c.running for c in self.containers)
         not_ready = "PodCompleted" if terminal else (None if running else "ContainersNotReady")
         return {
             "phase": phase,
@@ -674,8 +767,7 @@ class PodWorker:
 
     def _lookup(self, kind: str, name: str) -> Obj | None:
         """A Secret or ConfigMap of the pod's namespace, as the node may read it; None when it does not exist.
-        Right after a pod is bound the Node authorizer may not know yet that the pod references it (403):
-        that is retried like a missing object."""
+        A refusal that outlasts the Node authorizer's catching up is reported like a missing object."""
         plural = "secrets" if kind == "Secret" else "configmaps"
         path = f"/api/v1/namespaces/{self.namespace}/{plural}/{name}"
         try:

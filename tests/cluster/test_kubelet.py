@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -428,3 +429,114 @@ def test_api_server_restart_is_survived(control_plane: ControlPlane, kubelet: Ku
     assert _condition(_finished(control_plane, namespace, "after"), "Complete")
     assert "after the restart" in kubelet.job_logs(namespace, "after")
     assert kubelet.relists >= relists + len(kubelet.nodes)
+
+
+_ONCE = ("import pathlib, sys, time\n"
+         "marker = pathlib.Path(sys.argv[1])\n"
+         "if marker.exists():\n"
+         "    print('second run'); sys.exit(0)\n"
+         "marker.touch(); print('first run', flush=True)\n")
+
+
+def test_eviction_is_a_disruption_the_job_ignores(control_plane: ControlPlane, kubelet: Kubelet, namespace: str,
+                                                  tmp_path: Path) -> None:
+    """The kubelet's eviction under node pressure: the pod Failed, reason Evicted, with DisruptionTarget, which the
+    operator's podFailurePolicy Ignore rule keeps from counting against backoffLimit 0: the Job runs it again."""
+    policy = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                        {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [3]}}]}
+    job = _job("evicted", _ONCE + "time.sleep(600)\n", podFailurePolicy=policy)
+    job["spec"]["template"]["spec"]["containers"][0]["args"] = [str(tmp_path / "marker")]
+    _create(control_plane, namespace, job)
+    first = _running_pod(control_plane, namespace, "evicted")["metadata"]["name"]
+    pid = _pid_of(kubelet, namespace, first)
+    wait_for("the first run", lambda: "first run" in kubelet.logs(namespace, first), timeout=30)
+    kubelet.evict(namespace, first)
+    job = _finished(control_plane, namespace, "evicted")
+    assert _condition(job, "Complete"), job["status"]
+    assert job["status"].get("failed", 0) == 0  # ignored, not counted
+    assert not _alive(pid)
+    evicted = _get_pod(control_plane, namespace, first)
+    assert evicted is not None
+    assert (evicted["status"]["phase"], evicted["status"]["reason"]) == ("Failed", "Evicted")
+    disruption = next(c for c in evicted["status"]["conditions"] if c["type"] == "DisruptionTarget")
+    assert (disruption["status"], disruption["reason"]) == ("True", "TerminationByKubelet")
+    assert evicted["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 128 + signal.SIGKILL
+    assert "second run" in kubelet.job_logs(namespace, "evicted")
+
+
+def test_restart_policy_on_failure_restarts_in_place(control_plane: ControlPlane, kubelet: Kubelet, namespace: str,
+                                                     tmp_path: Path) -> None:
+    pod = _pod("again", _ONCE + "sys.exit(1)\n", restartPolicy="OnFailure")
+    pod["spec"]["containers"][0]["args"] = [str(tmp_path / "marker")]
+    control_plane.api.create(f"/api/v1/namespaces/{namespace}/pods", pod)
+
+    def backing_off() -> Obj | None:
+        got = _get_pod(control_plane, namespace, "again")
+        status = ((got or {}).get("status", {}).get("containerStatuses") or [{}])[0]
+        return got if status.get("state", {}).get("waiting", {}).get("reason") == "CrashLoopBackOff" else None
+    waiting = wait_for("the container in back-off", backing_off, timeout=30)
+    assert waiting["status"]["phase"] == "Running"
+    done = _terminal_pod(control_plane, namespace, "again", timeout=60)  # after the kubelet's first 10 s back-off
+    status = done["status"]["containerStatuses"][0]
+    assert done["status"]["phase"] == "Succeeded"
+    assert status["restartCount"] == 1
+    assert status["lastState"]["terminated"]["exitCode"] == 1
+    assert status["state"]["terminated"]["exitCode"] == 0
+    assert kubelet.logs(namespace, "again").splitlines() == ["first run", "second run"]
+
+
+_ORPHANED_KUBELET = """
+import json, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from cluster.control_plane import Api
+from cluster.kubelet import Kubelet
+server, ca, cert, key, node, workdir = sys.argv[2:]
+
+class Credentials:
+    def node_api(self, name):
+        return Api(server, Path(ca), (Path(cert), Path(key)))
+
+kubelet = Kubelet(Credentials(), [node], Path(workdir)).start()
+print("started", flush=True)
+time.sleep(600)
+"""
+
+
+def test_pod_processes_die_with_the_kubelet(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> None:
+    """A test run killed with SIGKILL leaves no pod process behind, nor any process the pod started."""
+    node = f"orphan-{namespace}"
+    cert, key = control_plane.pki.issue(f"kubelet-{node}", f"system:node:{node}", organizations=["system:nodes"],
+                                        client=True)
+    script = ("import subprocess, sys, time\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+              "print('pids', child.pid, flush=True)\n"
+              "time.sleep(600)\n")
+    pod = _pod("left", script)
+    pod["spec"]["nodeName"] = node  # bound directly: this node is the orphaned kubelet's alone
+    control_plane.api.create(f"/api/v1/namespaces/{namespace}/pods", pod)
+    starter = subprocess.Popen(
+        [sys.executable, "-c", _ORPHANED_KUBELET, str(Path(__file__).resolve().parents[1]), control_plane.server,
+         str(control_plane.pki.ca_file), str(cert), str(key), node, str(tmp_path / "kubelet")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        log = tmp_path / "kubelet" / "logs" / namespace / "left" / "main.log"
+        line = wait_for("the pod's process and its child", lambda: log.exists() and next(
+            (x for x in log.read_text().splitlines() if x.startswith("pids ")), None), timeout=60)
+        child = int(line.split()[1])
+        shim = _shim_of(child)
+        running = wait_for("the pod Running", lambda: (_get_pod(control_plane, namespace, "left") or {}).get(
+            "status", {}).get("phase") == "Running", timeout=30)
+        assert running and _alive(child) and _alive(shim)
+        starter.kill()
+        starter.wait()
+        wait_for("the pod's processes to die", lambda: not _alive(child) and not _alive(shim), timeout=10)
+    finally:
+        starter.kill()
+        starter.wait()
+        control_plane.api.delete(f"/api/v1/namespaces/{namespace}/pods/left", {"gracePeriodSeconds": 0})
+
+
+def _shim_of(pid: int) -> int:
+    """The process group leader of `pid`: the kubelet's shim of the container."""
+    return os.getpgid(pid)
