@@ -1,7 +1,8 @@
 """What only a real control plane shows about the operator's Jobs: the garbage collector deletes them and their pods
 with their ModelDeployment; the Job controller acts on activeDeadlineSeconds and the TTL controller on
 ttlSecondsAfterFinished as the operator's configuration sets them; and the operator comes through an API server
-restart and a watch that expired (410 Gone).
+restart and a watch that expired (410 Gone). And the RBAC check every operator of these tests ends with catches
+a permission missing from the shipped RBAC.
 
 Each test runs its own operator (as the ServiceAccount of examples/cluster/rbac.yaml, every namespace), one at a
 time, with its deployment's artifacts under a prefix of its own, so that its Jobs run instead of finding their
