@@ -632,9 +632,10 @@ class PodWorker:
 
         def wait() -> None:
             code = process.wait()
-            container.exit_code = 128 - code if code < 0 else code
+            code = 128 - code if code < 0 else code
             container.finished_at = _now()
-            container.reason = "Completed" if container.exit_code == 0 else "Error"
+            container.reason = "Completed" if code == 0 else "Error"
+            container.exit_code = code  # last: the pod's thread takes a set exit code as a finished container
             self._changed.set()
         threading.Thread(target=wait, name=f"wait-{self.key}-{container.name}", daemon=True).start()
 
