@@ -36,7 +36,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import boto3
 import botocore.exceptions
@@ -128,28 +128,50 @@ def timestamp(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
+class Request(NamedTuple):
+    """What the bench needs of one audit event (a whole event per line would take gigabytes at 1000 deployments)."""
+
+    id: str
+    stage: str
+    verb: str
+    user: str
+    resource: str
+    subresource: str
+    name: str
+    code: int
+    received: float
+    completed: float
+
+    @classmethod
+    def of(cls, event: dict[str, Any]) -> Request:
+        reference = event.get("objectRef") or {}
+        return cls(event["auditID"], event["stage"], event["verb"], event["user"]["username"],
+                   reference.get("resource") or event["requestURI"].split("?")[0], reference.get("subresource", ""),
+                   reference.get("name", ""), (event.get("responseStatus") or {}).get("code", 0),
+                   timestamp(event["requestReceivedTimestamp"]), timestamp(event["stageTimestamp"]))
+
+
 class AuditLog:
-    """The API server's audit log, read as it grows."""
+    """The API server's audit log, read as it grows (the API server is told never to rotate it)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.offset = 0
-        self.events: list[dict[str, Any]] = []
+        self.events: list[Request] = []
 
-    def read(self) -> list[dict[str, Any]]:
+    def read(self) -> list[Request]:
         if self.path.exists():
             with self.path.open("rb") as handle:
                 handle.seek(self.offset)
                 data = handle.read()
             complete = data[:data.rfind(b"\n") + 1]
             self.offset += len(complete)
-            self.events.extend(json.loads(line) for line in complete.splitlines())
+            self.events.extend(Request.of(json.loads(line)) for line in complete.splitlines())
         return self.events
 
-    def job_creations(self) -> list[dict[str, Any]]:
-        return [e for e in self.read() if e["verb"] == "create" and e["stage"] == "ResponseComplete"
-                and e["objectRef"].get("resource") == "jobs" and not e["objectRef"].get("subresource")
-                and e.get("responseStatus", {}).get("code") == 201]
+    def job_creations(self) -> list[Request]:
+        return [e for e in self.read() if e.verb == "create" and e.stage == "ResponseComplete"
+                and e.resource == "jobs" and not e.subresource and e.code == 201]
 
 
 @dataclass
@@ -208,7 +230,8 @@ class Bench:
         policy.write_text(AUDIT_POLICY)
         self.audit = AuditLog(scratch / "audit.log")
         self.cp = ControlPlane(extra_args={
-            "kube-apiserver": [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit.path}"],
+            "kube-apiserver": [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit.path}",
+                               "--audit-log-maxsize=1000000"],  # MB; the default, 100, rotates it mid-run
             "kube-controller-manager": [*CONTROLLER_ARGS, "--concurrent-job-syncs=20"],
             "kube-scheduler": CONTROLLER_ARGS,
         })
@@ -249,8 +272,7 @@ class Bench:
 
     def watching(self) -> bool:
         """The controller watches ModelDeployments: it is ready for the burst."""
-        return any(e["user"]["username"] == self.user and e["verb"] == "watch"
-                   and e["objectRef"].get("resource") == PLURAL for e in self.audit.read())
+        return any(e.user == self.user and e.verb == "watch" and e.resource == PLURAL for e in self.audit.read())
 
 
 class Readiness:
@@ -343,20 +365,19 @@ def run_phase(controller: str, count: int, endpoint: str, max_jobs: int, timeout
 def finished(phase: Phase, bench: Bench, readiness: Readiness) -> bool:
     if phase.controller == "operator":
         return len(readiness.ready) == phase.deployments
-    return len({e["objectRef"]["name"] for e in bench.audit.job_creations()}) == phase.deployments
+    return len({e.name for e in bench.audit.job_creations()}) == phase.deployments
 
 
 def measure(phase: Phase, bench: Bench, began: float, ended: float) -> None:
     events = bench.audit.read()
-    created = {e["objectRef"]["name"]: timestamp(e["stageTimestamp"]) for e in events
-               if e["verb"] == "create" and e["stage"] == "ResponseComplete"
-               and e["objectRef"].get("resource") == PLURAL and e.get("responseStatus", {}).get("code") == 201}
+    created = {e.name: e.completed for e in events
+               if e.verb == "create" and e.stage == "ResponseComplete" and e.resource == PLURAL and e.code == 201}
     jobs = bench.audit.job_creations()
     first: dict[str, float] = {}
     for event in jobs:
-        owner = DEPLOYMENT_OF_JOB.match(event["objectRef"]["name"])
+        owner = DEPLOYMENT_OF_JOB.match(event.name)
         if owner:
-            at = timestamp(event["stageTimestamp"])
+            at = event.completed
             first[owner[1]] = min(at, first.get(owner[1], at))
     if len(created) != phase.deployments:
         raise SystemExit(f"{phase.controller}: {len(created)} of {phase.deployments} deployments created")
@@ -365,21 +386,16 @@ def measure(phase: Phase, bench: Bench, began: float, ended: float) -> None:
     phase.latencies = [first.get(name, ended) - created[name] for name in created]
     seen: dict[str, float] = {}
     for event in events:
-        reference = event.get("objectRef", {})
-        if (event["user"]["username"] == bench.user and reference.get("resource") == PLURAL
-                and reference.get("name") in created):
-            at = timestamp(event["requestReceivedTimestamp"])
-            seen[reference["name"]] = min(at, seen.get(reference["name"], at))
+        if event.user == bench.user and event.resource == PLURAL and event.name in created:
+            seen[event.name] = min(event.received, seen.get(event.name, event.received))
     phase.reactions = [seen[name] - created[name] for name in seen]
-    names = Counter(e["objectRef"]["name"] for e in jobs)
+    names = Counter(e.name for e in jobs)
     phase.jobs = len(names)
     phase.duplicates = sum(n - 1 for n in names.values())
-    requests = {e["auditID"]: e for e in events if e["user"]["username"] == bench.user
-                and began <= timestamp(e["requestReceivedTimestamp"]) <= ended}
+    requests = {e.id: e for e in events if e.user == bench.user and began <= e.received <= ended}
     phase.requests = len(requests)
     phase.by_kind = Counter(
-        " ".join(filter(None, [e["verb"], e["objectRef"].get("resource", e["requestURI"]),
-                               e["objectRef"].get("subresource")])) for e in requests.values())
+        " ".join(filter(None, [e.verb, e.resource, e.subresource])) for e in requests.values())
 
 
 def report(count: int, operator: Phase, minimal: Phase) -> list[tuple[str, bool]]:
