@@ -41,7 +41,6 @@ from typing import Any, NamedTuple, Self
 import boto3
 import botocore.exceptions
 import kubernetes
-import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
@@ -113,15 +112,6 @@ def deployment(index: int, store: str) -> dict[str, Any]:
             "artifacts": {"uri": store, "secretRef": {"name": "s3-credentials"}},
         },
     }
-
-
-def crd() -> dict[str, Any]:
-    """The project's CRD, less the description of metadata that kube-apiserver refuses ("must not specify anything
-    other than name and generateName") until the generator stops writing it."""
-    document = yaml.safe_load(CRD.read_text())
-    for version in document["spec"]["versions"]:
-        version["schema"]["openAPIV3Schema"]["properties"]["metadata"].pop("description", None)
-    return document
 
 
 def timestamp(text: str) -> float:
@@ -241,7 +231,7 @@ class Bench:
         try:
             self.node = Node(cp.api, NODE, resources={"cpu": "4000", "memory": "16Ti", "pods": "5000"})
             self.node.register()
-            cp.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(crd()))
+            cp.kubectl("apply", "--server-side", "-f", str(CRD))
             cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")
             cp.kubectl("create", "namespace", NAMESPACE)
             cp.kubectl("create", "namespace", "modeldeploy-system")
