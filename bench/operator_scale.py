@@ -1,19 +1,19 @@
 """The operator under load on the real control plane: many ModelDeployments whose pods succeed at once.
 
-Run: python bench/operator_scale.py [--deployments 200 1000] [--max-jobs 100]
+Run: python bench/operator_scale.py [--deployments 200 1000] [--max-jobs 100] [--timeout 3600] [--keep]
 For each count N, two phases, each on a fresh control plane (etcd, kube-apiserver, kube-controller-manager and
-kube-scheduler of tests/cluster) with one Node, moto's S3 server shared:
-1. `modeldeploy operator`, authenticated by a token of the ServiceAccount examples/cluster/rbac.yaml binds, gets
-   N ModelDeployments of 12 cells each (2 targets x 2 precisions x 3 batch sizes, each with its own keys) created
-   in one burst. The real Job controller makes each Job's pod, the real scheduler binds it to the node, and
-   bench/instant_pods.py succeeds it at once after leaving the task's outputs in the store.
-2. bench/minimal_controller.py, which creates one Job per new ModelDeployment and nothing else, gets the same
-   burst.
+kube-scheduler of tests/cluster) with one Node, moto's S3 server shared, and the same burst of N ModelDeployments
+of 12 cells each (2 targets x 2 precisions x 3 batch sizes, each with its own keys):
+1. bench/minimal_controller.py, which creates one Job per new ModelDeployment and nothing else.
+2. `modeldeploy operator`, authenticated by a token of the ServiceAccount examples/cluster/rbac.yaml binds. The
+   real Job controller makes each Job's pod, the real scheduler binds it to the node, and bench/instant_pods.py
+   succeeds it at once after leaving the task's outputs in the store.
 Every figure but the readiness comes from the API server's audit log (a policy in this file: every request of the
 two controllers, and every Job and ModelDeployment creation, at Metadata level): create -> first Job is the time
 between the ModelDeployment's creation and its first Job's, both as the API server stored them; API requests per
 deployment count the controller's requests from the first creation until all were Ready (the operator) or had
-their Job (the minimal controller); a duplicate Job is a second successful creation of a Job name.
+their Job (the minimal controller), or until --timeout; a duplicate Job is a second successful creation of a Job
+name. docs/performance.md describes it and records its figures.
 Goals (issue 16): the operator's first-Job p50 within 2x of the minimal controller's at 1000 deployments, peak
 RSS under 300 MB, no duplicate Jobs.
 """
