@@ -231,8 +231,7 @@ class Bench:
         try:
             self.node = Node(cp.api, NODE, resources={"cpu": "4000", "memory": "16Ti", "pods": "5000"})
             self.node.register()
-            cp.kubectl("apply", "--server-side", "-f", str(CRD))
-            cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")
+            cp.apply_crd(CRD)
             cp.kubectl("create", "namespace", NAMESPACE)
             cp.kubectl("create", "namespace", "modeldeploy-system")
             cp.kubectl("apply", "-n", NAMESPACE, "-f", str(SECRET))

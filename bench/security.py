@@ -40,9 +40,8 @@ from hypothesis import seed as hypothesis_seed
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 CRD = TESTS.parent / "crds" / "modeldeploy.io_modeldeployments.yaml"
-CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 sys.path.insert(0, str(TESTS))
-from cluster.control_plane import ControlPlane, wait_for
+from cluster.control_plane import ControlPlane
 from cluster.test_secret_logging import BUCKET, CREDENTIALS, LEVELS, forms, operator_output
 from conftest import s3_server
 from hostile import (
@@ -598,11 +597,7 @@ def secrets_in_logs(scratch: Path) -> Row:
     recording = scratch / "requests.jsonl"
     with contextlib.ExitStack() as stack:
         control_plane = stack.enter_context(ControlPlane(workdir=scratch / "cluster"))
-        crd = yaml.safe_load(CRD.read_text())["metadata"]["name"]
-        control_plane.kubectl("apply", "--server-side", "-f", str(CRD))
-        wait_for(f"{crd} to be Established", lambda: any(
-            c["type"] == "Established" and c["status"] == "True"
-            for c in control_plane.api.get(f"{CRDS}/{crd}").get("status", {}).get("conditions") or []), timeout=60)
+        control_plane.apply_crd(CRD)
         endpoint = stack.enter_context(contextlib.contextmanager(s3_server)(
             MOTO_ENABLE_RECORDING="true", MOTO_RECORDER_FILEPATH=str(recording)))
         boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x",

@@ -12,6 +12,8 @@ import pytest
 from cluster.control_plane import ApiError, ControlPlane, Node, standard_nodes, wait_for
 from cluster.kubelet import Kubelet
 
+CRD = Path(__file__).resolve().parents[2] / "crds" / "modeldeploy.io_modeldeployments.yaml"
+
 _started: list[ControlPlane] = []
 
 
@@ -22,6 +24,12 @@ def control_plane() -> Iterator[ControlPlane]:
     with ControlPlane() as cp:
         _started.append(cp)
         yield cp
+
+
+@pytest.fixture(scope="session")
+def crd(control_plane: ControlPlane) -> str:
+    """The project's CRD, applied as generated and Established; its name."""
+    return control_plane.apply_crd(CRD)
 
 
 @pytest.fixture(scope="session")

@@ -609,6 +609,19 @@ class ControlPlane:
             raise ControlPlaneError(f"kubectl {' '.join(args)} exited {result.returncode}: {result.stderr}")
         return result
 
+    def apply_crd(self, path: Path) -> str:
+        """Applies a CRD (server-side) and returns its name once it is Established. Waited for through the API:
+        `kubectl wait --for=condition=Established` right after a CRD is first created fails at once, its status
+        having no conditions yet."""
+        name = yaml.safe_load(path.read_text())["metadata"]["name"]
+        self.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=modeldeploy-tests",
+                     "-f", str(path))
+        crd = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+        wait_for(f"{name} to be Established", lambda: any(
+            c["type"] == "Established" and c["status"] == "True"
+            for c in self.api.get(crd).get("status", {}).get("conditions") or []), timeout=60)
+        return name
+
     def node_api(self, node: str) -> Api:
         """A client with the credentials a kubelet has: user system:node:<node> in group system:nodes, which
         the Node authorizer and the NodeRestriction admission plugin confine to that node's pods and to the

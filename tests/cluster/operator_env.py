@@ -91,7 +91,11 @@ class Kube:
         self.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=modeldeploy-tests", "-f", str(CRD),
                      scoped=False)
         name = yaml.safe_load(CRD.read_text())["metadata"]["name"]
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}", scoped=False)
+        # Not `kubectl wait --for=condition=Established`: right after a CRD is first created it fails at once,
+        # the status having no conditions yet.
+        established = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
+        wait_for(lambda: self.kubectl("get", f"crd/{name}", "-o", established, scoped=False).stdout == "True", 60,
+                 what=f"{name} to be Established")
 
 
 def operator_kubeconfig(kube: Kube, path: Path, namespace: str | None = None) -> Path:

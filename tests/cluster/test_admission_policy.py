@@ -304,14 +304,6 @@ def dry_run_create(control_plane: ControlPlane, namespace: str, document: Doc) -
 
 
 @pytest.fixture(scope="module")
-def crd(control_plane: ControlPlane) -> str:
-    name = yaml.safe_load(CRD.read_text())["metadata"]["name"]
-    control_plane.kubectl("apply", "--server-side", "--field-manager=modeldeploy-tests", "-f", str(CRD))
-    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
-    return name
-
-
-@pytest.fixture(scope="module")
 def type_checker_reads_the_crd(control_plane: ControlPlane, crd: str) -> Iterator[None]:
     """A policy whose one expression reads a field the CRD does not have: once the status controller warns about
     it, the type checker knows the CRD's schema, and the absence of warnings on ours means something."""

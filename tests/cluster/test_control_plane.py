@@ -55,9 +55,7 @@ def test_authorization_is_rbac(control_plane: ControlPlane, namespace: str) -> N
 
 def test_crd_is_established(control_plane: ControlPlane, namespace: str) -> None:
     crd = yaml.safe_load(CRD.read_text())
-    name = crd["metadata"]["name"]
-    control_plane.kubectl("apply", "--server-side", "--field-manager=modeldeploy-tests", "-f", str(CRD))
-    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
+    name = control_plane.apply_crd(CRD)
     status = control_plane.api.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")["status"]
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions["Established"] == "True"

@@ -30,7 +30,7 @@ from modeldeploy.validation import SpecError, load_resource, semantic_errors, wi
 from specs import Doc, base, setting
 from test_validation import BAD_SPECS
 
-from cluster.control_plane import ApiError, ControlPlane, wait_for
+from cluster.control_plane import ApiError, ControlPlane
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
@@ -92,19 +92,6 @@ DOCUMENTS = _documents()
 
 def schema() -> dict[str, Any]:
     return generated_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-
-
-@pytest.fixture(scope="module")
-def crd(control_plane: ControlPlane) -> str:
-    """The CRD applied and Established. Waited for through the API: `kubectl wait` right after the CRD is first
-    created fails at once on its status not having conditions yet."""
-    name = yaml.safe_load(CRD.read_text())["metadata"]["name"]
-    control_plane.kubectl("apply", "--server-side", "--field-manager=modeldeploy-tests", "-f", str(CRD))
-    path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
-    wait_for(f"{name} to be Established", lambda: any(
-        c["type"] == "Established" and c["status"] == "True"
-        for c in control_plane.api.get(path).get("status", {}).get("conditions") or []), timeout=60)
-    return name
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,6 @@ from kubernetes.client.exceptions import ApiException
 from modeldeploy.controller.kube import Api
 
 from cluster.control_plane import ControlPlane, wait_for
-from cluster.test_crd import crd  # noqa: F401 - the fixture
 
 MODELDEPLOY = Path(sys.executable).with_name("modeldeploy")
 BUCKET = "leak-check"
