@@ -149,10 +149,16 @@ def test_a_dataset_smaller_than_the_batch_size_fails_that_stage_only(tmp_path: P
 def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:
     spec = quickstart(tmp_path)
     store = (tmp_path / "store").as_uri()
-    process = subprocess.Popen(
-        [str(MODELDEPLOY), "run", str(spec), "--store", store, "--jobs", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
-    )
+    # Ctrl-C as at a terminal: a background job of a non-interactive shell (a CI runner's) runs with SIGINT ignored,
+    # which its children inherit; a handled signal is reset to the default in them.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen(
+            [str(MODELDEPLOY), "run", str(spec), "--store", store, "--jobs", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+        )
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     assert process.stdout is not None
     lines = []
     for line in process.stdout:
