@@ -48,8 +48,15 @@ class BenchError(Exception):
     """A failed run; every line of the message is printed as `[ERROR] <line>`."""
 
 
+def say(level: str, message: str) -> None:
+    """One line in one write, as ais_bench's logging handler writes a record: the processes of a multi-device run
+    share the output, and print()'s separate write of the newline, unbuffered, lets another line in between."""
+    sys.stdout.write(f"[{level}] {message}\n")
+    sys.stdout.flush()
+
+
 def info(message: str) -> None:
-    print(f"[INFO] {message}", flush=True)
+    say("INFO", message)
 
 
 def str2bool(text: str) -> bool:
@@ -158,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _print_error(failure: BenchError) -> None:
     for line in str(failure).splitlines():
-        print(f"[ERROR] {line}", flush=True)
+        say("ERROR", line)
 
 
 def _device_ids(text: str) -> list[int]:
@@ -215,7 +222,7 @@ def _run_subprocess(args: argparse.Namespace, device: int, result_dir: str | Non
     try:
         return run_device(args, device, result_dir, command_line)
     except BenchError as failure:
-        print(f"[ERROR] subprocess run failed error_callback:{failure}", flush=True)
+        say("ERROR", f"subprocess run failed error_callback:{failure}")
         return None
 
 
@@ -351,7 +358,7 @@ def _run(model: LoadedModel, tensors: list[np.ndarray], timings: Timings, debug:
     timings.npu_ms.append((computed - copied_in) * 1000)
     timings.d2h_ms.append((copied_out - computed) * 1000)
     if debug:
-        print(f"[DEBUG] model aclExec cost : {timings.npu_ms[-1]}", flush=True)
+        say("DEBUG", f"model aclExec cost : {timings.npu_ms[-1]}")
     return outputs
 
 
