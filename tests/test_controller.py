@@ -26,6 +26,7 @@ from modeldeploy.controller.reconcile import (
     share,
     store_unavailable,
 )
+from modeldeploy.images import cpu_jobs_image
 from modeldeploy.manifest import (
     Failure,
     Manifest,
@@ -92,7 +93,7 @@ def test_job_manifest_runs_the_stage_command_with_job_conventions() -> None:
     document = next(e["value"] for e in container["env"] if e["name"] == "MODELDEPLOY_TASK")
     assert TaskDocument.model_validate_json(document) == task.task_document("s3://artifacts/cases")
     assert meta["annotations"]["modeldeploy.io/task-uri"] == "s3://artifacts/cases/tasks/k/task.json"
-    assert container["image"] == "ghcr.io/modeldeploy/modeldeploy-jobs-cpu:0.1.0"
+    assert container["image"] == cpu_jobs_image()
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert "huawei.com/Ascend310P" not in container["resources"]["limits"]
     secrets = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}

@@ -8,11 +8,13 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
+import modeldeploy
 import pytest
-from modeldeploy import backends
+from modeldeploy import backends, images
 from modeldeploy.controller.config import OperatorConfig
 from modeldeploy.controller.jobs import Owner, job_manifest
 from modeldeploy.manifest import read_manifest
@@ -104,17 +106,31 @@ def test_another_release_separates_every_task_of_that_target_only() -> None:
     assert not set(keys(newer, "npu").values()) & set(old_npu.values())
 
 
+PROJECT_VERSION = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["version"]
+
+
 def test_the_release_picks_the_job_image() -> None:
     ascend, magicmind = backends.get("ascend"), backends.get("magicmind")
     spec = load_resource(with_mlu(document(toolchain={"version": "6.3.RC1"}), toolchain={"version": "0.13.0"})).spec
     npu, mlu = spec.targets
-    assert ascend.target_image(npu) == "ghcr.io/modeldeploy/modeldeploy-jobs-ascend:0.1.0-cann6.3.rc1"
-    assert magicmind.target_image(mlu) == "ghcr.io/modeldeploy/modeldeploy-jobs-magicmind:0.1.0-mm0.13.0"
+    assert ascend.target_image(npu) == f"ghcr.io/modeldeploy/modeldeploy-jobs-ascend:{PROJECT_VERSION}-cann6.3.rc1"
+    assert magicmind.target_image(mlu) == f"ghcr.io/modeldeploy/modeldeploy-jobs-magicmind:{PROJECT_VERSION}-mm0.13.0"
     defaults = load_resource(document()).spec
     assert ascend.target_image(defaults.targets[0]) == ascend.image == (
-        "ghcr.io/modeldeploy/modeldeploy-jobs-ascend:0.1.0-cann8.2.rc1")
+        f"ghcr.io/modeldeploy/modeldeploy-jobs-ascend:{PROJECT_VERSION}-cann8.2.rc1")
     assert magicmind.target_image(defaults.targets[1]) == magicmind.image == (
-        "ghcr.io/modeldeploy/modeldeploy-jobs-magicmind:0.1.0-mm1.7.0")
+        f"ghcr.io/modeldeploy/modeldeploy-jobs-magicmind:{PROJECT_VERSION}-mm1.7.0")
+
+
+def test_every_image_is_tagged_with_the_project_version() -> None:
+    assert modeldeploy.__version__ == PROJECT_VERSION  # the tag's source, kept equal to pyproject.toml's
+    assert images.default_images() == {
+        "operator": f"ghcr.io/modeldeploy/modeldeploy-operator:{PROJECT_VERSION}",
+        "jobs-cpu": f"ghcr.io/modeldeploy/modeldeploy-jobs-cpu:{PROJECT_VERSION}",
+        "jobs-ascend": backends.get("ascend").image,
+        "jobs-magicmind": backends.get("magicmind").image,
+    }
+    assert backends.get("openvino").image == backends.get("onnxruntime").image == images.cpu_jobs_image()
 
 
 def test_the_operators_jobs_run_the_image_of_the_release_their_target_names() -> None:
@@ -128,9 +144,9 @@ def test_the_operators_jobs_run_the_image_of_the_release_their_target_names() ->
                             spec.artifacts, config)
         return body["spec"]["template"]["spec"]["containers"][0]["image"]
 
-    assert image(OperatorConfig()) == "ghcr.io/modeldeploy/modeldeploy-jobs-ascend:0.1.0-cann6.3.rc1"
+    assert image(OperatorConfig()) == images.ascend_jobs_image("6.3.rc1")
     assert image(OperatorConfig(images={"ascend": "registry.local/ascend:8.2"})) == (
-        "ghcr.io/modeldeploy/modeldeploy-jobs-ascend:0.1.0-cann6.3.rc1")  # that image is the default release's
+        images.ascend_jobs_image("6.3.rc1"))  # that image is the default release's
     assert image(OperatorConfig(images={"ascend:6.3.rc1": "registry.local/ascend:6.3"})) == "registry.local/ascend:6.3"
 
 

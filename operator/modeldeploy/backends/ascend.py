@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
+from modeldeploy import images
 from modeldeploy.backends import (
     RAW_UINT8_BINS,
     SAMPLE_BINS,
@@ -215,7 +216,7 @@ def toolchain_of(release: str) -> str:
 
 
 def image_of(release: str) -> str:
-    return f"ghcr.io/modeldeploy/modeldeploy-jobs-ascend:0.1.0-cann{release}"
+    return images.ascend_jobs_image(release)
 
 
 ASCEND = Backend(

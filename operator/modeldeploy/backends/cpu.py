@@ -6,9 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
+from modeldeploy import images
 from modeldeploy.backends import Backend, Options
 
-JOBS_IMAGE = "ghcr.io/modeldeploy/modeldeploy-jobs-cpu:0.1.0"
+JOBS_IMAGE = images.cpu_jobs_image()
 
 
 class OpenVINOOptions(Options):

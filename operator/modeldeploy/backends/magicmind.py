@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from modeldeploy import images
 from modeldeploy.backends import (
     RAW_UINT8_BINS,
     TENSORS,
@@ -132,7 +133,7 @@ def toolchain_of(release: str) -> str:
 
 
 def image_of(release: str) -> str:
-    return f"ghcr.io/modeldeploy/modeldeploy-jobs-magicmind:0.1.0-mm{release}"
+    return images.magicmind_jobs_image(release)
 
 
 MAGICMIND = Backend(
