@@ -7,8 +7,10 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from modeldeploy import __version__
@@ -25,6 +27,7 @@ DEFAULT_STORE = ".modeldeploy/store"
 # Loggers that write HTTP traffic at DEBUG: the bodies of answers (kubernetes.client.rest, a Secret's values
 # among them) and signed requests (botocore: the access key id, the session token). Whatever the operator's
 # level, they stay at INFO.
+LEASE_NAME = "modeldeploy-operator"  # --leader-election-id, the Lease examples/cluster/rbac*.yaml grant
 WIRE_LOGGERS = ("kubernetes", "urllib3", "botocore", "boto3", "s3transfer")
 
 
@@ -98,6 +101,21 @@ def _parser() -> argparse.ArgumentParser:
     operator.add_argument("--liveness", metavar="URL", default="http://0.0.0.0:8080/healthz",
                           help="liveness endpoint (default %(default)s)")
     operator.add_argument("--verbose", action="store_true", help="debug logging")
+    election = operator.add_argument_group(
+        "leader election",
+        "Several replicas, one reconciling: the one holding a coordination.k8s.io Lease (docs/leader-election.md).")
+    election.add_argument("--leader-elect", action="store_true",
+                          help="reconcile only while holding the Lease; exit at once when it is lost")
+    election.add_argument("--leader-election-namespace", metavar="NAMESPACE",
+                          help="the Lease's namespace (default: POD_NAMESPACE, else the in-cluster ServiceAccount's)")
+    election.add_argument("--leader-election-id", metavar="NAME", default=LEASE_NAME,
+                          help="the Lease's name (default %(default)s)")
+    election.add_argument("--leader-election-lease-duration", metavar="SECONDS", type=_seconds, default=15.0,
+                          help="how long a Lease nobody renews blocks the others (default %(default)s)")
+    election.add_argument("--leader-election-renew-deadline", metavar="SECONDS", type=_seconds, default=10.0,
+                          help="the leader exits when it could not renew for this long (default %(default)s)")
+    election.add_argument("--leader-election-retry-period", metavar="SECONDS", type=_seconds, default=2.0,
+                          help="between tries to acquire or renew (default %(default)s)")
     operator.set_defaults(command=_operator)
 
     crd = commands.add_parser(
@@ -175,6 +193,13 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -245,9 +270,86 @@ def _operator(args: argparse.Namespace) -> int:
     kopf.configure(verbose=args.verbose)
     for name in WIRE_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO)
-    kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=args.liveness,
-             memo=kopf.Memo(namespaces=namespaces))
+
+    def run() -> None:
+        kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces,
+                 liveness_endpoint=args.liveness, memo=kopf.Memo(namespaces=namespaces))
+
+    if not args.leader_elect:
+        run()
+        return 0
+    return _lead(args, run)
+
+
+def _lead(args: argparse.Namespace, run: Callable[[], None]) -> int:
+    """`run` (kopf) only while this replica holds the Lease: wait for it serving the liveness endpoint, renew it
+    on a thread while kopf runs, exit at once when it is lost, release it when kopf stops."""
+    import kopf
+
+    from modeldeploy.controller import leader
+    from modeldeploy.controller.kube import connect
+
+    namespace = args.leader_election_namespace or leader.default_namespace()
+    if not namespace:
+        print("--leader-election-namespace: not given, POD_NAMESPACE is not set and there is no in-cluster "
+              f"ServiceAccount namespace ({leader.SERVICE_ACCOUNT_NAMESPACE}); name the namespace of the Lease",
+              file=sys.stderr)
+        return EXIT_INVALID
+    if not (args.leader_election_retry_period < args.leader_election_renew_deadline
+            < args.leader_election_lease_duration):
+        print("--leader-election-retry-period must be shorter than --leader-election-renew-deadline, and that "
+              "shorter than --leader-election-lease-duration", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        settings = leader.Settings(namespace, args.leader_election_id, leader.identity(),
+                                   args.leader_election_lease_duration, args.leader_election_renew_deadline,
+                                   args.leader_election_retry_period)
+        elector = leader.Elector(settings, leader.Leases(connect()))
+        health = leader.FollowerHealth(args.liveness, elector)
+    except ValueError as error:
+        print(f"leader election: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    except OSError as error:
+        print(f"--liveness: cannot listen on {args.liveness}: {error.strerror}", file=sys.stderr)
+        return EXIT_FAILED
+    logging.getLogger(leader.__name__).info("Leader election: %s campaigns for the Lease %s", settings.identity,
+                                            elector.lease)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with health:
+            acquired = elector.acquire(stop)
+    except KeyboardInterrupt:
+        acquired = False
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if not acquired:
+        return 0
+
+    @kopf.on.probe(id="leaderElection")
+    def _leading(**_: object) -> dict[str, object]:
+        return {"leader": True, "lease": elector.lease, "holder": settings.identity}
+
+    renewal = leader.Renewal(elector, _lost)
+    renewal.start()
+    try:
+        run()
+    finally:
+        renewal.stop()
+        try:
+            elector.release()
+        except leader.API_ERRORS as error:  # the Lease then expires on its own
+            logging.getLogger(leader.__name__).warning("Leader election: could not release the Lease %s: %s",
+                                                       elector.lease, error)
     return 0
+
+
+def _lost() -> None:
+    """Leadership lost: stop now, from the renewal thread. Nothing of kopf's shutdown runs (it could still write
+    as a non-leader); the process's manager starts a new replica, which campaigns again."""
+    logging.getLogger("modeldeploy.controller.leader").critical("Leader election: leadership lost; exiting")
+    logging.shutdown()
+    os._exit(EXIT_FAILED)
 
 
 def _crd(args: argparse.Namespace) -> int:
