@@ -22,6 +22,7 @@ LABEL_TARGET = f"{GROUP}/target"
 ANNOTATION_KEY = f"{GROUP}/task-key"
 ANNOTATION_GENERATION = f"{GROUP}/generation"
 ANNOTATION_TASK_URI = f"{GROUP}/task-uri"  # one store's task: equal for every deployment that plans it
+LABEL_QUEUE = "kueue.x-k8s.io/queue-name"  # the Kueue LocalQueue a Job waits in (docs/kueue.md)
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,6 @@ def job_manifest(
     device = backend.devices.get(target.device or "") if backend and target and task.needs_device else None
     placement = _placement(backend, device, target, config)
     job_labels = labels(owner.name, task)
-    if config.kueue_queue:
-        job_labels["kueue.x-k8s.io/queue-name"] = config.kueue_queue
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "containers": [_container(target, backend, device, document, artifacts, placement, config)],
@@ -94,7 +93,7 @@ def job_manifest(
         "metadata": {
             "name": job_name(owner.name, task),
             "namespace": owner.namespace,
-            "labels": job_labels,
+            "labels": {**job_labels, LABEL_QUEUE: config.kueue_queue} if config.kueue_queue else job_labels,
             "annotations": {ANNOTATION_KEY: task.key, ANNOTATION_GENERATION: str(owner.generation),
                             ANNOTATION_TASK_URI: task_uri},
             "ownerReferences": [{
@@ -103,6 +102,8 @@ def job_manifest(
             }],
         },
         "spec": {
+            # Kueue admits a queued Job by setting suspend to false; the operator never does (docs/kueue.md).
+            **({"suspend": True} if config.kueue_queue else {}),
             "backoffLimit": config.jobs.backoff_limit,
             "activeDeadlineSeconds": config.jobs.active_deadline_seconds,
             "ttlSecondsAfterFinished": config.jobs.ttl_seconds_after_finished,
