@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections import Counter
 from dataclasses import replace
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 from modeldeploy.controller.config import OperatorConfig, load
-from modeldeploy.controller.handlers import Turns, _retry_seconds
+from modeldeploy.controller.handlers import STATUS_SECONDS, Status, Turns, _retry_seconds
 from modeldeploy.controller.informer import JobIndex, OwnedJob
 from modeldeploy.controller.jobs import Owner, job_manifest, job_name
 from modeldeploy.controller.observe import StoreCache
@@ -22,10 +23,9 @@ from modeldeploy.controller.reconcile import (
     decide,
     invalid,
     job_state,
-    serving_order,
-    share,
     store_unavailable,
 )
+from modeldeploy.controller.slots import Slots
 from modeldeploy.images import cpu_jobs_image
 from modeldeploy.manifest import (
     Failure,
@@ -182,6 +182,27 @@ def test_a_new_deployment_starts_the_tasks_without_inputs() -> None:
     assert ("Normal", "StageStarted", f"convert: Job {job_name('cases', decision.create[0])}") in decision.events
 
 
+def test_normal_events_tell_a_stage_kind_starting_and_succeeding_not_each_task() -> None:
+    _, result = the_plan()
+    first = decide(META, result, Observed({}, {}, {}), slots=100, now=NOW, previous={})
+    started = [event for event in first.events if event[1] == "StageStarted"]
+    assert len(started) == len({task.kind for task in first.create}) == 2  # convert, prepare
+    done = [task for task in result.tasks if task.kind in ("convert", "prepare")]
+    jobs = {task.key: job(task.key, succeeded=True) for task in done}
+    second = decide(META, result, Observed(jobs, {task.key: manifest(task.key) for task in done}, {}), 100, NOW,
+                    first.status)
+    kinds = {task.kind for task in second.create}
+    assert len(kinds) > 1 and len(second.create) > len(kinds)
+    assert len([event for event in second.events if event[1] == "StageStarted"]) == len(kinds)
+    succeeded = {event[2] for event in second.events if event[1] == "StageSucceeded"}
+    prepared = sum(task.kind == "prepare" for task in done)
+    assert succeeded == {"convert: 1 succeeded", f"prepare: {prepared} succeeded"}
+    running = {task.key: job(task.key, active=True) for task in second.create}
+    third = decide(META, result, Observed(jobs | running, {task.key: manifest(task.key) for task in done}, {}), 100,
+                   NOW, second.status)
+    assert third.events == []  # the same stages still running: nothing new to tell
+
+
 def test_a_task_another_deployment_computes_waits_for_its_result() -> None:
     _, result = the_plan()
     convert = next(task for task in result.tasks if task.kind == "convert")
@@ -314,6 +335,25 @@ def test_a_job_not_started_yet_leaves_its_stage_as_written() -> None:
     assert (stage["startTime"], stage["message"]) == (started.start_time, None)
 
 
+def slots(free: int, waiting: list[str], running: tuple[str, ...] = ()) -> Slots:
+    """Slots with `free` of them free, the deployments `running` one Job each, `waiting` joined in that order."""
+    index = JobIndex()
+    for name in running:
+        index.put(owned(f"uid-{name}", job(f"key-{name}", active=True), deployment=name))
+    result = Slots(index, max_jobs=free + len(running))
+    for name in waiting:
+        result.join(("ns", name))
+    return result
+
+
+def share(name: str, wanted: int, free: int, waiting: list[str], running: tuple[str, ...] = ()
+          ) -> tuple[int, list[str]]:
+    """What the deployment is granted, and the waiting deployments after, in the order slots go to them."""
+    queue = slots(free, waiting, running)
+    granted = queue.share(("ns", name), wanted)
+    return granted, [deployment for _, deployment in queue.waiting()]
+
+
 def test_slots_go_first_to_the_deployments_that_waited_for_them() -> None:
     assert share("new", wanted=2, free=5, waiting=[]) == (2, [])
     assert share("busy", wanted=4, free=3, waiting=["a", "b"]) == (1, ["a", "b", "busy"])  # one each for a and b
@@ -326,14 +366,50 @@ def test_slots_go_first_to_the_deployments_that_waited_for_them() -> None:
 
 
 def test_slots_go_to_deployments_with_no_job_running_before_busy_ones() -> None:
-    running = {"busy", "also-busy"}
+    running = ("busy", "also-busy")
     assert share("new", wanted=1, free=1, waiting=["busy", "also-busy", "new"], running=running) == (
         1, ["busy", "also-busy"])
-    assert share("busy", wanted=3, free=1, waiting=["busy", "new"], running=running) == (0, ["busy", "new"])
+    assert share("busy", wanted=3, free=1, waiting=["busy", "new"], running=running) == (0, ["new", "busy"])
     assert share("busy", wanted=3, free=2, waiting=["busy", "new"], running=running) == (1, ["new", "busy"])
-    assert share("newer", wanted=2, free=1, waiting=["busy"], running=running) == (1, ["busy", "newer"])
+    assert share("newer", wanted=2, free=1, waiting=["busy"], running=running) == (1, ["newer", "busy"])
     assert share("also-busy", wanted=1, free=1, waiting=["busy"], running=running) == (0, ["busy", "also-busy"])
-    assert serving_order(["busy", "a", "also-busy", "b"], running) == ["a", "b", "busy", "also-busy"]
+    queue = slots(0, ["busy", "a", "also-busy", "b"], running)
+    assert [name for _, name in queue.waiting()] == ["a", "b", "busy", "also-busy"]
+
+
+def test_a_waiting_deployment_moves_between_idle_and_busy_at_its_place_as_its_jobs_start_and_end() -> None:
+    queue = slots(2, ["a", "b", "c"])
+    assert queue.free() == 2
+    queue.launch(("ns", "a"), job("k1", active=True))  # being created: counted, and a is busy now
+    assert queue.free() == 1 and queue.running(("ns", "a")) == 1
+    assert [name for _, name in queue.waiting()] == ["b", "c", "a"]
+    queue.jobs.put(owned("u1", job("k1", active=True)))  # the index shows it: counted there, not twice
+    queue.launched(("ns", "a"), "k1")
+    assert queue.free() == 1 and queue.launching == {}
+    queue.jobs.put(owned("u1", job("k1", succeeded=True)))  # its only Job ended: back before the later ones
+    queue.recount(("ns", "a"))
+    assert queue.free() == 2 and [name for _, name in queue.waiting()] == ["a", "b", "c"]
+    queue.launch(("ns", "b"), job("k2", active=True))
+    queue.forget(("ns", "b"))  # deleted: neither waiting nor holding the slot of a Job it never created
+    assert queue.free() == 2 and [name for _, name in queue.waiting()] == ["a", "c"]
+
+
+def test_a_status_is_written_at_once_when_its_phase_or_conditions_change_else_at_most_every_few_seconds() -> None:
+    _, result = the_plan()
+    first = decide(META, result, Observed({}, {}, {}), 4, NOW, {}).status
+    assert Status(first).due() == 0  # never written
+    status = Status(first, written=first, written_at=100.0)
+    assert status.due() == math.inf
+    convert = task_named(result, "convert")
+    progress = decide(META, result, Observed({convert.key: job(convert.key, active=True)}, {}, {}), 4, NOW,
+                      first).status
+    assert progress["stages"] != first["stages"] and progress["phase"] == first["phase"]
+    status.decided = progress
+    assert status.due() == 100.0 + STATUS_SECONDS  # a stage's progress waits for the next write
+    failed = decide(META, result, Observed({convert.key: job(convert.key, failed=True)}, {}, {}), 4, NOW,
+                    progress).status
+    status.decided = failed
+    assert status.due() == 0  # Stalled flipped: written at once
 
 
 def owned(uid: str, state: JobState, deployment: str = "a") -> OwnedJob:

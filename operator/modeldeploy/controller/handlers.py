@@ -7,11 +7,13 @@ passes, so reacting to a finished Job takes moments, not a timer period. A pass 
 in its turn, at most RECONCILE_WORKERS at once, deployments with no Job yet first; it creates its
 Jobs and writes its status after the turn, as its slots are reserved by then.
 
-Slots (maxJobs across every deployment) go first to the waiting deployments with no Job running
-(a new one waits for its first Job behind no busy one), then to the busy ones, each group longest
-waiting first: a new deployment, or one short of slots, joins a queue, each free slot wakes the
-deployment it goes to, and a deployment takes more than one slot only if one is left for each
-other one waiting.
+Slots (maxJobs across every deployment, `slots.Slots`) go first to the waiting deployments with no
+Job running, then to the busy ones: a new deployment, or one short of slots, joins a queue, and
+each free slot wakes the deployment it goes to unless that one is about to decide anyway.
+
+A pass's status is written at once when the phase, a condition or the generation changes, else at
+most every STATUS_SECONDS: a stage's progress (its Job created, started, done) is coalesced into
+fewer writes, each of which kopf would also take in again as a watch event.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import dataclasses
 import datetime
 import functools
 import gc
+import itertools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
@@ -52,11 +56,10 @@ from modeldeploy.controller.reconcile import (
     Observed,
     decide,
     invalid,
-    serving_order,
-    share,
     store_unavailable,
     timestamp,
 )
+from modeldeploy.controller.slots import Slots
 from modeldeploy.manifest import task_document_name
 from modeldeploy.planner import Plan, Task, plan
 from modeldeploy.policy import violations
@@ -68,6 +71,7 @@ REMOTE_SCHEMES = ("s3", "http", "https")
 RECONCILE_WORKERS = 8  # passes wait on the store: more at once only queue there, and slow the loop
 STORE_SECONDS = 60
 MAX_BACKOFF_SECONDS = 300
+STATUS_SECONDS = 5.0
 
 Deployment = tuple[str, str]  # (namespace, name)
 
@@ -79,6 +83,30 @@ class SpecDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
         without_status = kopf.Body({key: value for key, value in body.items() if key != "status"})
         return super().build(body=without_status, extra_fields=extra_fields)
+
+
+@dataclass
+class Status:
+    """A deployment's status as last decided, and the one last written (the same object once written)."""
+
+    decided: dict[str, Any]
+    written: dict[str, Any] | None = None
+    written_at: float = -math.inf
+    not_before: float = 0.0  # after a failed write, when to try again
+
+    def due(self) -> float:
+        """The monotonic time by which the decided status is to be written; infinity once it is."""
+        if self.written is self.decided:
+            return math.inf
+        if self.written is None or _summary(self.written) != _summary(self.decided):
+            return self.not_before
+        return max(self.not_before, self.written_at + STATUS_SECONDS)
+
+
+def _summary(status: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What of a status is written without delay when it changes."""
+    return (status.get("observedGeneration"), status.get("phase"),
+            tuple((c.get("type"), c.get("status"), c.get("reason")) for c in status.get("conditions") or ()))
 
 
 class Turns:
@@ -157,10 +185,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.planning = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planning")
     memo.open_stores = {}
     memo.phases = {}
-    memo.written = {}  # the status each deployment last wrote: newer than its body until the watch brings it
-    memo.launching = {}  # Jobs created (or being created) that the index does not show yet, by deployment
+    memo.statuses = {}  # each deployment's Status: newer than its body until the watch brings it
     memo.turns = Turns(RECONCILE_WORKERS)
-    memo.waiting = []  # deployments owed slots (new ones, those left short), the longest waiting first
+    memo.slots = Slots(memo.jobs, memo.config.max_jobs)
+    memo.deciding = set()  # deployments whose pass has yet to take its slots: no slot needs to wake them
     memo.claimed = {}  # task document URI -> the deployment whose Job computes that task in that store
     memo.deferred = {}  # task document URI -> deployments waiting for that Job's result
     metrics.serve(memo.config.metrics_port)
@@ -184,7 +212,8 @@ def _pod_changed(memo: kopf.Memo, kind: str, pod: OwnedPod) -> None:
 def _job_changed(memo: kopf.Memo, kind: str, job: OwnedJob) -> None:
     """One of our Jobs was created, changed or deleted: one that ends (or goes) frees a slot and may unblock stages."""
     deployment, state = job.deployment, job.state
-    memo.launching.get(deployment, {}).pop(state.key, None)
+    memo.slots.launched(deployment, state.key)
+    memo.slots.recount(deployment)
     if job.task_uri:
         memo.stores.launching(job.task_uri)
     if job.task_uri and state.active and kind != "DELETED":
@@ -200,8 +229,8 @@ def _job_changed(memo: kopf.Memo, kind: str, job: OwnedJob) -> None:
 
 def _new_generation(namespace: str, name: str, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> bool:
     """A spec whose generation the deployment's status was not written for (yet)."""
-    written = memo.written.get((namespace, name))
-    return written is not None and written.get("observedGeneration") != meta.get("generation")
+    status = memo.statuses.get((namespace, name))
+    return status is not None and status.decided.get("observedGeneration") != meta.get("generation")
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, when=_new_generation)
@@ -268,38 +297,53 @@ async def pipeline(
 ) -> None:
     deployment = (namespace, name)
     wakeup = memo.wakeups.setdefault(deployment, asyncio.Event())
-    if deployment not in memo.waiting:
-        memo.waiting.append(deployment)  # owed a slot from the start: deployments that are busy already wait for it
+    memo.slots.join(deployment)  # owed a slot from the start: deployments that are busy already wait for it
+    memo.deciding.add(deployment)
     try:
         while not memo.informer.listed.is_set() and not stopped:  # a Job not listed yet would be created again
             await _sleep(memo.informer.listed, stopped, memo.config.resync_seconds)
         failed_passes = 0
+        next_pass = 0.0
         while not stopped:
-            wakeup.clear()
-            try:
-                async with memo.turns.turn(first=not _jobs(memo, deployment)):
-                    decided = await reconcile(body, memo)
-                await carry_out(decided, body, memo, logger)
-                failed_passes = failed_passes + 1 if decided.back_off else 0
-                metrics.RECONCILES.labels("store-unavailable" if decided.back_off else "ok").inc()
-            except Exception:  # the loop keeps going: the next pass starts from the facts again
-                _stop_waiting(memo, deployment)  # a pass that failed keeps no place in the queue for slots
-                failed_passes += 1
-                metrics.RECONCILES.labels("error").inc()
-                logger.exception("reconcile failed; retrying")
-            await _sleep(wakeup, stopped, _retry_seconds(memo.config.resync_seconds, failed_passes))
+            if wakeup.is_set() or time.monotonic() >= next_pass:
+                wakeup.clear()
+                memo.deciding.add(deployment)
+                try:
+                    async with memo.turns.turn(first=not _jobs(memo, deployment)):
+                        decided = await reconcile(body, memo)
+                    await carry_out(decided, body, memo, logger)
+                    failed_passes = failed_passes + 1 if decided.back_off else 0
+                    metrics.RECONCILES.labels("store-unavailable" if decided.back_off else "ok").inc()
+                except Exception:  # the loop keeps going: the next pass starts from the facts again
+                    memo.slots.leave(deployment)  # a pass that failed keeps no place in the queue for slots
+                    failed_passes += 1
+                    metrics.RECONCILES.labels("error").inc()
+                    logger.exception("reconcile failed; retrying")
+                finally:
+                    memo.deciding.discard(deployment)
+                next_pass = time.monotonic() + _retry_seconds(memo.config.resync_seconds, failed_passes)
+            status = memo.statuses.get(deployment)
+            if status is not None and status.due() <= time.monotonic():
+                try:
+                    await _write_status(memo, deployment, status)
+                except Exception:
+                    failed_passes += 1
+                    status.not_before = next_pass = time.monotonic() + _retry_seconds(memo.config.resync_seconds,
+                                                                                     failed_passes)
+                    logger.exception("writing the status failed; retrying")
+            due = min(next_pass, status.due() if status is not None else math.inf)
+            await _sleep(wakeup, stopped, max(0.0, due - time.monotonic()))
     finally:
         memo.wakeups.pop(deployment, None)
-        _stop_waiting(memo, deployment)
-        memo.launching.pop(deployment, None)
-        memo.written.pop(deployment, None)
+        memo.deciding.discard(deployment)
+        memo.slots.forget(deployment)
+        memo.statuses.pop(deployment, None)
         for task_uri in [uri for uri, claimer in memo.claimed.items() if claimer == deployment]:
             del memo.claimed[task_uri]
         uid = body["metadata"]["uid"]
         for key in [key for key in memo.plans if key[0] == uid]:
             del memo.plans[key]
-        memo.phases.pop(deployment, None)
-        metrics.count_phases(memo.phases)
+        metrics.phase_changed(memo.phases.pop(deployment, None), None)
 
 
 @dataclass(frozen=True)
@@ -322,11 +366,12 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> Decided:
     """Read and decide, reserving the slots of the Jobs to create: the part of a pass that takes a turn."""
     meta = dict(body["metadata"])  # one moment's metadata: the live body changes under the awaits below
     deployment = (meta["namespace"], meta["name"])
-    previous = memo.written.get(deployment) or dict(body.get("status") or {})
+    status = memo.statuses.get(deployment)
+    previous = status.decided if status is not None else dict(body.get("status") or {})
     now = timestamp(datetime.datetime.now(datetime.UTC))
     planned = await _planned(meta, body, memo)
     if isinstance(planned, SpecError):
-        _stop_waiting(memo, deployment)
+        memo.slots.leave(deployment)
         reason = "PolicyDenied" if isinstance(planned, PolicyDenied) else "InvalidSpec"
         return Decided(meta, previous, invalid(meta, planned.errors, now, previous, reason))
     spec, pipeline_plan = planned
@@ -339,26 +384,35 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> Decided:
                 raise
             raise StoreUnavailable(problem) from None
     except StoreUnavailable as error:
-        _stop_waiting(memo, deployment)
+        memo.slots.leave(deployment)
         return Decided(meta, previous, store_unavailable(meta, str(error), now, previous), back_off=True)
     return Decided(meta, previous, _decide_within_slots(meta, pipeline_plan, observed, store, memo, now, previous),
                    spec, store)
 
 
 async def carry_out(decided: Decided, body: kopf.Body, memo: kopf.Memo, logger: Any) -> None:
-    """Create and delete the Jobs, write the status, tell the Events. After the turn: the next pass reads and
-    decides while this one waits on the API."""
+    """Create and delete the Jobs, tell the Events, and keep the status decided (the daemon writes it when it is
+    due). After the turn: the next pass reads and decides while this one waits on the API."""
     meta, decision = decided.meta, decided.decision
     deployment = (meta["namespace"], meta["name"])
     if decided.spec is not None and decided.store is not None:
         await _start(decision, decided.spec, decided.store, meta, memo, logger)
     await asyncio.gather(*(memo.api.delete_job(deployment[0], job) for job in decision.delete))
-    if _changed(decided.previous, decision.status):
-        await memo.api.patch_status(*deployment, decision.status)
-        memo.written[deployment] = decision.status
+    status = memo.statuses.get(deployment)
+    if status is None:
+        status = memo.statuses[deployment] = Status(decision.status, decided.previous if decided.previous else None)
+    if _changed(status.decided, decision.status):
+        status.decided = decision.status
     _report(decision, body)
+    metrics.phase_changed(memo.phases.get(deployment), decision.status["phase"])
     memo.phases[deployment] = decision.status["phase"]
-    metrics.count_phases(memo.phases)
+
+
+async def _write_status(memo: kopf.Memo, deployment: Deployment, status: Status) -> None:
+    decided = status.decided
+    if status.written is None or _changed(status.written, decided):
+        await memo.api.patch_status(*deployment, decided)
+    status.written, status.written_at = decided, time.monotonic()
 
 
 async def _planned(meta: Mapping[str, Any], body: Mapping[str, Any], memo: kopf.Memo
@@ -475,7 +529,7 @@ def _jobs(memo: kopf.Memo, deployment: Deployment) -> dict[str, JobState]:
         for key, state in states.items():
             if state.name == job and state.active:
                 states[key] = dataclasses.replace(state, unschedulable=reason)
-    return states | memo.launching.get(deployment, {})
+    return states | memo.slots.launching.get(deployment, {})
 
 
 def _decide_within_slots(
@@ -487,27 +541,23 @@ def _decide_within_slots(
     No await from the count of free slots to the reservation, so two deployments never take the same slot,
     nor start the same task in the same store: one computes it, the others wait for its result.
     """
-    config = memo.config
     deployment = (meta["namespace"], meta["name"])
+    memo.deciding.discard(deployment)
     uris = {task.key: store.uri_of(task_document_name(task.key)) for task in pipeline_plan.tasks}
     elsewhere = {key for key, uri in uris.items() if _computed_elsewhere(memo, uri, key, deployment)}
     for key in elsewhere:
         memo.deferred.setdefault(uris[key], set()).add(deployment)
     here = sum(state.active for state in observed.jobs.values())
-    slots = max(0, config.max_jobs_per_deployment - here)
-    decision = decide(meta, pipeline_plan, observed, slots, now, previous, elsewhere)
-    running = _running(memo)
-    free = config.max_jobs - sum(running.values())
-    granted, queue = share(deployment, len(decision.create), free, memo.waiting, running)
-    memo.waiting[:] = queue  # in place: each daemon's memo is a shallow copy of the operator's
+    own = max(0, memo.config.max_jobs_per_deployment - here)
+    decision = decide(meta, pipeline_plan, observed, own, now, previous, elsewhere)
+    granted = memo.slots.share(deployment, len(decision.create))
     if granted < len(decision.create):
         decision = decide(meta, pipeline_plan, observed, granted, now, previous, elsewhere)
-    launching = memo.launching.setdefault(deployment, {})
     for task in decision.create:
-        launching[task.key] = _launching(meta, task)
+        memo.slots.launch(deployment, _launching(meta, task))
         memo.claimed[uris[task.key]] = deployment
         memo.stores.launching(uris[task.key])
-    _wake_served(memo, free - granted, running, but=deployment)
+    _wake_served(memo, but=deployment)
     return decision
 
 
@@ -518,15 +568,6 @@ def _computed_elsewhere(memo: kopf.Memo, task_uri: str, key: str, deployment: De
         return False
     state = _jobs(memo, claimer).get(key)
     return state is not None and state.active
-
-
-def _running(memo: kopf.Memo) -> dict[Deployment, int]:
-    """Active Jobs (those the index shows and those being created) by deployment, for deployments with any."""
-    running = {deployment: len(keys) for deployment, keys in memo.jobs.active.items()}
-    for deployment, launching in memo.launching.items():
-        if launching:
-            running[deployment] = running.get(deployment, 0) + len(launching)
-    return running
 
 
 def _launching(meta: Mapping[str, Any], task: Task) -> JobState:
@@ -560,7 +601,7 @@ async def _launch(task: Task, owner: Owner, spec: ModelDeploymentSpec, target: T
         created = await memo.api.create_job(manifest)
     finally:
         if not created:
-            memo.launching.get((owner.namespace, owner.name), {}).pop(task.key, None)
+            memo.slots.launched((owner.namespace, owner.name), task.key)
             if memo.claimed.get(task_uri) == (owner.namespace, owner.name):
                 del memo.claimed[task_uri]
     if created:
@@ -589,24 +630,20 @@ def _wake(memo: kopf.Memo, deployment: Deployment) -> None:
         event.set()
 
 
-def _stop_waiting(memo: kopf.Memo, deployment: Deployment) -> None:
-    if deployment in memo.waiting:
-        memo.waiting.remove(deployment)
-
-
 def _wake_next_waiting(memo: kopf.Memo) -> None:
-    """A slot came free: wake the deployment it goes to, if that one is not woken yet."""
-    for deployment in serving_order(memo.waiting, _running(memo)):
+    """A slot came free: wake the deployment it goes to, if that one is not woken yet nor about to decide."""
+    for deployment in memo.slots.serving():
         wakeup = memo.wakeups.get(deployment)
-        if wakeup is not None and not wakeup.is_set():
+        if wakeup is not None and not wakeup.is_set() and deployment not in memo.deciding:
             wakeup.set()
             return
 
 
-def _wake_served(memo: kopf.Memo, free: int, running: Mapping[Deployment, int], but: Deployment) -> None:
-    """Wake the waiting deployments the free slots go to (only those: the others would find none for them)."""
-    for deployment in serving_order(memo.waiting, running)[:max(0, free)]:
-        if deployment != but:
+def _wake_served(memo: kopf.Memo, but: Deployment) -> None:
+    """Wake the waiting deployments the free slots go to (only those: the others would find none for them), but
+    those about to decide anyway."""
+    for deployment in itertools.islice(memo.slots.serving(), max(0, memo.slots.free())):
+        if deployment != but and deployment not in memo.deciding:
             _wake(memo, deployment)
 
 

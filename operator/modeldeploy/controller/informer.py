@@ -7,9 +7,9 @@ long. Here a thread reads the stream and hands each change to the loop as it com
 finished or deleted Job frees its slot at once. Deployments wait for the first listing before
 they plan: a Job not listed yet would be created again.
 
-The Jobs' pods are watched the same way (`PodInformer`), keeping only those the scheduler could
-not place: a Job whose pod waits for a node (no free device, say) tells nothing of it, and its
-deployment's status should.
+The Jobs' pods are watched the same way (`PodInformer`), those not bound to a node only, keeping
+those the scheduler could not place: a Job whose pod waits for a node (no free device, say) tells
+nothing of it, and its deployment's status should.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ from modeldeploy.controller.reconcile import JobState, job_state
 Deployment = tuple[str, str]  # (namespace, name)
 SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"  # on our Jobs and, from their template, on their pods
 LABEL_JOB_NAME = "batch.kubernetes.io/job-name"  # what the Job controller labels its pods with
+# Only a pod no node was given can wait for one. The API server ends a pod's part in such a watch when it is bound
+# (a DELETED event), so the informer hears of a pod twice (created, bound), not at each change of its life.
+UNBOUND = "spec.nodeName="
 WATCH_SECONDS = 300  # the API server ends each watch after this long; it is resumed from where it was
 READ_TIMEOUT = WATCH_SECONDS + 10
 RETRY_SECONDS = (1, 2, 5, 10, 30)
@@ -64,10 +67,12 @@ def owned_job(job: Mapping[str, Any]) -> OwnedJob | None:
 
 @dataclass
 class JobIndex:
-    """Our Jobs by deployment, and the task keys of the active ones (what slots are counted from)."""
+    """Our Jobs by deployment, and the task keys of the active ones (what slots are counted from), with their
+    number across every deployment."""
 
     jobs: dict[Deployment, dict[str, OwnedJob]] = field(default_factory=dict)  # by uid
     active: dict[Deployment, set[str]] = field(default_factory=dict)
+    active_total: int = 0
 
     def states(self, deployment: Deployment) -> dict[str, JobState]:
         """The deployment's Jobs by task key."""
@@ -93,7 +98,7 @@ class JobIndex:
         """A namespace's Jobs (every namespace's, for None) as a new listing tells them."""
         for deployment in [d for d in self.jobs if namespace is None or d[0] == namespace]:
             del self.jobs[deployment]
-            self.active.pop(deployment, None)
+            self.active_total -= len(self.active.pop(deployment, ()))
         for job in jobs:
             self.jobs.setdefault(job.deployment, {})[job.uid] = job
         for deployment in self.jobs:
@@ -101,6 +106,7 @@ class JobIndex:
 
     def _count(self, deployment: Deployment) -> None:
         keys = {job.state.key for job in self.jobs.get(deployment, {}).values() if job.state.active}
+        self.active_total += len(keys) - len(self.active.get(deployment, ()))
         if keys:
             self.active[deployment] = keys
         else:
@@ -297,6 +303,7 @@ class PodInformer(JobInformer):
             thread.name = thread.name.replace("jobs-", "pods-", 1)
 
     def _request(self, namespace: str | None, **options: Any) -> Any:
+        options["field_selector"] = UNBOUND
         if namespace is None:
             return self.core.list_pod_for_all_namespaces(**options)
         return self.core.list_namespaced_pod(namespace, **options)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 RECONCILES = Counter("modeldeploy_reconciles_total", "Reconciles of a ModelDeployment.", ["result"])
@@ -17,6 +15,8 @@ STAGE_SECONDS = Histogram(
 )
 DEPLOYMENTS = Gauge("modeldeploy_deployments", "ModelDeployments by phase.", ["phase"])
 PHASES = ("Pending", "Running", "Succeeded", "Failed")
+for _phase in PHASES:
+    DEPLOYMENTS.labels(_phase)  # each phase shows, at 0, before any deployment is in it
 
 
 def serve(port: int | None) -> None:
@@ -24,6 +24,11 @@ def serve(port: int | None) -> None:
         start_http_server(port)
 
 
-def count_phases(phases: Mapping[object, str]) -> None:
-    for phase in PHASES:
-        DEPLOYMENTS.labels(phase).set(sum(1 for value in phases.values() if value == phase))
+def phase_changed(before: str | None, after: str | None) -> None:
+    """A deployment went from one phase to another (None: it was not counted, or is no longer)."""
+    if before == after:
+        return
+    if before in PHASES:
+        DEPLOYMENTS.labels(before).dec()
+    if after in PHASES:
+        DEPLOYMENTS.labels(after).inc()

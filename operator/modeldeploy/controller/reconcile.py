@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from modeldeploy.controller.jobs import ANNOTATION_GENERATION, job_name, task_key_of
 from modeldeploy.manifest import Failure, Manifest
@@ -24,7 +24,6 @@ from modeldeploy.validation import FieldError
 Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Blocked"]
 MAX_MESSAGE = 1024
 STORE_UNAVAILABLE = "StoreUnavailable"
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -153,31 +152,6 @@ def decide(
         "reportUri": observed.report_uri if stages[plan.report].phase == "Succeeded" else None,
     }
     return Decision(create, delete, status, _events(stages, previous, phase), _finished(stages, previous))
-
-
-def share(deployment: T, wanted: int, free: int, waiting: Sequence[T], running: Collection[T] = ()
-          ) -> tuple[int, list[T]]:
-    """How many of the new Jobs it wants a deployment may start, and the queue of deployments waiting for slots.
-
-    The first deployments in serving order get a free slot each, and a deployment takes more than one only if a
-    slot is left for every other one waiting, so busy deployments cannot starve a new one. A deployment left short
-    waits: where it was if it got nothing, else at the end (its turn is over).
-    """
-    others = [other for other in waiting if other != deployment]
-    queue = waiting if deployment in waiting else [*waiting, deployment]
-    ahead = serving_order(queue, running).index(deployment)
-    granted = min(wanted, max(free - len(others), 1 if ahead < free else 0))
-    if granted == wanted:
-        return granted, others
-    if granted == 0 and deployment in waiting:
-        return granted, list(waiting)
-    return granted, [*others, deployment]
-
-
-def serving_order(waiting: Sequence[T], running: Collection[T]) -> list[T]:
-    """The order free slots go to waiting deployments: first those with no Job running (a deployment waiting for
-    its first Job before one waiting for its ninth), each group longest waiting first."""
-    return sorted(waiting, key=lambda deployment: deployment in running)
 
 
 def invalid(meta: Mapping[str, Any], errors: Sequence[FieldError], now: str, previous: Mapping[str, Any],
@@ -368,16 +342,27 @@ def _best_summary(report: Mapping[str, Any] | None) -> str | None:
 
 
 def _events(stages: Mapping[str, _Stage], previous: Mapping[str, Any], phase: str) -> list[tuple[str, str, str]]:
+    """What to tell in Events: a stage kind (convert, compile, evaluate, ...) that starts Jobs after none ran, and
+    one whose tasks have all succeeded; every stage that failed or waits for a node; the deployment's success.
+    Normal Events go by stage kind, not by task: one per task would be two API writes per Job."""
     before = {stage.get("key"): stage.get("phase") for stage in previous.get("stages") or []}
     events = []
+    by_kind: dict[str, list[_Stage]] = {}
+    for stage in stages.values():
+        by_kind.setdefault(stage.task.kind, []).append(stage)
+    for kind, of_kind in by_kind.items():
+        started = [stage for stage in of_kind if stage.phase == "Running" and stage.message == "Job created"
+                   and before.get(stage.task.key) != "Running"]
+        if started and not any(before.get(stage.task.key) == "Running" for stage in of_kind):
+            more = f" and {len(started) - 1} more" if len(started) > 1 else ""
+            events.append(("Normal", "StageStarted", f"{started[0].task.name}: Job {started[0].job}{more}"))
+        if (all(stage.phase == "Succeeded" for stage in of_kind)
+                and any(stage.task.key in before and before[stage.task.key] != "Succeeded" for stage in of_kind)):
+            events.append(("Normal", "StageSucceeded", f"{kind}: {len(of_kind)} succeeded"))
     for key, stage in stages.items():
-        if before.get(key) == stage.phase or stage.phase == "Blocked":
+        if before.get(key) == stage.phase:
             continue
-        if stage.phase == "Running" and stage.message == "Job created":
-            events.append(("Normal", "StageStarted", f"{stage.task.name}: Job {stage.job}"))
-        elif stage.phase == "Succeeded" and key in before:
-            events.append(("Normal", "StageSucceeded", stage.task.name))
-        elif stage.phase == "Failed":
+        if stage.phase == "Failed":
             events.append(("Warning", "StageFailed", _clip(f"{stage.task.name}: {stage.message}")))
         elif stage.phase == "Pending" and stage.job:
             events.append(("Warning", "Unschedulable", _clip(f"{stage.task.name}: {stage.message}")))
