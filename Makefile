@@ -14,6 +14,8 @@ test: $(VENV)/.installed
 
 crd: $(VENV)/.installed
 	$(BIN)/modeldeploy crd > crds/modeldeploy.io_modeldeployments.yaml
+	cp crds/modeldeploy.io_modeldeployments.yaml charts/modeldeploy/files/
+	PYTHONPATH=tests $(BIN)/python -m cluster.kustomize_base
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/plan_scaling.py
