@@ -21,6 +21,8 @@ import os
 import re
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from typing import Any
 
 import boto3
 import yaml
-from scenarios import Operator, wait_for
+from scenarios import MODELDEPLOY, Operator, free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -205,6 +207,83 @@ def outside() -> bool:
     return os.environ.get("MODELDEPLOY_E2E_CLUSTER") == "1"
 
 
+class Replica(Operator):
+    """`modeldeploy operator` with `arguments` of its own (e.g. --leader-elect) and its liveness endpoint known;
+    started again after a kill, it is a new process on the same kubeconfig and log."""
+
+    def __init__(self, kubeconfig: Path, log: Path, namespace: str | None, arguments: Sequence[str] = (),
+                 **settings: str):
+        super().__init__(kubeconfig, log, namespace, **settings)
+        self.arguments = list(arguments)
+        self.liveness = ""
+
+    def start(self) -> None:
+        self.liveness = f"http://127.0.0.1:{free_port()}/healthz"
+        with self.log.open("ab") as handle:
+            self.process = subprocess.Popen(
+                [str(MODELDEPLOY), "operator", *self.scope, "--liveness", self.liveness, *self.arguments],
+                stdout=handle, stderr=subprocess.STDOUT, env=self.environment,
+            )
+
+    def health(self) -> dict[str, Any] | None:
+        """What the liveness endpoint answers (a JSON object), None while nothing listens there."""
+        try:
+            with urllib.request.urlopen(self.liveness, timeout=5) as response:
+                return json.loads(response.read())
+        except (urllib.error.URLError, ConnectionError):
+            return None
+
+
+def _operator_namespace(env: Environment) -> tuple[str, Kube]:
+    """A fresh namespace for the deployments, with its default ServiceAccount and the S3 credentials Secret."""
+    namespace = unique_namespace("md")
+    env.kube.ensure_namespace(namespace)
+    kube = env.kube.in_namespace(namespace)
+    # the serviceaccount controller's: pods (the Jobs') are refused until it exists
+    wait_for(lambda: kube.get("serviceaccounts", namespace, "default"), 60, what=f"{namespace}/default")
+    env.credentials_secret(namespace)
+    return namespace, kube
+
+
+def _config_setting(env: Environment, workdir: Path, config: dict[str, Any] | None) -> dict[str, str]:
+    if config is None and not env.operator_config:
+        return {}
+    config_file = workdir / "operator.yaml"
+    config_file.write_text(yaml.safe_dump({**env.operator_config, **(config or {})}))
+    return {"MODELDEPLOY_CONFIG": str(config_file)}
+
+
+@contextlib.contextmanager
+def running_replicas(env: Environment, workdir: Path, replicas: int, *, every_namespace: bool,
+                     arguments: Sequence[str] = ("--leader-elect",), config: dict[str, Any] | None = None,
+                     **settings: str) -> Iterator[tuple[Kube, list[Replica]]]:
+    """As `running_operator`, with `replicas` operator processes given `arguments`, started one after the other in
+    order: replica i has POD_NAME=replica-i, POD_NAMESPACE the ServiceAccount's namespace (as the Downward API
+    gives them in a Deployment), its own token of the ServiceAccount (so the API server's audit log tells the
+    replicas apart) in workdir/replica-i.kubeconfig and its log in workdir/replica-i.log."""
+    namespace, kube = _operator_namespace(env)
+    account_namespace = OPERATOR_NAMESPACE if every_namespace else namespace
+    settings = {**settings, **_config_setting(env, workdir, config)}
+    started: list[Replica] = []
+    for index in range(replicas):
+        kubeconfig = operator_kubeconfig(env.kube, workdir / f"replica-{index}.kubeconfig",
+                                         None if every_namespace else namespace)
+        started.append(Replica(kubeconfig, workdir / f"replica-{index}.log", None if every_namespace else namespace,
+                               arguments, MODELDEPLOY_S3_ENDPOINT=env.s3_endpoint, POD_NAME=f"replica-{index}",
+                               POD_NAMESPACE=account_namespace, **settings))
+    try:
+        for replica in started:
+            replica.start()
+        yield kube, started
+        kube.kubectl("delete", "mdep", "--all", "--timeout=120s")
+    finally:
+        for replica in started:
+            replica.stop()
+        env.kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False, scoped=False)
+    refused = [line for replica in started for line in refusals(replica.log, EXCUSED.pop(replica.log, ()))]
+    assert not refused, f"the API server refused the operator ({workdir}):\n" + "\n".join(refused[:20])
+
+
 @contextlib.contextmanager
 def running_operator(env: Environment, workdir: Path, *, every_namespace: bool, config: dict[str, Any] | None = None,
                      **settings: str) -> Iterator[tuple[Kube, Operator]]:
@@ -212,18 +291,10 @@ def running_operator(env: Environment, workdir: Path, *, every_namespace: bool, 
     watching every namespace (rbac.yaml) or only that one (rbac-namespaced.yaml). On the way out the namespace's
     ModelDeployments are deleted while the operator still runs (it removes their finalizers), then the operator
     stops and the namespace goes; what the API server refused the operator fails the test."""
-    namespace = unique_namespace("md")
-    env.kube.ensure_namespace(namespace)
-    kube = env.kube.in_namespace(namespace)
-    # the serviceaccount controller's: pods (the Jobs') are refused until it exists
-    wait_for(lambda: kube.get("serviceaccounts", namespace, "default"), 60, what=f"{namespace}/default")
-    env.credentials_secret(namespace)
+    namespace, kube = _operator_namespace(env)
     kubeconfig = operator_kubeconfig(env.kube, workdir / "operator.kubeconfig",
                                      None if every_namespace else namespace)
-    if config is not None or env.operator_config:
-        config_file = workdir / "operator.yaml"
-        config_file.write_text(yaml.safe_dump({**env.operator_config, **(config or {})}))
-        settings["MODELDEPLOY_CONFIG"] = str(config_file)
+    settings.update(_config_setting(env, workdir, config))
     log = workdir / "operator.log"
     operator = Operator(kubeconfig, log, None if every_namespace else namespace,
                         MODELDEPLOY_S3_ENDPOINT=env.s3_endpoint, **settings)
