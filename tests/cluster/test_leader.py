@@ -361,17 +361,22 @@ def test_two_replicas_one_leads_and_the_other_takes_over_when_it_is_killed_mid_p
         assert leader_health["leaderElection"]["leader"] is True
 
         store = f"s3://{ARTIFACTS}/leader"
-        documents = [deployment(index, store, samples=16) for index in range(DEPLOYMENTS)]
+        documents = [deployment(index, store) for index in range(DEPLOYMENTS)]
         for document in documents:
             kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(document))
         namespace = kube.namespace
 
         def mid_pipeline() -> bool:
+            """Every deployment has a stage done (its result must survive the takeover) and one still to do, and a
+            Job is running (its result must be taken up by the successor)."""
             bodies = kube.list("mdep", namespace)
-            jobs = kube.list("jobs.batch", namespace)
-            return len(jobs) >= 3 and not all(is_ready(body) for body in bodies)
+            phases = [[stage.get("phase") for stage in (body.get("status") or {}).get("stages") or []]
+                      for body in bodies]
+            running = [job for job in kube.list("jobs.batch", namespace) if (job.get("status") or {}).get("active")]
+            return (len(bodies) == DEPLOYMENTS and bool(running)
+                    and all("Succeeded" in stages and set(stages) != {"Succeeded"} for stages in phases))
 
-        wait_for(mid_pipeline, 300, interval=0.5, what="Jobs running")
+        wait_for(mid_pipeline, 600, interval=0.5, what="every deployment part done and a Job running")
         killed_at = time.time()
         first.kill()
         assert first.process is not None and first.process.returncode == -9
@@ -418,6 +423,8 @@ def test_a_replica_stopped_cleanly_releases_the_lease_and_one_that_loses_it_exit
         first = wait_for(lambda: leading(cluster, replicas), 120, what="a replica to hold the Lease")
         second = next(r for r in replicas if r is not first)
         wait_for(second.health, 60, what="the follower's /healthz")
+        wait_for(lambda: ((first.health() or {}).get("leaderElection") or {}).get("leader"), 120,
+                 what="the leader's kopf serving")  # started: a stop then runs kopf's cleanup, then the release
         first.stop()  # SIGTERM
         assert first.process is not None and first.process.returncode == 0
         # right after it exited: released (no holder) or already the other's, never its own
@@ -427,7 +434,8 @@ def test_a_replica_stopped_cleanly_releases_the_lease_and_one_that_loses_it_exit
         assert "released the Lease" in log
 
         # Leadership lost (the Lease taken from it): the replica exits at once, non-zero.
-        wait_for(lambda: (second.health() or {}).get("leaderElection", {}).get("leader"), 60, what="kopf serving")
+        wait_for(lambda: ((second.health() or {}).get("leaderElection") or {}).get("leader"), 120,
+                 what="the new leader's kopf serving")
         lease = read_lease(cluster, OPERATOR_NAMESPACE)
         lease["spec"]["holderIdentity"] = "an-administrator"
         cluster.control_plane.api.request("PUT", f"{LEASES}/{LEASE}", lease)

@@ -144,6 +144,7 @@ class Elector:
                 self._observe(self.leases.create(s.namespace, body, timeout()))
             except Conflict:
                 return False
+            logger.info("Leader election: created the Lease %s, held by %s", self.lease, s.identity)
             return True
         self._observe(current)
         spec = current.get("spec") or {}
