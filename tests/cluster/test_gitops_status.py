@@ -76,7 +76,7 @@ def features(body: Object) -> Object:
         "generationObserved": observed(body),
         "deleting": "deletionTimestamp" in body["metadata"],
         "finalizers": body["metadata"].get("finalizers"),
-        "stageRunning": any(stage["phase"] == "Running" for stage in stages(body)),
+        "running": running(body),  # not whether some stage runs while another waits: that is timing
         "stageWaitingForANode": waits_for_a_node(body),
     }
 
