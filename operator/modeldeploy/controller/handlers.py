@@ -5,7 +5,7 @@ is woken — by a Job of its deployment finishing or going (the informer tells),
 generation of its spec, by a slot freeing up while it waits for one — or the resync period
 passes, so reacting to a finished Job takes moments, not a timer period. A pass reads and decides
 in its turn, at most RECONCILE_WORKERS at once, deployments with no Job yet first; it creates its
-Jobs and writes its status after the turn, as its slots are reserved by then.
+Jobs after the turn, as its slots are reserved by then, and its status is written when due (below).
 
 Slots (maxJobs across every deployment, `slots.Slots`) go first to the waiting deployments with no
 Job running, then to the busy ones: a new deployment, or one short of slots, joins a queue, and
@@ -356,6 +356,7 @@ class Decided:
     spec: ModelDeploymentSpec | None = None
     store: Store | None = None
     back_off: bool = False  # the pass could not use the store: the next one waits longer each time
+    first: bool = False  # the deployment had no Job: its first ones are urgent
 
 
 class StoreUnavailable(Exception):
@@ -387,7 +388,7 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> Decided:
         memo.slots.leave(deployment)
         return Decided(meta, previous, store_unavailable(meta, str(error), now, previous), back_off=True)
     return Decided(meta, previous, _decide_within_slots(meta, pipeline_plan, observed, store, memo, now, previous),
-                   spec, store)
+                   spec, store, first=not observed.jobs)
 
 
 async def carry_out(decided: Decided, body: kopf.Body, memo: kopf.Memo, logger: Any) -> None:
@@ -396,7 +397,7 @@ async def carry_out(decided: Decided, body: kopf.Body, memo: kopf.Memo, logger: 
     meta, decision = decided.meta, decided.decision
     deployment = (meta["namespace"], meta["name"])
     if decided.spec is not None and decided.store is not None:
-        await _start(decision, decided.spec, decided.store, meta, memo, logger)
+        await _start(decision, decided.spec, decided.store, meta, memo, logger, urgent=decided.first)
     await asyncio.gather(*(memo.api.delete_job(deployment[0], job) for job in decision.delete))
     status = memo.statuses.get(deployment)
     if status is None:
@@ -578,11 +579,12 @@ def _launching(meta: Mapping[str, Any], task: Task) -> JobState:
 
 
 async def _start(decision: Decision, spec: ModelDeploymentSpec, store: Store, meta: Mapping[str, Any],
-                 memo: kopf.Memo, logger: Any) -> None:
+                 memo: kopf.Memo, logger: Any, urgent: bool = False) -> None:
     owner = Owner(meta["name"], meta["namespace"], meta["uid"], int(meta.get("generation") or 0))
     targets = {target.name: target for target in spec.targets}
     outcomes = await asyncio.gather(
-        *(_launch(task, owner, spec, targets.get(task.target or ""), store, memo, logger) for task in decision.create),
+        *(_launch(task, owner, spec, targets.get(task.target or ""), store, memo, logger, urgent)
+          for task in decision.create),
         return_exceptions=True,
     )
     for outcome in outcomes:
@@ -591,14 +593,14 @@ async def _start(decision: Decision, spec: ModelDeploymentSpec, store: Store, me
 
 
 async def _launch(task: Task, owner: Owner, spec: ModelDeploymentSpec, target: Target | None, store: Store,
-                  memo: kopf.Memo, logger: Any) -> None:
+                  memo: kopf.Memo, logger: Any, urgent: bool = False) -> None:
     """Create the Job, its task document in it; a Job not created (failed, or there already) frees its slot."""
     task_uri = store.uri_of(task_document_name(task.key))
     created = False
     try:
         manifest = job_manifest(owner, task, target, task.task_document(store.uri), task_uri, spec.artifacts,
                                 memo.config)
-        created = await memo.api.create_job(manifest)
+        created = await memo.api.create_job(manifest, urgent=urgent)
     finally:
         if not created:
             memo.slots.launched((owner.namespace, owner.name), task.key)

@@ -2,7 +2,8 @@
 
 The `kubernetes` client blocks, so every call runs on a thread of the API's own, as many as
 the client keeps connections: the event loop never waits on a socket, and no connection is
-dropped for want of room in the pool.
+dropped for want of room in the pool. Urgent calls (a new deployment's first Jobs) have threads
+of their own: they never queue behind the busy deployments' Jobs, which come eight at a time.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from modeldeploy.spec import GROUP, PLURAL, VERSION
 
 CONNECTIONS = 16
+URGENT_CONNECTIONS = 4
 T = TypeVar("T")
 
 
@@ -30,7 +32,7 @@ def connect() -> client.ApiClient:
         config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
         config.load_kube_config(client_configuration=configuration)
-    configuration.connection_pool_maxsize = CONNECTIONS
+    configuration.connection_pool_maxsize = CONNECTIONS + URGENT_CONNECTIONS
     return client.ApiClient(configuration)
 
 
@@ -40,12 +42,13 @@ class Api:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.threads = ThreadPoolExecutor(max_workers=CONNECTIONS, thread_name_prefix="kube-api")
+        self.urgent = ThreadPoolExecutor(max_workers=URGENT_CONNECTIONS, thread_name_prefix="kube-api-urgent")
 
-    async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.threads, functools.partial(function, *args,
-                                                                                                **kwargs))
+    async def _call(self, function: Callable[..., T], *args: Any, urgent: bool = False, **kwargs: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.urgent if urgent else self.threads,
+                                                                functools.partial(function, *args, **kwargs))
 
-    async def _send(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    async def _send(self, function: Callable[..., Any], *args: Any, urgent: bool = False, **kwargs: Any) -> None:
         """A call whose answer the operator does not use: left undecoded, as decoding it costs more than the call."""
 
         def send() -> None:
@@ -53,12 +56,13 @@ class Api:
             response.read()
             response.release_conn()
 
-        await self._call(send)
+        await self._call(send, urgent=urgent)
 
-    async def create_job(self, manifest: Mapping[str, Any]) -> bool:
+    async def create_job(self, manifest: Mapping[str, Any], urgent: bool = False) -> bool:
         """Create the Job; False when it exists already (a deterministic name: same task, same Job)."""
         try:
-            await self._send(self.batch.create_namespaced_job, manifest["metadata"]["namespace"], manifest)
+            await self._send(self.batch.create_namespaced_job, manifest["metadata"]["namespace"], manifest,
+                             urgent=urgent)
         except ApiException as error:
             if error.status == 409:
                 return False
