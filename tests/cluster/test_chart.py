@@ -102,6 +102,18 @@ def test_the_helm_binary_is_v3() -> None:
     assert version.startswith("v3."), version
 
 
+def test_the_packaged_chart_renders_as_the_folder(tmp_path: Path) -> None:
+    """`helm package` takes the CRD's copy and the schema along: the archive renders what the folder does and
+    checks values the same way."""
+    packaged = helm("package", str(CHART), "--destination", str(tmp_path)).stdout.strip().rsplit(" ", 1)[-1]
+    assert Path(packaged).name == f"modeldeploy-{modeldeploy.__version__}.tgz"
+    for values in VALUES_FILES:
+        arguments = ("template", "md", "--namespace", "ns", "-f", str(values))
+        assert helm(*arguments[:2], packaged, *arguments[2:]).stdout == helm(*arguments[:2], str(CHART),
+                                                                            *arguments[2:]).stdout
+    assert "maxJob is not allowed" in helm("template", "md", packaged, "--set", "config.maxJob=1", check=False).stderr
+
+
 def test_values_schema_is_generated_from_the_operators_configuration() -> None:
     assert SCHEMA.read_text() == render(), "run: .venv/bin/python tests/cluster/values_schema.py"
 
