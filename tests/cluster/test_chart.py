@@ -224,12 +224,18 @@ def _ensure_namespace(control_plane: ControlPlane, name: str) -> None:
     control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(document))
 
 
-def server_dry_run(control_plane: ControlPlane, manifest: str) -> str:
+def server_dry_run(control_plane: ControlPlane, manifest: str) -> subprocess.CompletedProcess[str]:
     """Applies the manifest with a server-side dry run: the API server validates (strict field validation),
     defaults and admits every object, and stores nothing."""
     return control_plane.kubectl("apply", "--server-side", "--dry-run=server", "--force-conflicts",
-                                 "--field-manager=modeldeploy-chart-tests", "-f", "-", input=manifest,
-                                 timeout=120).stdout
+                                 "--field-manager=modeldeploy-chart-tests", "-f", "-", input=manifest, timeout=120)
+
+
+def restricted(control_plane: ControlPlane, namespace: str) -> None:
+    """The namespace warns of workloads whose pods the restricted Pod Security Standard would refuse (the API
+    server's PodSecurity admission checks a Deployment's pod template only to warn)."""
+    control_plane.kubectl("label", "--overwrite", "namespace", namespace, "pod-security.kubernetes.io/warn=restricted",
+                          "pod-security.kubernetes.io/enforce=restricted")
 
 
 @pytest.fixture(scope="module")
@@ -243,12 +249,24 @@ def test_each_values_file_applies_to_the_api_server(values: Path, control_plane:
     given = yaml.safe_load(values.read_text()) or {}
     for watched in given.get("watchNamespaces", []):
         _ensure_namespace(control_plane, watched)
+    restricted(control_plane, namespace)
     manifest = helm("template", "modeldeploy", str(CHART), "--namespace", namespace, "-f", str(values)).stdout
     documents = [document for document in yaml.safe_load_all(manifest) if document]
     applied = server_dry_run(control_plane, manifest)
-    assert applied.count("(server dry run)") == len(documents), applied
+    assert applied.stdout.count("(server dry run)") == len(documents), applied.stdout
+    assert "PodSecurity" not in applied.stderr, applied.stderr
     kinds = {document["kind"] for document in documents}
     assert ("ServiceMonitor" in kinds) == bool(given.get("metrics", {}).get("serviceMonitor", {}).get("enabled"))
+
+
+def test_the_pod_security_check_sees_a_privileged_operator(control_plane: ControlPlane, crd: str,
+                                                           namespace: str) -> None:
+    """The check above can fail: without the chart's securityContext the same dry run warns."""
+    restricted(control_plane, namespace)
+    manifest = helm("template", "modeldeploy", str(CHART), "--namespace", namespace,
+                    "--set", "securityContext.allowPrivilegeEscalation=true").stdout
+    warned = server_dry_run(control_plane, manifest).stderr
+    assert 'would violate PodSecurity "restricted:latest": allowPrivilegeEscalation != false' in warned, warned
 
 
 @pytest.fixture
@@ -259,6 +277,8 @@ def release(environment: Environment, crd: str, tmp_path: Path) -> Iterator[tupl
     namespace = f"mdsys-{uuid.uuid4().hex[:6]}"
     kube = environment.kube
     kube.ensure_namespace(namespace)
+    # the API server creates the operator's pod only if the restricted Pod Security Standard allows it
+    kube.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted", scoped=False)
     kube.kubectl("annotate", "--overwrite", f"crd/{crd}", f"{ADOPT[0]}={name}", f"{ADOPT[1]}={namespace}",
                  scoped=False)
     kube.kubectl("label", "--overwrite", f"crd/{crd}", "app.kubernetes.io/managed-by=Helm", scoped=False)
