@@ -41,20 +41,26 @@ func newState(openLibs bool) *lua.LState {
 	if openLibs {
 		return state
 	}
-	for name, open := range map[string]lua.LGFunction{
-		lua.LoadLibName: lua.OpenPackage, lua.BaseLibName: lua.OpenBase, lua.TabLibName: lua.OpenTable,
-		lua.OsLibName: lua.OpenOs,
+	for _, library := range []struct {
+		name string
+		open lua.LGFunction
+	}{
+		{lua.LoadLibName, lua.OpenPackage}, {lua.BaseLibName, lua.OpenBase}, {lua.TabLibName, lua.OpenTable},
+		{lua.OsLibName, lua.OpenOs},
 	} {
-		state.Push(state.NewFunction(open))
-		state.Push(lua.LString(name))
+		state.Push(state.NewFunction(library.open))
+		state.Push(lua.LString(library.name))
 		state.Call(1, 0)
 	}
-	os := state.GetGlobal(lua.OsLibName).(*lua.LTable)
+	// Of os, only time and date; also what require("os") gives.
+	full := state.GetGlobal(lua.OsLibName).(*lua.LTable)
 	safe := state.NewTable()
 	for _, name := range []string{"time", "date"} {
-		safe.RawSetString(name, os.RawGetString(name))
+		safe.RawSetString(name, full.RawGetString(name))
 	}
 	state.SetGlobal(lua.OsLibName, safe)
+	loaded := state.GetField(state.GetGlobal(lua.LoadLibName), "loaded").(*lua.LTable)
+	loaded.RawSetString(lua.OsLibName, safe)
 	return state
 }
 
@@ -211,13 +217,23 @@ func TestEveryModelDeploymentObjectIsTested(t *testing.T) {
 	}
 }
 
-// The argocd-cm setting (no standard libraries) is a real restriction: a script calling string.find fails.
-func TestWithoutOpenLibsTheStringLibraryIsMissing(t *testing.T) {
+// The argocd-cm setting (no standard libraries) is a real restriction: a script calling string.lower fails, and
+// of os only time and date are there, also through require.
+func TestWhatAnArgocdCMScriptMayCall(t *testing.T) {
 	script := `return {status = "Healthy", message = string.lower("X")}`
 	if _, err := runHealth(script, map[string]any{}, false); err == nil {
 		t.Fatal("string.lower ran without the open libraries")
 	}
-	got, err := runHealth(script, map[string]any{}, true)
+	for _, script := range []string{`os.exit(1)`, `require("os").exit(1)`, `io.write("x")`} {
+		if _, err := runHealth(script, map[string]any{}, false); err == nil {
+			t.Errorf("%s ran without the open libraries", script)
+		}
+	}
+	got, err := runHealth(`return {status = "Healthy", message = type(require("os").time())}`, map[string]any{}, false)
+	if err != nil || got.Message != "number" {
+		t.Errorf("os.time through require: %+v, %v", got, err)
+	}
+	got, err = runHealth(script, map[string]any{}, true)
 	if err != nil || got != (HealthStatus{Status: "Healthy", Message: "x"}) {
 		t.Fatalf("with the open libraries: %+v, %v", got, err)
 	}
