@@ -283,6 +283,20 @@ def test_the_shipped_rbac_grants_its_lease_and_no_other(cluster: Cluster) -> Non
     cluster.control_plane.api.delete(f"{LEASES}/{LEASE}")
 
 
+def test_the_namespaced_rbac_grants_the_lease_in_its_namespace(cluster: Cluster, lease_namespace: str) -> None:
+    kubeconfig = operator_kubeconfig(cluster.environment.kube, cluster.workdir / "rbac-namespaced-check.kubeconfig",
+                                     lease_namespace)
+    leases = leader.Leases(api_client(kubeconfig))
+    account = leader.Elector(leader.Settings(lease_namespace, LEASE, "rbac-check"), leases)
+    assert account.try_acquire_or_renew() and account.try_acquire_or_renew() and account.release()
+    with pytest.raises(client.ApiException) as refused:
+        leases.get(lease_namespace, "someone-elses-lease", 5)
+    assert refused.value.status == 403
+    with pytest.raises(client.ApiException) as refused:
+        leases.get(OPERATOR_NAMESPACE, LEASE, 5)
+    assert refused.value.status == 403
+
+
 # --- two operator replicas ---------------------------------------------------------------------------------------
 
 def holder(cluster: Cluster) -> str | None:
