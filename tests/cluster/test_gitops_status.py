@@ -100,6 +100,7 @@ HEALTH: dict[str, tuple[str, Callable[[Object], str]]] = {
     "new-generation": ("Progressing", lag),
     "not-yet-seen": ("Progressing", lag),
     "stalled-invalid-spec": ("Degraded", lambda body: said(body, "Stalled")),
+    "stalled-policy-denied": ("Degraded", lambda body: said(body, "Stalled")),
     "stalled-store-unavailable": ("Degraded", lambda body: said(body, "Stalled")),
     "stalled-stage-failed": ("Degraded", lambda body: said(body, "Stalled")),
     "deleting": ("Progressing", lambda body: "Pending deletion: waiting for the finalizers "
@@ -137,12 +138,16 @@ def capture(kube: Kube, operator: Operator) -> dict[str, Object]:
     apply(kube, small("invalid-spec", **{"spec.source.weights": "digits_cnn.pt", "spec.artifacts.onDelete": "Retain"}))
     apply(kube, small("no-secret", **{"spec.artifacts.secretRef": {"name": "not-there"},
                                       "spec.artifacts.onDelete": "Retain"}))
+    apply(kube, small("tolerates-all", **{"spec.artifacts.onDelete": "Retain", "spec.targets": [{
+        "name": "ort", "backend": "onnxruntime", "precisions": ["fp32"], "batchSizes": [1],
+        "placement": {"tolerations": [{"operator": "Exists"}]}}]}))  # onto every tainted node: the policy refuses
     apply(kube, small("converted"))
     apply(kube, small("small-data", **{  # batch size 8 of 6 samples fails in its evaluation
         "spec.dataset.limit": 6, "spec.calibration.samples": 4,
         "spec.targets": [{"name": "ort", "backend": "onnxruntime", "precisions": ["fp32"], "batchSizes": [4, 8]}]}))
 
     take("stalled-invalid-spec", "invalid-spec", lambda b: observed(b) and reason(b, "Stalled") == "InvalidSpec", 60)
+    take("stalled-policy-denied", "tolerates-all", lambda b: observed(b) and reason(b, "Stalled") == "PolicyDenied", 60)
     take("stalled-store-unavailable", "no-secret",
          lambda b: observed(b) and reason(b, "Stalled") == "StoreUnavailable", 60)
     take("waiting-for-a-node", "no-node", lambda b: observed(b) and waits_for_a_node(b))
