@@ -26,8 +26,9 @@ import kubernetes
 import pytest
 from kubernetes import client
 from modeldeploy.controller import informer as informer_module
-from modeldeploy.controller.informer import JobIndex, JobInformer, OwnedJob
+from modeldeploy.controller.informer import JobIndex, JobInformer, NewDeployments, OwnedJob
 from modeldeploy.controller.jobs import ANNOTATION_KEY, ANNOTATION_TASK_URI, LABEL_DEPLOYMENT, MANAGED_BY
+from specs import base
 
 from cluster.control_plane import ApiError, ControlPlane, wait_for
 
@@ -350,3 +351,37 @@ def _watch_error(control_plane: ControlPlane, namespace: str, version: str) -> d
     event = answer if isinstance(answer, dict) else json.loads(answer.splitlines()[0])
     assert event["type"] == "ERROR", event
     return event["object"]
+
+
+def test_new_deployments_are_told_on_creation_and_deletion_not_on_status_writes(
+    control_plane: ControlPlane, crd: str, namespace: str, kube: client.ApiClient
+) -> None:
+    custom = client.CustomObjectsApi(kube)
+    group, version, plural = "modeldeploy.io", "v1alpha1", "modeldeployments"
+    before = {**base(), "metadata": {"name": "before"}}
+    custom.create_namespaced_custom_object(group, version, namespace, plural, before)
+
+    async def follow() -> list[tuple[str, str, bool]]:
+        seen: list[tuple[str, str, bool]] = []
+        api = kubernetes.config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+        informer = NewDeployments(api, [namespace], lambda kind, body: seen.append(
+            (kind, body["metadata"]["name"], bool(body.get("status")))), asyncio.get_running_loop())
+        informer.start()
+        try:
+            await asyncio.sleep(1)  # its listing, then its watch from now
+            created = {**base(), "metadata": {"name": "created"}}
+            await asyncio.to_thread(custom.create_namespaced_custom_object, group, version, namespace, plural,
+                                    created)
+            await until(lambda: seen, "the creation")
+            await asyncio.to_thread(custom.patch_namespaced_custom_object_status, group, version, namespace, plural,
+                                    "created", {"status": {"phase": "Running"}})
+            await asyncio.to_thread(custom.delete_namespaced_custom_object, group, version, namespace, plural,
+                                    "created")
+            await until(lambda: len(seen) == 2, "the deletion")
+        finally:
+            informer.stop()
+        return seen
+
+    seen = asyncio.run(follow())
+    # not the deployment that was there before, nor the status write; the deletion tells the last status
+    assert seen == [("ADDED", "created", False), ("DELETED", "created", True)], seen

@@ -1,6 +1,8 @@
 """kopf handlers: thin glue between the API, the store and the pure reconcile.
 
-One daemon per ModelDeployment is the only status writer. It reconciles, then sleeps until it
+One daemon per ModelDeployment is the only status writer. A new deployment's first pass runs as
+soon as the operator's own watch (`informer.NewDeployments`) sees its creation, before kopf gets to
+it; the daemon takes over from there. The daemon reconciles, then sleeps until it
 is woken — by a Job of its deployment finishing or going (the informer tells), by a new
 generation of its spec, by a slot freeing up while it waits for one — or the resync period
 passes, so reacting to a finished Job takes moments, not a timer period. A pass reads and decides
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import copy
 import dataclasses
 import datetime
@@ -42,7 +45,15 @@ from pydantic import ValidationError
 
 from modeldeploy.controller import config as operator_config
 from modeldeploy.controller import metrics
-from modeldeploy.controller.informer import JobIndex, JobInformer, OwnedJob, OwnedPod, PodIndex, PodInformer
+from modeldeploy.controller.informer import (
+    JobIndex,
+    JobInformer,
+    NewDeployments,
+    OwnedJob,
+    OwnedPod,
+    PodIndex,
+    PodInformer,
+)
 from modeldeploy.controller.jobs import (
     Owner,
     job_manifest,
@@ -191,6 +202,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.deciding = set()  # deployments whose pass has yet to take its slots: no slot needs to wake them
     memo.claimed = {}  # task document URI -> the deployment whose Job computes that task in that store
     memo.deferred = {}  # task document URI -> deployments waiting for that Job's result
+    memo.passing = {}  # a lock per deployment: its daemon's passes and the first one never overlap
+    memo.first_passes = {}  # uids of the deployments whose first pass ran before their daemon, the latest kept
+    memo.context = contextvars.copy_context()  # kopf's (its Events go through it), for the first passes' tasks
+    memo.new_deployments = NewDeployments(connect(), namespaces, functools.partial(_deployment_seen, memo),
+                                          asyncio.get_running_loop())
+    memo.new_deployments.start()
     metrics.serve(memo.config.metrics_port)
     # What start-up loaded (kopf, the clients' API models, botocore's S3 model) lives as long as the process:
     # frozen, full collections no longer rescan it (at 200 deployments: 1.1 s of them in a run, not 2.6 s).
@@ -202,6 +219,74 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 async def stop_informer(memo: kopf.Memo, **_: Any) -> None:
     memo.informer.stop()
     memo.pod_informer.stop()
+    memo.new_deployments.stop()
+
+
+FIRST_PASSES_KEPT = 10_000  # enough to tell a watch's replay of a creation from a new one
+
+
+def _deployment_seen(memo: kopf.Memo, kind: str, body: dict[str, Any]) -> None:
+    """A ModelDeployment was created: its first pass runs now, not when kopf gets to its daemon (which takes over
+    from there); or one was deleted: what a first pass kept of it goes, unless its daemon runs (it cleans up)."""
+    metadata = body["metadata"]
+    deployment, uid = (metadata["namespace"], metadata["name"]), metadata["uid"]
+    if kind == "DELETED":
+        if deployment not in memo.wakeups:
+            _forget(memo, deployment, uid)
+        return
+    if uid in memo.first_passes or deployment in memo.wakeups or not memo.informer.listed.is_set():
+        return
+    memo.first_passes[uid] = None
+    if len(memo.first_passes) > FIRST_PASSES_KEPT:
+        del memo.first_passes[next(iter(memo.first_passes))]
+    memo.slots.join(deployment)  # owed a slot from its creation on
+    memo.deciding.add(deployment)
+    asyncio.get_running_loop().create_task(_first_pass(memo, deployment, body), context=memo.context.copy())
+
+
+class _DeploymentLogger(logging.LoggerAdapter[logging.Logger]):
+    """This module's logger, each message naming the deployment (a first pass has no kopf logger of its own)."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['namespace']}/{self.extra['name']}] {msg}", kwargs
+
+
+async def _first_pass(memo: kopf.Memo, deployment: Deployment, body: dict[str, Any]) -> None:
+    logger = _DeploymentLogger(logging.getLogger(__name__), {"namespace": deployment[0], "name": deployment[1]})
+    try:
+        decided = await _pass(memo, deployment, body, logger)
+        metrics.RECONCILES.labels("store-unavailable" if decided.back_off else "ok").inc()
+    except Exception:  # its daemon's passes go on from the facts
+        memo.slots.leave(deployment)
+        metrics.RECONCILES.labels("error").inc()
+        logger.exception("the first pass failed; the next one retries")
+
+
+async def _pass(memo: kopf.Memo, deployment: Deployment, body: Mapping[str, Any], logger: Any) -> Decided:
+    """One pass: read and decide in a turn, then carry it out. Never two at once for one deployment."""
+    lock = memo.passing.setdefault(deployment, asyncio.Lock())
+    async with lock:
+        memo.deciding.add(deployment)
+        try:
+            async with memo.turns.turn(first=not _jobs(memo, deployment)):
+                decided = await reconcile(body, memo)
+            await carry_out(decided, body, memo, logger)
+        finally:
+            memo.deciding.discard(deployment)
+    return decided
+
+
+def _forget(memo: kopf.Memo, deployment: Deployment, uid: str) -> None:
+    """What the operator keeps of a deployment that is gone."""
+    memo.passing.pop(deployment, None)
+    memo.deciding.discard(deployment)
+    memo.slots.forget(deployment)
+    memo.statuses.pop(deployment, None)
+    for task_uri in [uri for uri, claimer in memo.claimed.items() if claimer == deployment]:
+        del memo.claimed[task_uri]
+    for key in [key for key in memo.plans if key[0] == uid]:
+        del memo.plans[key]
+    metrics.phase_changed(memo.phases.pop(deployment, None), None)
 
 
 def _pod_changed(memo: kopf.Memo, kind: str, pod: OwnedPod) -> None:
@@ -307,11 +392,8 @@ async def pipeline(
         while not stopped:
             if wakeup.is_set() or time.monotonic() >= next_pass:
                 wakeup.clear()
-                memo.deciding.add(deployment)
                 try:
-                    async with memo.turns.turn(first=not _jobs(memo, deployment)):
-                        decided = await reconcile(body, memo)
-                    await carry_out(decided, body, memo, logger)
+                    decided = await _pass(memo, deployment, body, logger)
                     failed_passes = failed_passes + 1 if decided.back_off else 0
                     metrics.RECONCILES.labels("store-unavailable" if decided.back_off else "ok").inc()
                 except Exception:  # the loop keeps going: the next pass starts from the facts again
@@ -319,8 +401,6 @@ async def pipeline(
                     failed_passes += 1
                     metrics.RECONCILES.labels("error").inc()
                     logger.exception("reconcile failed; retrying")
-                finally:
-                    memo.deciding.discard(deployment)
                 next_pass = time.monotonic() + _retry_seconds(memo.config.resync_seconds, failed_passes)
             status = memo.statuses.get(deployment)
             if status is not None and status.due() <= time.monotonic():
@@ -335,15 +415,7 @@ async def pipeline(
             await _sleep(wakeup, stopped, max(0.0, due - time.monotonic()))
     finally:
         memo.wakeups.pop(deployment, None)
-        memo.deciding.discard(deployment)
-        memo.slots.forget(deployment)
-        memo.statuses.pop(deployment, None)
-        for task_uri in [uri for uri, claimer in memo.claimed.items() if claimer == deployment]:
-            del memo.claimed[task_uri]
-        uid = body["metadata"]["uid"]
-        for key in [key for key in memo.plans if key[0] == uid]:
-            del memo.plans[key]
-        metrics.phase_changed(memo.phases.pop(deployment, None), None)
+        _forget(memo, deployment, body["metadata"]["uid"])
 
 
 @dataclass(frozen=True)

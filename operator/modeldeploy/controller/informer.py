@@ -30,6 +30,7 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from modeldeploy.controller.jobs import ANNOTATION_TASK_URI, LABEL_DEPLOYMENT, MANAGED_BY
 from modeldeploy.controller.reconcile import JobState, job_state
+from modeldeploy.spec import GROUP, PLURAL, VERSION
 
 Deployment = tuple[str, str]  # (namespace, name)
 SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"  # on our Jobs and, from their template, on their pods
@@ -45,7 +46,7 @@ GONE = 410
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OwnedJob:
     """One of our Jobs: whose it is, what it tells about its task, the task document it runs."""
 
@@ -173,6 +174,7 @@ class JobInformer:
     change; `listed` is set once every namespace was listed."""
 
     WHAT = "Jobs"
+    SELECTOR: str | None = SELECTOR
 
     def __init__(self, api: client.ApiClient, namespaces: Sequence[str], index: Any, listener: Listener,
                  loop: asyncio.AbstractEventLoop):
@@ -243,20 +245,22 @@ class JobInformer:
         return True
 
     def _list(self, namespace: str | None) -> str:
-        options = {"label_selector": SELECTOR, "_preload_content": False, "_request_timeout": READ_TIMEOUT}
+        options = {"label_selector": self.SELECTOR, "_preload_content": False, "_request_timeout": READ_TIMEOUT}
         listing = json.loads(self._request(namespace, **options).data)
         items = [item for item in map(self._parse, listing.get("items") or []) if item is not None]
         self.loop.call_soon_threadsafe(self._relisted, namespace, items)
         return listing["metadata"]["resourceVersion"]
 
     def _watch(self, namespace: str | None, version: str) -> Iterator[dict[str, Any]]:
-        options = {"label_selector": SELECTOR, "watch": True, "resource_version": version,
+        options = {"label_selector": self.SELECTOR, "watch": True, "resource_version": version,
                    "allow_watch_bookmarks": True, "timeout_seconds": WATCH_SECONDS, "_preload_content": False,
                    "_request_timeout": READ_TIMEOUT}
         response = self._request(namespace, **options)
         self._streams[namespace] = response
         try:
             for line in iter_resp_lines(response):
+                if not self._worth_decoding(line):
+                    continue
                 event = json.loads(line)
                 if event["type"] == "ERROR":
                     status = event["object"]
@@ -266,6 +270,9 @@ class JobInformer:
             self._streams.pop(namespace, None)
             response.close()
             response.release_conn()
+
+    def _worth_decoding(self, line: str) -> bool:
+        return True
 
     def _relisted(self, namespace: str | None, jobs: list[OwnedJob]) -> None:
         before = {job.uid: job for deployment, by_uid in self.index.jobs.items()
@@ -342,3 +349,44 @@ class PodInformer(JobInformer):
         self._unlisted.discard(namespace)
         if not self._unlisted:
             self.listed.set()
+
+
+class NewDeployments(JobInformer):
+    """Tells `listener` of each ModelDeployment created (ADDED, with no status yet) or deleted (DELETED), straight
+    from a watch of its own: kopf takes in the same event only after every other event of every deployment queued
+    before it, and a new deployment's first Jobs need not wait for that. Changes (MODIFIED, most of the stream: each
+    status write) are not even decoded. The watch starts from now: deployments that exist already are kopf's."""
+
+    WHAT = "ModelDeployments"
+    SELECTOR = None
+    SKIPPED = '{"type":"MODIFIED"'
+
+    def __init__(self, api: client.ApiClient, namespaces: Sequence[str], listener: Listener,
+                 loop: asyncio.AbstractEventLoop):
+        super().__init__(api, namespaces, None, listener, loop)
+        self.custom = client.CustomObjectsApi(api)
+        for thread in self._threads:
+            thread.name = thread.name.replace("jobs-", "deployments-", 1)
+
+    def _request(self, namespace: str | None, **options: Any) -> Any:
+        if namespace is None:
+            return self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, **options)
+        return self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, **options)
+
+    def _list(self, namespace: str | None) -> str:
+        """Where the watch starts: now (a listing of one item is enough to learn the resourceVersion)."""
+        options = {"limit": 1, "_preload_content": False, "_request_timeout": READ_TIMEOUT}
+        return json.loads(self._request(namespace, **options).data)["metadata"]["resourceVersion"]
+
+    def _worth_decoding(self, line: str) -> bool:
+        return not line.startswith(self.SKIPPED)
+
+    def _parse(self, item: Mapping[str, Any]) -> Any:
+        return item
+
+    def _tells(self, namespace: str | None, kind: str, item: Any) -> bool:
+        return kind == "DELETED" or (kind == "ADDED" and not item.get("status")
+                                     and not item["metadata"].get("deletionTimestamp"))
+
+    def _apply(self, kind: str, item: Any) -> None:
+        self.listener(kind, item)

@@ -26,7 +26,7 @@ MAX_MESSAGE = 1024
 STORE_UNAVAILABLE = "StoreUnavailable"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per Job: tens of thousands are kept
 class JobState:
     name: str
     key: str
