@@ -92,12 +92,18 @@ debian_base() {
   log "built $LOCAL_BASE in $((SECONDS - started))s"
 }
 
-base_python() { # image -> its python3's X.Y
-  local container version
-  container=$(bah from --quiet "$1")
-  version=$(bah run --isolation chroot "$container" -- python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-  bah rm "$container" >/dev/null
-  printf '%s\n' "$version"
+base_python() { # image -> its python3's X.Y, asked once per image
+  local id known container version
+  id=$(image_id "$1")
+  known=$CACHE/python-of/$id
+  if [[ ! -s $known ]]; then
+    container=$(bah from --quiet "$1")
+    version=$(bah run --isolation chroot "$container" -- python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    bah rm "$container" >/dev/null
+    mkdir -p "$CACHE/python-of"
+    printf '%s\n' "$version" >"$known"
+  fi
+  cat "$known"
 }
 
 WHEEL_DIR=""
@@ -114,25 +120,37 @@ project_wheel() { # builds the modeldeploy wheel once per run, from a copy of th
   cp "$REPO/images/requirement.py" "$WHEEL_DIR/dist/"
 }
 
-wheelhouse() { # python X.Y, requirements... -> the wheelhouse dir, with those requirements downloaded into it
+wheelhouse() { # python X.Y, requirements... -> the wheelhouse dir holding those requirements; the index is
+  # asked only when the wheelhouse cannot satisfy them alone
   local python=$1; shift
-  local dir=$CACHE/wheels/py$python-$(printf '%s' "$TORCH_INDEX_URL" | sha256sum | cut -c1-12)
+  local dir options
+  dir=$(wheelhouse_dir "$python")
+  options=(--quiet --dest "$dir" --find-links "$dir" --only-binary=:all: --python-version "$python")
   mkdir -p "$dir"
-  "$PYTHON" -m pip download --quiet --dest "$dir" --find-links "$dir" --only-binary=:all: \
-    --python-version "$python" "$@" >&2 || die "downloading $* into $dir failed"
+  if ! "$PYTHON" -m pip download "${options[@]}" --no-index "$@" >/dev/null 2>&1; then
+    "$PYTHON" -m pip download "${options[@]}" "$@" >&2 || die "downloading $* into $dir failed"
+  fi
   rm -f "$dir"/modeldeploy-*.whl  # the project's own wheel is mounted from the build context
   printf '%s\n' "$dir"
 }
 
-torch_wheels() { # python X.Y -> the wheelhouse, with torch and torchvision from TORCH_INDEX_URL in it
+wheelhouse_dir() { # python X.Y -> the wheelhouse for it and TORCH_INDEX_URL
+  printf '%s/wheels/py%s-%s\n' "$CACHE" "$1" "$(printf '%s' "$TORCH_INDEX_URL" | sha256sum | cut -c1-12)"
+}
+
+torch_wheels() { # wheel, python X.Y: puts the torch and torchvision the wheel pins, from TORCH_INDEX_URL, into the
+  # wheelhouse
   local wheel=$1 python=$2 index=() dir pins
   pins=("$("$PYTHON" "$REPO/images/requirement.py" "$wheel" torch torch)"
         "$("$PYTHON" "$REPO/images/requirement.py" "$wheel" torch torchvision)")
   [[ $TORCH_INDEX_URL == pip ]] || index=(--index-url "$TORCH_INDEX_URL")
-  dir=$CACHE/wheels/py$python-$(printf '%s' "$TORCH_INDEX_URL" | sha256sum | cut -c1-12)
+  dir=$(wheelhouse_dir "$python")
   mkdir -p "$dir"
-  "$PYTHON" -m pip download --quiet --dest "$dir" --only-binary=:all: --python-version "$python" "${index[@]}" \
-    "${pins[@]}" >&2 || die "downloading ${pins[*]} from $TORCH_INDEX_URL failed (set TORCH_INDEX_URL, see docs/images.md)"
+  local options=(--quiet --dest "$dir" --only-binary=:all: --python-version "$python")
+  if ! "$PYTHON" -m pip download "${options[@]}" --no-index --find-links "$dir" "${pins[@]}" >/dev/null 2>&1; then
+    "$PYTHON" -m pip download "${options[@]}" "${index[@]}" "${pins[@]}" >&2 ||
+      die "downloading ${pins[*]} from $TORCH_INDEX_URL failed (set TORCH_INDEX_URL, see docs/images.md)"
+  fi
 }
 
 tree_hash() { # dir -> the hash of its files
@@ -145,7 +163,7 @@ tree_hash() { # dir -> the hash of its files
 # CONTEXT is the build context; empty, it is the project's wheel in dist/.
 build_image() {
   local ref=$1 containerfile=$2 base=$3 requirements=$4 context=$5; shift 5
-  local key started=$SECONDS python wheel="" house
+  local key started=$SECONDS python wheel="" house previous
   key=$( { cat "$containerfile"; image_id "$base"; printf '%s\n' "$@" "$TORCH_INDEX_URL" "$requirements"
            if [[ -n $context ]]; then tree_hash "$context"; else sources_hash; fi; } | sha256sum | cut -c1-64)
   if [[ $(key_of "$ref") == "$key" ]]; then
@@ -162,6 +180,7 @@ build_image() {
   if [[ $requirements == *+torch* ]]; then torch_wheels "$wheel" "$python"; fi
   requirements=${requirements//+torch/}
   house=$(wheelhouse "$python" ${requirements//@/$wheel})
+  previous=$(image_id "$ref" 2>/dev/null || true)
   log "building $ref from $(basename "$containerfile") on $base"
   bah bud --quiet --isolation chroot --layers=false \
     --volume "$house:/tmp/wheels:ro" --build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=/tmp/wheels \
@@ -171,6 +190,9 @@ build_image() {
     "$@" --label "$KEY_LABEL=$key" --file "$containerfile" --tag "$ref" "$context" >/dev/null ||
     die "building $ref failed"
   log "built $ref in $((SECONDS - started))s"
+  if [[ -n $previous ]]; then  # the image this one replaces, untagged now: vfs keeps every layer whole
+    bah rmi "$previous" >/dev/null 2>&1 || log "kept the replaced image $previous: a container uses it"
+  fi
   printf '%s\t%s\tbuilt in %ss\n' "$ref" "$(size_of "$ref")" "$((SECONDS - started))"
 }
 
