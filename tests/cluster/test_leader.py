@@ -35,7 +35,7 @@ from modeldeploy.validation import load_resource
 from scenarios import wait_for
 
 from cluster.chaos import ARTIFACTS, SOURCES, deployment, start_moto, stop_process
-from cluster.control_plane import ControlPlane, Node
+from cluster.control_plane import ApiError, ControlPlane, Node
 from cluster.control_plane import wait_for as wait_until
 from cluster.kubelet import Kubelet
 from cluster.operator_env import (
@@ -143,6 +143,25 @@ def read_lease(cluster: Cluster, namespace: str, name: str = LEASE) -> dict[str,
     return cluster.control_plane.api.get(f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}")
 
 
+def usurp(cluster: Cluster, namespace: str, identity: str) -> None:
+    """An administrator writes another holder into the Lease (read, change, update; again when the holder renewed
+    in between and the update met a newer resourceVersion)."""
+
+    def write() -> bool:
+        lease = read_lease(cluster, namespace)
+        lease["spec"]["holderIdentity"] = identity
+        try:
+            cluster.control_plane.api.request("PUT", f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/"
+                                                     f"{LEASE}", lease)
+        except ApiError as error:
+            if error.status != 409:
+                raise
+            return False
+        return True
+
+    wait_for(write, 30, what=f"the Lease of {namespace} written")
+
+
 def micro_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text)
 
@@ -229,10 +248,7 @@ def test_a_write_on_a_stale_resource_version_is_a_conflict(cluster: Cluster, lea
 def test_the_leader_finds_another_holder_and_gives_up(cluster: Cluster, lease_namespace: str) -> None:
     a = elector(cluster, lease_namespace, "a", lease_seconds=3, renew_deadline=2, retry_period=0.2)
     assert a.try_acquire_or_renew()
-    lease = read_lease(cluster, lease_namespace)
-    lease["spec"]["holderIdentity"] = "usurper"
-    cluster.control_plane.api.request("PUT", f"/apis/coordination.k8s.io/v1/namespaces/{lease_namespace}/leases/"
-                                             f"{LEASE}", lease)
+    usurp(cluster, lease_namespace, "usurper")
     assert a.renew_until_lost(threading.Event())
     assert a.holder == "usurper"
 
@@ -451,9 +467,7 @@ def test_a_replica_stopped_cleanly_releases_the_lease_and_one_that_loses_it_exit
         # Leadership lost (the Lease taken from it): the replica exits at once, non-zero.
         wait_for(lambda: ((second.health() or {}).get("leaderElection") or {}).get("leader"), 120,
                  what="the new leader's kopf serving")
-        lease = read_lease(cluster, OPERATOR_NAMESPACE)
-        lease["spec"]["holderIdentity"] = "an-administrator"
-        cluster.control_plane.api.request("PUT", f"{LEASES}/{LEASE}", lease)
+        usurp(cluster, OPERATOR_NAMESPACE, "an-administrator")
         assert second.process is not None
         wait_for(lambda: second.process.poll() is not None, 30, what="the replica that lost the Lease to exit")
         assert second.process.returncode == 1
