@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import copy
 import dataclasses
 import datetime
@@ -33,7 +32,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -204,7 +203,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.deferred = {}  # task document URI -> deployments waiting for that Job's result
     memo.passing = {}  # a lock per deployment: its daemon's passes and the first one never overlap
     memo.first_passes = {}  # uids of the deployments whose first pass ran before their daemon, the latest kept
-    memo.context = contextvars.copy_context()  # kopf's (its Events go through it), for the first passes' tasks
+    memo.untold = {}  # the Events of first passes, which the daemon posts (kopf posts only from its own tasks)
     memo.new_deployments = NewDeployments(connect(), namespaces, functools.partial(_deployment_seen, memo),
                                           asyncio.get_running_loop())
     memo.new_deployments.start()
@@ -241,7 +240,7 @@ def _deployment_seen(memo: kopf.Memo, kind: str, body: dict[str, Any]) -> None:
         del memo.first_passes[next(iter(memo.first_passes))]
     memo.slots.join(deployment)  # owed a slot from its creation on
     memo.deciding.add(deployment)
-    asyncio.get_running_loop().create_task(_first_pass(memo, deployment, body), context=memo.context.copy())
+    asyncio.ensure_future(_first_pass(memo, deployment, body))
 
 
 class _DeploymentLogger(logging.LoggerAdapter[logging.Logger]):
@@ -254,7 +253,7 @@ class _DeploymentLogger(logging.LoggerAdapter[logging.Logger]):
 async def _first_pass(memo: kopf.Memo, deployment: Deployment, body: dict[str, Any]) -> None:
     logger = _DeploymentLogger(logging.getLogger(__name__), {"namespace": deployment[0], "name": deployment[1]})
     try:
-        decided = await _pass(memo, deployment, body, logger)
+        decided = await _pass(memo, deployment, body, logger, tell=False)
         metrics.RECONCILES.labels("store-unavailable" if decided.back_off else "ok").inc()
     except Exception:  # its daemon's passes go on from the facts
         memo.slots.leave(deployment)
@@ -262,7 +261,8 @@ async def _first_pass(memo: kopf.Memo, deployment: Deployment, body: dict[str, A
         logger.exception("the first pass failed; the next one retries")
 
 
-async def _pass(memo: kopf.Memo, deployment: Deployment, body: Mapping[str, Any], logger: Any) -> Decided:
+async def _pass(memo: kopf.Memo, deployment: Deployment, body: Mapping[str, Any], logger: Any, tell: bool = True
+                ) -> Decided:
     """One pass: read and decide in a turn, then carry it out. Never two at once for one deployment."""
     lock = memo.passing.setdefault(deployment, asyncio.Lock())
     async with lock:
@@ -270,7 +270,7 @@ async def _pass(memo: kopf.Memo, deployment: Deployment, body: Mapping[str, Any]
         try:
             async with memo.turns.turn(first=not _jobs(memo, deployment)):
                 decided = await reconcile(body, memo)
-            await carry_out(decided, body, memo, logger)
+            await carry_out(decided, body, memo, logger, tell)
         finally:
             memo.deciding.discard(deployment)
     return decided
@@ -279,6 +279,7 @@ async def _pass(memo: kopf.Memo, deployment: Deployment, body: Mapping[str, Any]
 def _forget(memo: kopf.Memo, deployment: Deployment, uid: str) -> None:
     """What the operator keeps of a deployment that is gone."""
     memo.passing.pop(deployment, None)
+    memo.untold.pop(deployment, None)
     memo.deciding.discard(deployment)
     memo.slots.forget(deployment)
     memo.statuses.pop(deployment, None)
@@ -402,6 +403,7 @@ async def pipeline(
                     metrics.RECONCILES.labels("error").inc()
                     logger.exception("reconcile failed; retrying")
                 next_pass = time.monotonic() + _retry_seconds(memo.config.resync_seconds, failed_passes)
+            _tell(memo.untold.pop(deployment, ()), body)
             status = memo.statuses.get(deployment)
             if status is not None and status.due() <= time.monotonic():
                 try:
@@ -463,9 +465,11 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> Decided:
                    spec, store, first=not observed.jobs)
 
 
-async def carry_out(decided: Decided, body: kopf.Body, memo: kopf.Memo, logger: Any) -> None:
-    """Create and delete the Jobs, tell the Events, and keep the status decided (the daemon writes it when it is
-    due). After the turn: the next pass reads and decides while this one waits on the API."""
+async def carry_out(decided: Decided, body: Mapping[str, Any], memo: kopf.Memo, logger: Any, tell: bool = True
+                    ) -> None:
+    """Create and delete the Jobs, tell the Events (or keep them for the daemon to), and keep the status decided
+    (the daemon writes it when it is due). After the turn: the next pass reads and decides while this one waits
+    on the API."""
     meta, decision = decided.meta, decided.decision
     deployment = (meta["namespace"], meta["name"])
     if decided.spec is not None and decided.store is not None:
@@ -476,7 +480,11 @@ async def carry_out(decided: Decided, body: kopf.Body, memo: kopf.Memo, logger: 
         status = memo.statuses[deployment] = Status(decision.status, decided.previous if decided.previous else None)
     if _changed(status.decided, decision.status):
         status.decided = decision.status
-    _report(decision, body)
+    if tell:
+        _tell(decision.events, body)
+    else:
+        memo.untold.setdefault(deployment, []).extend(decision.events)
+    _count_finished(decision)
     metrics.phase_changed(memo.phases.get(deployment), decision.status["phase"])
     memo.phases[deployment] = decision.status["phase"]
 
@@ -689,9 +697,12 @@ def _changed(previous: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
     )
 
 
-def _report(decision: Decision, body: kopf.Body) -> None:
-    for kind, reason, message in decision.events:
+def _tell(events: Iterable[tuple[str, str, str]], body: Mapping[str, Any]) -> None:
+    for kind, reason, message in events:
         kopf.event(body, type=kind, reason=reason, message=message)
+
+
+def _count_finished(decision: Decision) -> None:
     for stage, outcome, seconds in decision.finished:
         metrics.STAGES_FINISHED.labels(stage, outcome).inc()
         if seconds is not None:
