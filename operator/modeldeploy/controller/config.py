@@ -65,7 +65,9 @@ class OperatorConfig(_Config):
     max_jobs: int = Field(default=20, ge=1, description="Active Jobs across every ModelDeployment.")
     max_jobs_per_deployment: int = Field(default=4, ge=1)
     jobs: JobSettings = Field(default_factory=JobSettings)
-    kueue_queue: str | None = Field(default=None, description="Sets kueue.x-k8s.io/queue-name on every Job.")
+    kueue_queue: str | None = Field(
+        default=None, description="The Kueue LocalQueue of every Job (kueue.x-k8s.io/queue-name): Jobs are created "
+        "suspended and run when Kueue admits them (docs/kueue.md).")
     scheduler_name: str | None = Field(default=None, description="e.g. volcano")
     resync_seconds: float = Field(default=30.0, gt=0, description="Reconcile at least this often.")
     metrics_port: int | None = Field(default=9090, description="Prometheus metrics; none to disable.")
