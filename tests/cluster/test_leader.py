@@ -14,6 +14,8 @@ import base64
 import contextlib
 import datetime as dt
 import json
+import os
+import subprocess
 import tempfile
 import threading
 import time
@@ -32,7 +34,7 @@ from modeldeploy.manifest import fetch, read_manifest, tasks_with_objects
 from modeldeploy.planner import plan
 from modeldeploy.store import ChecksumMismatch, NotFound, StoreError, open_store
 from modeldeploy.validation import load_resource
-from scenarios import wait_for
+from scenarios import MODELDEPLOY, wait_for
 
 from cluster.chaos import ARTIFACTS, SOURCES, deployment, start_moto, stop_process
 from cluster.control_plane import ApiError, ControlPlane, Node
@@ -52,6 +54,7 @@ from cluster.operator_env import (
 ACCOUNT = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{SERVICE_ACCOUNT}"
 CREDENTIAL_ID = "authentication.kubernetes.io/credential-id"
 LEASE = "modeldeploy-operator"
+SERVICE_ACCOUNT_FILE = leader.SERVICE_ACCOUNT_NAMESPACE
 LEASES = f"/apis/coordination.k8s.io/v1/namespaces/{OPERATOR_NAMESPACE}/leases"
 DEPLOYMENTS = 3
 READY_SECONDS = 900
@@ -164,6 +167,32 @@ def usurp(cluster: Cluster, namespace: str, identity: str) -> None:
 
 def micro_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text)
+
+
+# --- the command line ----------------------------------------------------------------------------------------------
+
+def test_the_lease_namespace_comes_from_the_pod_or_the_flag(tmp_path: Path) -> None:
+    account = tmp_path / "namespace"
+    assert leader.default_namespace({"POD_NAMESPACE": "ops"}, account) == "ops"
+    assert leader.default_namespace({}, account) is None
+    account.write_text("from-the-token\n")
+    assert leader.default_namespace({}, account) == "from-the-token"
+    assert leader.default_namespace({"POD_NAMESPACE": "ops"}, account) == "ops"
+    first, second = leader.identity({"POD_NAME": "op-1"}), leader.identity({"POD_NAME": "op-1"})
+    assert first.startswith("op-1_") and second.startswith("op-1_") and first != second
+
+
+@pytest.mark.parametrize(("arguments", "named"), [
+    ([], "--leader-election-namespace"),
+    (["--leader-election-namespace=ops", "--leader-election-renew-deadline=20"], "--leader-election-renew-deadline"),
+])
+def test_bad_leader_election_settings_are_refused_by_name(arguments: list[str], named: str) -> None:
+    if SERVICE_ACCOUNT_FILE.exists():
+        pytest.fail(f"{SERVICE_ACCOUNT_FILE} exists here: the default namespace cannot be missing")
+    environment = {key: value for key, value in os.environ.items() if key not in ("POD_NAMESPACE", "POD_NAME")}
+    result = subprocess.run([str(MODELDEPLOY), "operator", "-A", "--leader-elect", *arguments], env=environment,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2 and named in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
 # --- the Lease, round by round ------------------------------------------------------------------------------------
@@ -446,27 +475,35 @@ def test_two_replicas_one_leads_and_the_other_takes_over_when_it_is_killed_mid_p
         assert [e for e in writes if stamp(e) >= killed_at and credential(e) == second_id], "the successor wrote nothing"
 
 
-def test_a_replica_stopped_cleanly_releases_the_lease_and_one_that_loses_it_exits(cluster: Cluster) -> None:
+def kopf_serving(replica: Replica) -> bool:
+    return bool(((replica.health() or {}).get("leaderElection") or {}).get("leader"))
+
+
+def test_replicas_stopped_cleanly_release_or_just_leave_and_one_that_loses_the_lease_exits(cluster: Cluster) -> None:
     env = cluster.environment
     workdir = cluster.workdir / "release"
     workdir.mkdir()
-    with running_replicas(env, workdir, 2, every_namespace=True) as (_, replicas):
+    with running_replicas(env, workdir, 3, every_namespace=True) as (_, replicas):
         first = wait_for(lambda: leading(cluster, replicas), 120, what="a replica to hold the Lease")
-        second = next(r for r in replicas if r is not first)
-        wait_for(second.health, 60, what="the follower's /healthz")
-        wait_for(lambda: ((first.health() or {}).get("leaderElection") or {}).get("leader"), 120,
-                 what="the leader's kopf serving")  # started: a stop then runs kopf's cleanup, then the release
+        for replica in replicas:
+            wait_for(replica.health, 60, what=f"{replica.log.stem}'s /healthz")
+        # started: a stop then runs kopf's cleanup, then the release
+        wait_for(lambda: kopf_serving(first), 120, what="the leader's kopf serving")
         first.stop()  # SIGTERM
         assert first.process is not None and first.process.returncode == 0
-        # right after it exited: released (no holder) or already the other's, never its own
+        # right after it exited: released (no holder) or already another's, never its own
         assert leading(cluster, replicas) is not first
-        wait_for(lambda: leading(cluster, replicas) is second, 60, what="the follower to take the released Lease")
-        log = first.log.read_text()
-        assert "released the Lease" in log
+        assert "released the Lease" in first.log.read_text()
+        second = wait_for(lambda: leading(cluster, replicas), 60, what="a follower to take the released Lease")
+        third = next(r for r in replicas if r not in (first, second))
+
+        # A follower stopped: it leaves at once and cleanly, having never started kopf.
+        third.stop()
+        assert third.process is not None and third.process.returncode == 0
+        assert "kopf" not in third.log.read_text()
 
         # Leadership lost (the Lease taken from it): the replica exits at once, non-zero.
-        wait_for(lambda: ((second.health() or {}).get("leaderElection") or {}).get("leader"), 120,
-                 what="the new leader's kopf serving")
+        wait_for(lambda: kopf_serving(second), 120, what="the new leader's kopf serving")
         usurp(cluster, OPERATOR_NAMESPACE, "an-administrator")
         assert second.process is not None
         wait_for(lambda: second.process.poll() is not None, 30, what="the replica that lost the Lease to exit")
