@@ -7,6 +7,9 @@ namespace: a Role) as they are, asks the TokenRequest API for a token of the ope
 ServiceAccount and writes a kubeconfig holding only that token, so the operator has exactly the
 permissions the project ships and a missing one shows as a refusal (`refusals`).
 
+`running_operator` runs one operator process for a test; `running_replicas` several (`Replica`, e.g. with
+--leader-elect), each with its own token of the ServiceAccount.
+
 The same works on the local control plane (tests/cluster/control_plane.py) and on an outside
 cluster (MODELDEPLOY_E2E_CLUSTER=1 with KUBECONFIG): the `environment` fixture
 (cluster/operator_fixtures.py) picks one.
