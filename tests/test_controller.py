@@ -420,13 +420,13 @@ def test_job_index_counts_active_jobs_and_forgets_deleted_ones_at_once() -> None
     index = JobIndex()
     index.put(owned("u1", job("k1", active=True)))
     index.put(owned("u2", job("k2", active=True)))
-    assert index.active == {("ns", "a"): {"k1", "k2"}}
+    assert index.active == {("ns", "a"): {"k1", "k2"}} and index.active_total == 2
     before = index.put(owned("u1", job("k1", succeeded=True)))
     assert before is not None and before.state.active
-    assert index.active == {("ns", "a"): {"k2"}}
+    assert index.active == {("ns", "a"): {"k2"}} and index.active_total == 1
     assert index.states(("ns", "a"))["k1"].succeeded
     index.remove(owned("u2", job("k2", active=True)))  # deleted while it ran: its slot is free
-    assert index.active == {}
+    assert index.active == {} and index.active_total == 0
     assert set(index.states(("ns", "a"))) == {"k1"}
     index.remove(owned("u1", job("k1", succeeded=True)))
     assert index.jobs == {} and index.states(("ns", "a")) == {}
@@ -437,9 +437,9 @@ def test_job_index_relisted_keeps_only_the_listed_jobs_of_that_namespace() -> No
     index.put(owned("u1", job("k1", active=True)))
     index.put(OwnedJob("u9", ("other", "b"), job("k9", active=True), None))
     index.replace("ns", [owned("u3", job("k3", active=True), deployment="c")])
-    assert index.active == {("ns", "c"): {"k3"}, ("other", "b"): {"k9"}}
+    assert index.active == {("ns", "c"): {"k3"}, ("other", "b"): {"k9"}} and index.active_total == 2
     index.replace(None, [])
-    assert index.jobs == {} and index.active == {}
+    assert index.jobs == {} and index.active == {} and index.active_total == 0
 
 
 def test_turns_let_a_limited_number_of_passes_run_first_passes_first_and_pass_on_cancelled_turns() -> None:
