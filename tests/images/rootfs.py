@@ -28,6 +28,10 @@ mount -t tmpfs -o mode=1777,size=2g tmpfs "$root/tmp"
 mount -t proc proc "$root/proc"
 mount --rbind /dev "$root/dev"
 while [ "$binds" -gt 0 ]; do
+  case $(realpath -m "$root$2") in
+    "$root"/*) ;;
+    *) echo "bind target $2 leaves the image's root (a symlink to an absolute path on the way)" >&2; exit 125 ;;
+  esac
   mkdir -p "$root$2"
   mount --bind "$1" "$root$2"
   if [ "$3" = ro ]; then mount -o remount,bind,ro "$root$2"; fi

@@ -34,6 +34,7 @@ from images.rootfs import Bind, Rootfs, image_config, unpacked
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
+CRD = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
 STORE = "/store"  # where the file store is mounted in the job container
 JOB_ENVIRONMENT = {"HOME": "/tmp", "TMPDIR": "/tmp"}  # what the operator's Jobs set (controller/jobs.py)
 
@@ -100,8 +101,16 @@ def test_the_image_runs_as_a_numeric_non_root_user_with_oci_labels(image: str, b
     assert labels["org.opencontainers.image.revision"] and labels["org.opencontainers.image.created"]
 
 
+@pytest.fixture(scope="module")
+def control_plane() -> Iterator[ControlPlane]:
+    """The local control plane of tests/cluster (built if missing), the project's CRD installed."""
+    with ControlPlane() as cp:
+        cp.apply_crd(CRD)
+        yield cp
+
+
 def test_the_operator_image_serves_healthz_on_a_read_only_root(operator_root: Rootfs, control_plane: ControlPlane,
-                                                                crd: str, tmp_path: Path) -> None:
+                                                                tmp_path: Path) -> None:
     kube = Kube(control_plane.binary("kubectl"), control_plane.kubeconfig, "default")
     secrets = tmp_path / "secrets"
     secrets.mkdir()
@@ -114,8 +123,8 @@ def test_the_operator_image_serves_healthz_on_a_read_only_root(operator_root: Ro
     log = tmp_path / "operator.log"
     with log.open("wb") as handle:
         process = subprocess.Popen(
-            operator_root.command(command, binds=[Bind(secrets, "/var/run/modeldeploy")],
-                                  env={"KUBECONFIG": "/var/run/modeldeploy/kubeconfig",
+            operator_root.command(command, binds=[Bind(secrets, "/etc/modeldeploy")],
+                                  env={"KUBECONFIG": "/etc/modeldeploy/kubeconfig",
                                        "MODELDEPLOY_METRICS_PORT": str(metrics_port)}),
             stdout=handle, stderr=subprocess.STDOUT)
     try:
