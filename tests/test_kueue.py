@@ -63,3 +63,38 @@ def test_an_admitted_job_is_not_queued() -> None:
 def test_a_job_suspended_outside_any_queue_says_nothing_here_resumes_it() -> None:
     message = queued(suspended_job())
     assert message == "suspended (spec.suspend) and in no Kueue queue: nothing in modeldeploy resumes it"
+
+
+def test_a_queued_job_leaves_its_stage_pending_until_kueue_admits_it() -> None:
+    from modeldeploy.controller.reconcile import Observed, decide, job_state
+
+    meta = {"name": "cases", "namespace": "team-a", "uid": "uid-1234", "generation": 3}
+    now = "2026-12-07T20:00:00Z"
+    result = plan(load_resource(base()).spec)
+    created = decide(meta, result, Observed({}, {}, {}), 4, now, {})
+    convert = next(task for task in created.create if task.kind == "convert")
+    body = convert_job(load({"MODELDEPLOY_KUEUE_QUEUE": "conversions"}))
+    waiting = job_state(body)
+    assert waiting is not None and waiting.active and waiting.queued
+
+    queued_decision = decide(meta, result, Observed({convert.key: waiting}, {}, {}), 4, now, created.status)
+    stage = next(stage for stage in queued_decision.status["stages"] if stage["key"] == convert.key)
+    assert (stage["phase"], stage["job"]) == ("Pending", body["metadata"]["name"])
+    assert stage["message"].startswith("queued in Kueue LocalQueue team-a/conversions: waiting for admission")
+    assert convert not in queued_decision.create  # its Job exists: waiting for admission is no reason for another
+    conditions = {c["type"]: c for c in queued_decision.status["conditions"]}
+    assert "convert queued in Kueue LocalQueue team-a/conversions" in conditions["Reconciling"]["message"]
+    assert "waits for a node" not in conditions["Reconciling"]["message"]
+    assert conditions["Stalled"]["status"] == "False"
+    assert ("Normal", "Queued", f"convert: {stage['message']}") in queued_decision.events
+    assert not [event for event in queued_decision.events if event[1] == "Unschedulable"]
+    again = decide(meta, result, Observed({convert.key: waiting}, {}, {}), 4, now, queued_decision.status)
+    assert not [event for event in again.events if event[1] == "Queued"]  # told once
+
+    body["spec"]["suspend"] = False  # Kueue admitted it
+    body["status"] = {"startTime": now, "active": 1}
+    admitted = job_state(body)
+    assert admitted is not None and admitted.queued is None
+    running = decide(meta, result, Observed({convert.key: admitted}, {}, {}), 4, now, queued_decision.status)
+    stage = next(stage for stage in running.status["stages"] if stage["key"] == convert.key)
+    assert (stage["phase"], stage["message"]) == ("Running", None)

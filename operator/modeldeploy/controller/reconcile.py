@@ -4,8 +4,8 @@ Pure functions; `handlers` does the reading and writing. A task is Succeeded whe
 is in the store (whatever happened to its Job), Running while its Job is active, Failed when its
 Job failed, Blocked when an input failed, and Pending otherwise: before its Job exists, or while
 the scheduler finds no node for its Job's pod (the stage's message then says why, as the pod's
-PodScheduled condition does). Nothing here remembers anything
-between calls: the same inputs always give the same decision.
+PodScheduled condition does) or while its Job is suspended, waiting in a Kueue queue (queueing.py).
+Nothing here remembers anything between calls: the same inputs always give the same decision.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from modeldeploy.controller.jobs import ANNOTATION_GENERATION, job_name, task_key_of
+from modeldeploy.controller.queueing import queued
 from modeldeploy.manifest import Failure, Manifest
 from modeldeploy.planner import Plan, Task
 from modeldeploy.spec import Accuracy, Figures, Performance, expected_figures
@@ -40,6 +41,7 @@ class JobState:
     message: str | None
     attempts: int = 0  # the Job's pods that ran or run: more than one when a retriable failure was retried
     unschedulable: str | None = None  # why the scheduler places no pod of the active Job, e.g. no free device
+    queued: str | None = None  # why the active Job does not run: suspended, waiting for Kueue (queueing.py)
 
 
 def job_state(job: Mapping[str, Any]) -> JobState | None:
@@ -51,10 +53,11 @@ def job_state(job: Mapping[str, Any]) -> JobState | None:
     conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
     failed = conditions.get("Failed")
     annotations = job.get("metadata", {}).get("annotations") or {}
+    active = not ({"Complete", "Failed"} & conditions.keys())
     return JobState(
         name=job["metadata"]["name"],
         key=key,
-        active=not ({"Complete", "Failed"} & conditions.keys()),
+        active=active,
         succeeded="Complete" in conditions,
         failed=failed is not None,
         generation=int(annotations.get(ANNOTATION_GENERATION, 0)),
@@ -63,6 +66,7 @@ def job_state(job: Mapping[str, Any]) -> JobState | None:
         reason=failed.get("reason") if failed else None,
         message=failed.get("message") if failed else None,
         attempts=sum(int(status.get(count) or 0) for count in ("active", "succeeded", "failed")),
+        queued=queued(job) if active else None,
     )
 
 
@@ -95,6 +99,7 @@ class _Stage:
     completion_time: str | None = None
     message: str | None = None
     attempts: int = 0
+    queued: bool = False  # Pending because its Job is suspended (in a Kueue queue), not for want of a node
 
 
 def decide(
@@ -199,6 +204,9 @@ def _stage(task: Task, job: JobState | None, observed: Observed) -> _Stage:
                       timestamp(manifest.finished_at), attempts=job.attempts if job else 0)
     if job is None:
         return _Stage(task, "Pending")
+    if job.active and job.queued:
+        return _Stage(task, "Pending", job.name, job.start_time, message=_clip(job.queued), attempts=job.attempts,
+                      queued=True)
     if job.active and job.unschedulable:
         return _Stage(task, "Pending", job.name, job.start_time, message=_clip(job.unschedulable),
                       attempts=job.attempts)
@@ -244,7 +252,8 @@ def _conditions(
     progress = f"{done}/{len(stages)} tasks done"
     unplaced = [stage for stage in stages.values() if stage.phase == "Pending" and stage.job]
     if unplaced:
-        progress = _clip(f"{progress}; {unplaced[0].task.name} waits for a node: {unplaced[0].message}"
+        why = unplaced[0].message if unplaced[0].queued else f"waits for a node: {unplaced[0].message}"
+        progress = _clip(f"{progress}; {unplaced[0].task.name} {why}"
                          + (f" (and {len(unplaced) - 1} more)" if len(unplaced) > 1 else ""))
     if phase == "Succeeded":
         ready = ("True", "Succeeded", f"{len(plan.cells)} cells measured; {_best_summary(observed.report) or 'no cell passed the gate'}")
@@ -342,10 +351,13 @@ def _best_summary(report: Mapping[str, Any] | None) -> str | None:
 
 
 def _events(stages: Mapping[str, _Stage], previous: Mapping[str, Any], phase: str) -> list[tuple[str, str, str]]:
-    """What to tell in Events: a stage kind (convert, compile, evaluate, ...) that starts Jobs after none ran, and
-    one whose tasks have all succeeded; every stage that failed or waits for a node; the deployment's success.
+    """What to tell in Events: a stage kind (convert, compile, evaluate, ...) that starts Jobs after none ran, one
+    whose Jobs wait in a Kueue queue after none waited, and one whose tasks have all succeeded; every stage that
+    failed or waits for a node; the deployment's success.
     Normal Events go by stage kind, not by task: one per task would be two API writes per Job."""
     before = {stage.get("key"): stage.get("phase") for stage in previous.get("stages") or []}
+    waited = {stage.get("key") for stage in previous.get("stages") or []
+              if stage.get("phase") == "Pending" and stage.get("job")}
     events = []
     by_kind: dict[str, list[_Stage]] = {}
     for stage in stages.values():
@@ -356,6 +368,10 @@ def _events(stages: Mapping[str, _Stage], previous: Mapping[str, Any], phase: st
         if started and not any(before.get(stage.task.key) == "Running" for stage in of_kind):
             more = f" and {len(started) - 1} more" if len(started) > 1 else ""
             events.append(("Normal", "StageStarted", f"{started[0].task.name}: Job {started[0].job}{more}"))
+        queued = [stage for stage in of_kind if stage.queued and stage.task.key not in waited]
+        if queued and not any(stage.task.key in waited for stage in of_kind):
+            more = f" (and {len(queued) - 1} more)" if len(queued) > 1 else ""
+            events.append(("Normal", "Queued", _clip(f"{queued[0].task.name}: {queued[0].message}{more}")))
         if (all(stage.phase == "Succeeded" for stage in of_kind)
                 and any(stage.task.key in before and before[stage.task.key] != "Succeeded" for stage in of_kind)):
             events.append(("Normal", "StageSucceeded", f"{kind}: {len(of_kind)} succeeded"))
@@ -364,7 +380,7 @@ def _events(stages: Mapping[str, _Stage], previous: Mapping[str, Any], phase: st
             continue
         if stage.phase == "Failed":
             events.append(("Warning", "StageFailed", _clip(f"{stage.task.name}: {stage.message}")))
-        elif stage.phase == "Pending" and stage.job:
+        elif stage.phase == "Pending" and stage.job and not stage.queued:
             events.append(("Warning", "Unschedulable", _clip(f"{stage.task.name}: {stage.message}")))
     if phase == "Succeeded" and previous.get("phase") != "Succeeded":
         events.append(("Normal", "Succeeded", "every cell is measured and the report is written"))
