@@ -32,7 +32,8 @@ T = TypeVar("T")
 
 
 def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.2, what: str = "") -> T:
-    """Poll until `condition()` returns something truthy, and return it."""
+    """Poll until `condition()` returns something truthy, and return it. Events are waited for too: the operator
+    posts them in the background, so one may land after the status that reports the same change."""
     deadline = time.monotonic() + timeout
     while not (result := condition()):
         if time.monotonic() > deadline:
@@ -175,9 +176,8 @@ def a_store_that_cannot_be_used_stalls_with_the_reason_until_it_can(server: Clus
     assert f"the Secret {server.namespace}/not-yet with its credentials cannot be read (404" in no_secret["message"]
     no_bucket = condition(wait_for(lambda: stalled_on_the_store("no-bucket"), 60, what="Stalled"), "Stalled")
     assert no_bucket["message"].startswith("s3://no-such-bucket/x: the server answered 404 NoSuchBucket")
-    events = server.list("events", server.namespace)
-    assert any(event.get("reason") == "StoreUnavailable" and event["involvedObject"]["name"] == "no-secret"
-               for event in events)
+    wait_for(lambda: any(event.get("reason") == "StoreUnavailable" and event["involvedObject"]["name"] == "no-secret"
+                         for event in server.list("events", server.namespace)), 30, what="the StoreUnavailable Event")
     assert jobs_of(server, "no-secret") == [] and jobs_of(server, "no-bucket") == []
 
     credentials = server.get("secrets", server.namespace, "s3-credentials")
@@ -206,8 +206,8 @@ def the_quickstart_reaches_ready_with_results_in_status_and_the_report_in_s3(ser
     assert len(jobs) == len({job["metadata"]["name"] for job in jobs}) == len(status["stages"])
     table = server.kubectl("get", "mdep", "quickstart").stdout
     assert "Succeeded" in table and "2/2" in table and "openvino: " in table and "onnxruntime: " in table
-    reasons = {event.get("reason") for event in server.list("events", server.namespace)}
-    assert {"StageStarted", "StageSucceeded", "Succeeded"} <= reasons
+    wait_for(lambda: {"StageStarted", "StageSucceeded", "Succeeded"} <= {
+        event.get("reason") for event in server.list("events", server.namespace)}, 30, what="the deployment's Events")
     metrics = operator.metrics()
     assert 'modeldeploy_jobs_created_total{stage="evaluate"} 13.0' in metrics
     assert 'modeldeploy_deployments{phase="Succeeded"} 1.0' in metrics

@@ -227,9 +227,8 @@ def test_with_no_free_device_the_stage_waits_pending_and_the_status_says_why(clu
         assert condition(body, "Stalled")["status"] == "False"
         pod = pods_of(kube, stage["job"])[0]
         assert pod["status"]["phase"] == "Pending" and not pod["spec"].get("nodeName")
-        events = kube.list("events", kube.namespace)
-        assert any(event.get("reason") == "Unschedulable" and event["involvedObject"]["name"] == "no-free-npu"
-                   for event in events)
+        wait_for(lambda: any(event.get("reason") == "Unschedulable" and event["involvedObject"]["name"] == "no-free-npu"
+                             for event in kube.list("events", kube.namespace)), 30, what="the Unschedulable Event")
     finally:
         kube.kubectl("delete", "pod", "holds-the-npus", "--wait=false")
     body = wait_for(lambda: ready(kube, "no-free-npu"), READY_SECONDS, interval=1, what="no-free-npu Ready")
