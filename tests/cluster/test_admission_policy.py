@@ -161,7 +161,9 @@ def example_cases() -> list[Case]:
     for path in sorted(EXAMPLES.rglob("*.yaml")):
         for index, document in enumerate(load_documents(path)):
             if isinstance(document, dict) and document.get("kind") == "ModelDeployment":
-                cases.append(Case(f"example {path.relative_to(EXAMPLES)}#{index}", document))
+                # created in the test's namespace: an example may name its own (examples/gitops does)
+                metadata = {key: value for key, value in document["metadata"].items() if key != "namespace"}
+                cases.append(Case(f"example {path.relative_to(EXAMPLES)}#{index}", {**document, "metadata": metadata}))
     return cases
 
 
