@@ -24,10 +24,10 @@ EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_INTERRUPTED = 130
 DEFAULT_STORE = ".modeldeploy/store"
+LEASE_NAME = "modeldeploy-operator"  # --leader-election-id, the Lease examples/cluster/rbac*.yaml grant
 # Loggers that write HTTP traffic at DEBUG: the bodies of answers (kubernetes.client.rest, a Secret's values
 # among them) and signed requests (botocore: the access key id, the session token). Whatever the operator's
 # level, they stay at INFO.
-LEASE_NAME = "modeldeploy-operator"  # --leader-election-id, the Lease examples/cluster/rbac*.yaml grant
 WIRE_LOGGERS = ("kubernetes", "urllib3", "botocore", "boto3", "s3transfer")
 
 
