@@ -351,7 +351,7 @@ def share(name: str, wanted: int, free: int, waiting: list[str], running: tuple[
     """What the deployment is granted, and the waiting deployments after, in the order slots go to them."""
     queue = slots(free, waiting, running)
     granted = queue.share(("ns", name), wanted)
-    return granted, [deployment for _, deployment in queue.waiting()]
+    return granted, [deployment for _, deployment in queue.serving()]
 
 
 def test_slots_go_first_to_the_deployments_that_waited_for_them() -> None:
@@ -374,7 +374,7 @@ def test_slots_go_to_deployments_with_no_job_running_before_busy_ones() -> None:
     assert share("newer", wanted=2, free=1, waiting=["busy"], running=running) == (1, ["newer", "busy"])
     assert share("also-busy", wanted=1, free=1, waiting=["busy"], running=running) == (0, ["busy", "also-busy"])
     queue = slots(0, ["busy", "a", "also-busy", "b"], running)
-    assert [name for _, name in queue.waiting()] == ["a", "b", "busy", "also-busy"]
+    assert [name for _, name in queue.serving()] == ["a", "b", "busy", "also-busy"]
 
 
 def test_a_waiting_deployment_moves_between_idle_and_busy_at_its_place_as_its_jobs_start_and_end() -> None:
@@ -382,16 +382,16 @@ def test_a_waiting_deployment_moves_between_idle_and_busy_at_its_place_as_its_jo
     assert queue.free() == 2
     queue.launch(("ns", "a"), job("k1", active=True))  # being created: counted, and a is busy now
     assert queue.free() == 1 and queue.running(("ns", "a")) == 1
-    assert [name for _, name in queue.waiting()] == ["b", "c", "a"]
+    assert [name for _, name in queue.serving()] == ["b", "c", "a"]
     queue.jobs.put(owned("u1", job("k1", active=True)))  # the index shows it: counted there, not twice
     queue.launched(("ns", "a"), "k1")
     assert queue.free() == 1 and queue.launching == {}
     queue.jobs.put(owned("u1", job("k1", succeeded=True)))  # its only Job ended: back before the later ones
     queue.recount(("ns", "a"))
-    assert queue.free() == 2 and [name for _, name in queue.waiting()] == ["a", "b", "c"]
+    assert queue.free() == 2 and [name for _, name in queue.serving()] == ["a", "b", "c"]
     queue.launch(("ns", "b"), job("k2", active=True))
     queue.forget(("ns", "b"))  # deleted: neither waiting nor holding the slot of a Job it never created
-    assert queue.free() == 2 and [name for _, name in queue.waiting()] == ["a", "c"]
+    assert queue.free() == 2 and [name for _, name in queue.serving()] == ["a", "c"]
 
 
 def test_a_status_is_written_at_once_when_its_phase_or_conditions_change_else_at_most_every_few_seconds() -> None:

@@ -41,11 +41,8 @@ class Slots:
     def free(self) -> int:
         return self.max_jobs - self.jobs.active_total - self._launching_total
 
-    def waiting(self) -> list[Deployment]:
-        """The waiting deployments in the order free slots go to them."""
-        return list(self.serving())
-
     def serving(self) -> Iterator[Deployment]:
+        """The waiting deployments in the order free slots go to them."""
         for _, deployment in itertools.chain(self._idle, self._busy):
             yield deployment
 
