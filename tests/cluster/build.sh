@@ -71,19 +71,9 @@ fi
 command -v go >/dev/null || die "go is not on PATH; the control plane is built from source with Go"
 
 mkdir -p "$ROOT"
-# One builder per version at a time (mkdir is atomic); a lock left by a dead builder is taken over.
-LOCK=$ROOT/.lock
-while ! mkdir "$LOCK" 2>/dev/null; do
-  holder=$(cat "$LOCK/pid" 2>/dev/null || true)
-  if [[ -n $holder ]] && ! kill -0 "$holder" 2>/dev/null; then
-    log "removing stale lock of dead builder $holder"
-    rm -rf "$LOCK"
-    continue
-  fi
-  log "another build (pid ${holder:-?}) holds $LOCK; waiting"
-  sleep 10
-done
-echo $$ >"$LOCK/pid"
+# One builder per version at a time.
+. "$(dirname "${BASH_SOURCE[0]}")/build-lock.sh"
+take_build_lock "$ROOT"
 STAGE=$ROOT/stage.$$
 trap 'rm -rf "$LOCK" "$STAGE"' EXIT
 
