@@ -4,7 +4,9 @@ With `kueueQueue` set, every Job is created with `spec.suspend: true` and the
 `kueue.x-k8s.io/queue-name` label (jobs.py). Kueue admits it by setting `suspend` to false when its
 ClusterQueue has quota for it, and may suspend it again to evict it (preemption). The operator
 never changes `suspend`: until Kueue lets the Job run, its stage is Pending with the message of
-`queued`, as a stage whose pod no node takes is Pending with the scheduler's reason.
+`queued`, as a stage whose pod no node takes is Pending with the scheduler's reason. While every active Job of a
+deployment waits so, its Reconciling (still True) and Ready conditions have the reason `Queued` (reconcile.py), which
+Argo CD's health check shows as Suspended.
 """
 
 from __future__ import annotations

@@ -250,6 +250,7 @@ def _conditions(
     failed = [stage for stage in stages.values() if stage.phase == "Failed"]
     done = sum(stage.phase == "Succeeded" for stage in stages.values())
     progress = f"{done}/{len(stages)} tasks done"
+    queued = _all_queued(stages)
     unplaced = [stage for stage in stages.values() if stage.phase == "Pending" and stage.job]
     if unplaced:
         why = unplaced[0].message if unplaced[0].queued else f"waits for a node: {unplaced[0].message}"
@@ -260,16 +261,24 @@ def _conditions(
     elif phase == "Failed":
         ready = ("False", "StageFailed", progress)
     else:
-        ready = ("False", "Reconciling", progress)
+        ready = ("False", "Queued" if queued else "Reconciling", progress)
     stalled = (
         ("True", "StageFailed", _clip(f"{failed[0].task.name}: {failed[0].message}"
                                       + (f" (and {len(failed) - 1} more failed)" if len(failed) > 1 else "")))
         if failed else ("False", "NoFailures", "no stage failed")
     )
-    reconciling = ("True", "Running", progress) if phase in ("Pending", "Running") else ("False", phase, progress)
+    reconciling = (("True", "Queued" if queued else "Running", progress) if phase in ("Pending", "Running")
+                   else ("False", phase, progress))
     return _merge_conditions(previous, generation, now, [
         ("Ready", *ready), ("Reconciling", *reconciling), ("Stalled", *stalled),
     ])
+
+
+def _all_queued(stages: Mapping[str, _Stage]) -> bool:
+    """Whether the deployment waits for Kueue alone: it has active Jobs and every one is suspended in a queue, so none
+    runs a pod or waits for a node (Reconciling's reason Queued, which Argo CD's health check shows as Suspended)."""
+    active = [stage for stage in stages.values() if stage.job and stage.phase in ("Pending", "Running")]
+    return bool(active) and all(stage.queued for stage in active)
 
 
 def _merge_conditions(
