@@ -102,6 +102,13 @@ class Operator:
         return urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
 
 
+def _gauge(metrics: str, series: str) -> float | None:
+    for line in metrics.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return None
+
+
 def deployment(server: Cluster, name: str) -> dict[str, Any]:
     found = server.get("modeldeployments.modeldeploy.io", server.namespace, name)
     assert found is not None
@@ -210,7 +217,10 @@ def the_quickstart_reaches_ready_with_results_in_status_and_the_report_in_s3(ser
         event.get("reason") for event in server.list("events", server.namespace)}, 30, what="the deployment's Events")
     metrics = operator.metrics()
     assert 'modeldeploy_jobs_created_total{stage="evaluate"} 13.0' in metrics
-    assert 'modeldeploy_deployments{phase="Succeeded"} 1.0' in metrics
+    # the operator watches every namespace, where other tests' deployments may still be, Succeeded too
+    wait_for(lambda: _gauge(operator.metrics(), 'modeldeploy_deployments{phase="Succeeded"}') == sum(
+        found.get("status", {}).get("phase") == "Succeeded" for found in server.list("modeldeployments.modeldeploy.io")
+    ), 30, what="the Succeeded gauge to count the Succeeded deployments")
 
 
 def adding_a_batch_size_runs_only_the_new_cells(server: Cluster, operator: Operator, s3: Any) -> None:
