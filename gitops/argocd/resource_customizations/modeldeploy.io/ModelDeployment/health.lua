@@ -64,6 +64,14 @@ if holds("Ready") then
   return hs
 end
 
+-- Queued: every Job the deployment has is suspended in a Kueue queue, waiting for admission (an
+-- external event): nothing runs, and nothing is wrong.
+if holds("Reconciling") and conditions["Reconciling"].reason == "Queued" then
+  hs.status = "Suspended"
+  hs.message = conditions["Reconciling"].message or ""
+  return hs
+end
+
 hs.status = "Progressing"
 if holds("Reconciling") then
   hs.message = conditions["Reconciling"].message or ""
