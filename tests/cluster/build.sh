@@ -14,7 +14,8 @@
 #   KUBE_VERSION       Kubernetes release to build (default below)
 #   ETCD_VERSION       etcd release (default: kubeadm's DefaultEtcdVersion of that release)
 #   MODELDEPLOY_CACHE  cache root (default $HOME/.cache/modeldeploy)
-#   GOMODCACHE/GOCACHE honoured when set; otherwise kept under the cache root (go/mod, go/build)
+#   GOMODCACHE/GOCACHE honoured when set (and kept); otherwise private to this build ($ROOT/go) and deleted
+#                      once the binaries are in place: they need neither, and the two hold several GiB
 # Prints the bin directory on stdout; progress goes to stderr.
 set -euo pipefail
 shopt -s inherit_errexit # a failure inside $(...) stops the script too
@@ -85,8 +86,9 @@ if cache_is_complete; then
 fi
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOWORK=off GOFLAGS=-buildvcs=false
-export GOMODCACHE=${GOMODCACHE:-$CACHE/go/mod}
-export GOCACHE=${GOCACHE:-$CACHE/go/build}
+PRIVATE_GO=()
+[[ -n ${GOMODCACHE:-} ]] || { export GOMODCACHE=$ROOT/go/mod; PRIVATE_GO+=(-modcache); }
+[[ -n ${GOCACHE:-} ]] || { export GOCACHE=$ROOT/go/build; PRIVATE_GO+=(-cache); }
 log "$(go version); GOMODCACHE=$GOMODCACHE GOCACHE=$GOCACHE"
 
 START=$SECONDS
@@ -185,4 +187,7 @@ for b in "${KUBE_CMDS[@]}" etcd; do mv -f "$STAGE/$b" "$BIN/$b"; done
 log "done in $((SECONDS - START))s: ${times[*]}"
 log "sizes: $(cd "$BIN" && du -sh -- * | tr '\t\n' ': ')"
 log "GOMODCACHE $(du -sh "$GOMODCACHE" | cut -f1), GOCACHE $(du -sh "$GOCACHE" | cut -f1)"
+if ((${#PRIVATE_GO[@]})); then
+  go clean "${PRIVATE_GO[@]}" && rm -rf "$ROOT/go" && log "removed this build's Go caches ($ROOT/go)"
+fi
 echo "$BIN"

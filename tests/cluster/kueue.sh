@@ -13,7 +13,8 @@
 # Environment:
 #   KUEUE_VERSION      release to build (default below)
 #   MODELDEPLOY_CACHE  cache root (default $HOME/.cache/modeldeploy)
-#   GOMODCACHE/GOCACHE honoured when set; otherwise the cache root's go/mod and go/build (shared with build.sh)
+#   GOMODCACHE/GOCACHE honoured when set (and kept); otherwise private to this build ($ROOT/go) and deleted
+#                      once the binary is in place
 # Prints the release directory on stdout; progress goes to stderr.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -40,8 +41,9 @@ cache_is_complete() {
 
 command -v go >/dev/null || die "go is not on PATH; Kueue is built from source with Go"
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOWORK=off GOFLAGS=-buildvcs=false
-export GOMODCACHE=${GOMODCACHE:-$CACHE/go/mod}
-export GOCACHE=${GOCACHE:-$CACHE/go/build}
+PRIVATE_GO=()
+[[ -n ${GOMODCACHE:-} ]] || { export GOMODCACHE=$ROOT/go/mod; PRIVATE_GO+=(-modcache); }
+[[ -n ${GOCACHE:-} ]] || { export GOCACHE=$ROOT/go/build; PRIVATE_GO+=(-cache); }
 
 if cache_is_complete; then
   log "cache hit: $ROOT"
@@ -104,4 +106,7 @@ mv "$STAGE/crd" "$ROOT/crd"
   echo "BUILD_SECONDS=$BUILD"
 } >"$INFO"
 log "done in $((SECONDS - START))s (resolve ${RESOLVE}s, build ${BUILD}s); bin/kueue $(du -h "$ROOT/bin/kueue" | cut -f1)"
+if ((${#PRIVATE_GO[@]})); then
+  go clean "${PRIVATE_GO[@]}" && rm -rf "$ROOT/go" && log "removed this build's Go caches ($ROOT/go)"
+fi
 echo "$ROOT"
