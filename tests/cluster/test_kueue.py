@@ -6,6 +6,10 @@ the operator runs with MODELDEPLOY_KUEUE_QUEUE naming it. The quickstart-sized d
 tasks, several ready at once) must: have every Job created suspended with the queue label; show a waiting stage as
 queued in that LocalQueue; have Kueue admit the Jobs one at a time; become Ready; and at no point have the operator
 write to a Job after creating it (so it never set spec.suspend to false: only Kueue did).
+
+A deployment in a LocalQueue whose ClusterQueue has no quota waits there for good: the object the operator writes
+then is the GitOps testdata `queued` (cluster/gitops_testdata.py), Reconciling with the reason Queued, Suspended for
+Argo CD's health check and InProgress for kstatus.
 """
 
 from __future__ import annotations
@@ -22,6 +26,14 @@ import pytest
 
 from cluster.chaos import ARTIFACTS, SOURCES, deployment, start_moto, stop_process
 from cluster.control_plane import ApiError, ControlPlane, Node, wait_for
+from cluster.gitops_testdata import (
+    QUEUED_IN_KUEUE,
+    as_captured,
+    check_with_go,
+    compare_with_committed,
+    observed,
+    reason,
+)
 from cluster.kubelet import Kubelet
 from cluster.kueue import USER as KUEUE_USER
 from cluster.kueue import Kueue, audit_events
@@ -29,6 +41,7 @@ from cluster.operator_env import EXAMPLES, OPERATOR_NAMESPACE, SERVICE_ACCOUNT, 
 
 QUEUE = "conversions"
 QUOTA = {"cpu": "1", "memory": "2Gi"}  # the operator's default requests of one stage Job
+NO_QUOTA = {"cpu": "0", "memory": "0"}
 LABEL_QUEUE = "kueue.x-k8s.io/queue-name"
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{SERVICE_ACCOUNT}"
 READY_SECONDS = 900
@@ -214,3 +227,29 @@ def test_kueue_admits_the_operators_suspended_jobs_one_at_a_time_and_the_deploym
                    and ((e.get("requestObject") or {}).get("spec") or {}).get("suspend") is False]
     assert {e["user"]["username"] for e in unsuspended} == {KUEUE_USER}
     assert {e["objectRef"]["name"] for e in unsuspended} == set(jobs)
+
+
+def test_a_deployment_whose_jobs_all_wait_in_kueue_is_queued_and_suspended_for_argo_cd(
+        cluster: Cluster, tmp_path: Path) -> None:
+    with running_operator(cluster.environment, tmp_path, every_namespace=True,
+                          MODELDEPLOY_KUEUE_QUEUE=QUEUE) as (kube, _operator):
+        namespace = kube.namespace
+        cluster.kueue.queue(namespace, QUEUE, NO_QUOTA)
+        body = deployment(1, f"s3://{ARTIFACTS}/kueue-queued")
+        body["metadata"]["name"] = "queued"
+        cluster.cp.api.create(f"/apis/modeldeploy.io/v1alpha1/namespaces/{namespace}/modeldeployments", body)
+
+        def queued() -> dict[str, Any] | None:
+            found = kube.get("mdep", namespace, "queued")
+            return found if found and observed(found) and reason(found, "Reconciling") == "Queued" else None
+
+        captured = as_captured(wait_for("the deployment queued", queued, timeout=READY_SECONDS, interval=0.5))
+
+    conditions = {c["type"]: c for c in captured["status"]["conditions"]}
+    assert conditions["Reconciling"]["status"] == "True" and conditions["Stalled"]["status"] == "False"
+    assert f"convert {QUEUED_IN_KUEUE}LocalQueue {namespace}/{QUEUE}" in conditions["Reconciling"]["message"]
+    waiting = [stage for stage in captured["status"]["stages"] if stage.get("job")]
+    assert waiting and all(stage["phase"] == "Pending" and stage["message"].startswith(QUEUED_IN_KUEUE)
+                           for stage in waiting), waiting
+    compare_with_committed({"queued": captured})
+    check_with_go({"queued": captured}, tmp_path / "gitops")
