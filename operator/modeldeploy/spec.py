@@ -1124,8 +1124,9 @@ class ModelDeploymentStatus(StatusModel):
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-        description="Ready (every cell measured and the report written), Reconciling (stages running) and Stalled "
-        "(an invalid spec, or an unreachable artifact store).",
+        description="Ready (every cell measured and the report written), Reconciling (stages running or waiting; "
+        "the reason Queued while every Job waits in a Kueue queue) and Stalled (an invalid spec, an unreachable "
+        "artifact store, or a failed stage).",
     )
     stages: list[StageStatus] = Field(default_factory=list, description="Every task of the pipeline and its Job.")
     results: list[CellResult] = Field(
