@@ -361,11 +361,12 @@ def test_new_deployments_are_told_on_creation_and_deletion_not_on_status_writes(
     before = {**base(), "metadata": {"name": "before"}}
     custom.create_namespaced_custom_object(group, version, namespace, plural, before)
 
-    async def follow() -> list[tuple[str, str, bool]]:
-        seen: list[tuple[str, str, bool]] = []
+    async def follow() -> list[tuple[str, str, bool, str | None]]:
+        seen: list[tuple[str, str, bool, str | None]] = []
         api = kubernetes.config.new_client_from_config(config_file=str(control_plane.kubeconfig))
-        informer = NewDeployments(api, [namespace], lambda kind, body: seen.append(
-            (kind, body["metadata"]["name"], bool(body.get("status")))), asyncio.get_running_loop())
+        informer = NewDeployments(api, [namespace], lambda kind, body, prepared: seen.append(
+            (kind, body["metadata"]["name"], bool(body.get("status")), prepared)), asyncio.get_running_loop(),
+            prepare=lambda body: f"prepared {body['metadata']['name']} on {threading.current_thread().name}")
         informer.start()
         try:
             await asyncio.sleep(1)  # its listing, then its watch from now
@@ -383,5 +384,7 @@ def test_new_deployments_are_told_on_creation_and_deletion_not_on_status_writes(
         return seen
 
     seen = asyncio.run(follow())
-    # not the deployment that was there before, nor the status write; the deletion tells the last status
-    assert seen == [("ADDED", "created", False), ("DELETED", "created", True)], seen
+    # not the deployment that was there before, nor the status write; the deletion tells the last status; a creation
+    # comes with what `prepare` made of it on the watch's own thread
+    assert seen == [("ADDED", "created", False, f"prepared created on deployments-{namespace}"),
+                    ("DELETED", "created", True, None)], seen

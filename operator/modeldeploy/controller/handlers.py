@@ -2,12 +2,13 @@
 
 One daemon per ModelDeployment is the only status writer. A new deployment's first pass runs as
 soon as the operator's own watch (`informer.NewDeployments`) sees its creation, before kopf gets to
-it; the daemon takes over from there. The daemon reconciles, then sleeps until it
-is woken — by a Job of its deployment finishing or going (the informer tells), by a new
-generation of its spec, by a slot freeing up while it waits for one — or the resync period
-passes, so reacting to a finished Job takes moments, not a timer period. A pass reads and decides
-in its turn, at most RECONCILE_WORKERS at once, deployments with no Job yet first; it creates its
-Jobs after the turn, as its slots are reserved by then, and its status is written when due (below).
+it, its spec validated and planned on that watch's thread already; the daemon takes over from
+there. The daemon reconciles, then sleeps until it is woken — by a Job of its deployment
+finishing or going (the informer tells), by a new generation of its spec, by a slot freeing up
+while it waits for one — or the resync period passes, so reacting to a finished Job takes
+moments, not a timer period. A pass reads and decides in its turn, at most RECONCILE_WORKERS at
+once, deployments with no Job yet first; it creates its Jobs after the turn, as its slots are
+reserved by then, and its status is written when due (below).
 
 Slots (maxJobs across every deployment, `slots.Slots`) go first to the waiting deployments with no
 Job running, then to the busy ones: a new deployment, or one short of slots, joins a queue, and
@@ -58,7 +59,7 @@ from modeldeploy.controller.jobs import (
     job_manifest,
     job_name,
 )
-from modeldeploy.controller.kube import Api, connect
+from modeldeploy.controller.kube import FIRST, URGENT, Api, connect
 from modeldeploy.controller.observe import STORE_CONNECTIONS, StoreCache
 from modeldeploy.controller.reconcile import (
     Decision,
@@ -84,6 +85,8 @@ MAX_BACKOFF_SECONDS = 300
 STATUS_SECONDS = 5.0
 
 Deployment = tuple[str, str]  # (namespace, name)
+
+logger = logging.getLogger(__name__)
 
 
 class SpecDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
@@ -205,7 +208,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.first_passes = {}  # uids of the deployments whose first pass ran before their daemon, the latest kept
     memo.untold = {}  # the Events of first passes, which the daemon posts (kopf posts only from its own tasks)
     memo.new_deployments = NewDeployments(connect(), namespaces, functools.partial(_deployment_seen, memo),
-                                          asyncio.get_running_loop())
+                                          asyncio.get_running_loop(), functools.partial(_new_plan, memo.config))
     memo.new_deployments.start()
     metrics.serve(memo.config.metrics_port)
     # What start-up loaded (kopf, the clients' API models, botocore's S3 model) lives as long as the process:
@@ -224,9 +227,22 @@ async def stop_informer(memo: kopf.Memo, **_: Any) -> None:
 FIRST_PASSES_KEPT = 10_000  # enough to tell a watch's replay of a creation from a new one
 
 
-def _deployment_seen(memo: kopf.Memo, kind: str, body: dict[str, Any]) -> None:
+def _new_plan(config: operator_config.OperatorConfig, body: Mapping[str, Any]
+              ) -> tuple[ModelDeploymentSpec, Plan] | SpecError | None:
+    """A created deployment's validated spec and plan, made on the thread of the watch that saw it (the body is
+    that thread's own, just decoded); None if that failed, and the first pass plans it itself."""
+    try:
+        return _validated_plan(body, config)
+    except Exception:
+        logger.exception("planning a new ModelDeployment on the watch's thread failed; its first pass plans it")
+        return None
+
+
+def _deployment_seen(memo: kopf.Memo, kind: str, body: dict[str, Any],
+                     planned: tuple[ModelDeploymentSpec, Plan] | SpecError | None) -> None:
     """A ModelDeployment was created: its first pass runs now, not when kopf gets to its daemon (which takes over
-    from there); or one was deleted: what a first pass kept of it goes, unless its daemon runs (it cleans up)."""
+    from there), with its plan if the watch made it; or one was deleted: what a first pass kept of it goes, unless
+    its daemon runs (it cleans up)."""
     metadata = body["metadata"]
     deployment, uid = (metadata["namespace"], metadata["name"]), metadata["uid"]
     if kind == "DELETED":
@@ -238,6 +254,8 @@ def _deployment_seen(memo: kopf.Memo, kind: str, body: dict[str, Any]) -> None:
     memo.first_passes[uid] = None
     if len(memo.first_passes) > FIRST_PASSES_KEPT:
         del memo.first_passes[next(iter(memo.first_passes))]
+    if planned is not None:
+        memo.plans[(uid, metadata.get("generation"))] = planned
     memo.slots.join(deployment)  # owed a slot from its creation on
     memo.deciding.add(deployment)
     asyncio.ensure_future(_first_pass(memo, deployment, body))
@@ -663,8 +681,9 @@ async def _start(decision: Decision, spec: ModelDeploymentSpec, store: Store, me
     owner = Owner(meta["name"], meta["namespace"], meta["uid"], int(meta.get("generation") or 0))
     targets = {target.name: target for target in spec.targets}
     outcomes = await asyncio.gather(
-        *(_launch(task, owner, spec, targets.get(task.target or ""), store, memo, logger, urgent)
-          for task in decision.create),
+        *(_launch(task, owner, spec, targets.get(task.target or ""), store, memo, logger,
+                  (FIRST if index == 0 else URGENT) if urgent else None)
+          for index, task in enumerate(decision.create)),
         return_exceptions=True,
     )
     for outcome in outcomes:
@@ -673,14 +692,15 @@ async def _start(decision: Decision, spec: ModelDeploymentSpec, store: Store, me
 
 
 async def _launch(task: Task, owner: Owner, spec: ModelDeploymentSpec, target: Target | None, store: Store,
-                  memo: kopf.Memo, logger: Any, urgent: bool = False) -> None:
-    """Create the Job, its task document in it; a Job not created (failed, or there already) frees its slot."""
+                  memo: kopf.Memo, logger: Any, rank: int | None) -> None:
+    """Create the Job, its task document in it, on the urgent lane with that rank if given (kube.Lane); a Job not
+    created (failed, or there already) frees its slot."""
     task_uri = store.uri_of(task_document_name(task.key))
     created = False
     try:
         manifest = job_manifest(owner, task, target, task.task_document(store.uri), task_uri, spec.artifacts,
                                 memo.config)
-        created = await memo.api.create_job(manifest, urgent=urgent)
+        created = await memo.api.create_job(manifest, rank=rank)
     finally:
         if not created:
             memo.slots.launched((owner.namespace, owner.name), task.key)

@@ -213,7 +213,8 @@ class JobInformer:
                     if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
                         item = self._parse(event["object"])
                         if item is not None and self._tells(namespace, event["type"], item):
-                            self.loop.call_soon_threadsafe(self._apply, event["type"], item)
+                            handed = self._handed(event["type"], item)
+                            self.loop.call_soon_threadsafe(self._apply, event["type"], handed)
             except ApiException as error:
                 if error.status == GONE:
                     logger.info(f"the watch of {self.WHAT} in {namespace or 'every namespace'} expired "
@@ -273,6 +274,10 @@ class JobInformer:
 
     def _worth_decoding(self, line: str) -> bool:
         return True
+
+    def _handed(self, kind: str, item: Any) -> Any:
+        """What the loop is handed of a change it is told: the item, as parsed."""
+        return item
 
     def _relisted(self, namespace: str | None, jobs: list[OwnedJob]) -> None:
         before = {job.uid: job for deployment, by_uid in self.index.jobs.items()
@@ -355,15 +360,20 @@ class NewDeployments(JobInformer):
     """Tells `listener` of each ModelDeployment created (ADDED, with no status yet) or deleted (DELETED), straight
     from a watch of its own: kopf takes in the same event only after every other event of every deployment queued
     before it, and a new deployment's first Jobs need not wait for that. Changes (MODIFIED, most of the stream: each
-    status write) are not even decoded. The watch starts from now: deployments that exist already are kopf's."""
+    status write) are not even decoded. The watch starts from now: deployments that exist already are kopf's.
+
+    The listener is told (kind, body, what `prepare` made of a created body on the watch's thread, else None): what
+    a first pass needs of the spec alone is ready when the loop gets to it, not one more turn of the loop later."""
 
     WHAT = "ModelDeployments"
     SELECTOR = None
     SKIPPED = '{"type":"MODIFIED"'
 
-    def __init__(self, api: client.ApiClient, namespaces: Sequence[str], listener: Listener,
-                 loop: asyncio.AbstractEventLoop):
-        super().__init__(api, namespaces, None, listener, loop)
+    def __init__(self, api: client.ApiClient, namespaces: Sequence[str], listener: Callable[[str, Any, Any], None],
+                 loop: asyncio.AbstractEventLoop, prepare: Callable[[Mapping[str, Any]], Any] = lambda body: None):
+        super().__init__(api, namespaces, None, lambda kind, item: None, loop)
+        self.told = listener
+        self.prepare = prepare
         self.custom = client.CustomObjectsApi(api)
         for thread in self._threads:
             thread.name = thread.name.replace("jobs-", "deployments-", 1)
@@ -388,5 +398,8 @@ class NewDeployments(JobInformer):
         return kind == "DELETED" or (kind == "ADDED" and not item.get("status")
                                      and not item["metadata"].get("deletionTimestamp"))
 
+    def _handed(self, kind: str, item: Any) -> Any:
+        return item, (self.prepare(item) if kind == "ADDED" else None)
+
     def _apply(self, kind: str, item: Any) -> None:
-        self.listener(kind, item)
+        self.told(kind, *item)
