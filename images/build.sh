@@ -187,13 +187,24 @@ build_image() {
     --build-arg "BASE=$base" --build-arg "VERSION=$(reference_version)" \
     --build-arg "CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
     --build-arg "REVISION=$(git -C "$REPO" rev-parse HEAD 2>/dev/null || true)" \
-    "$@" --label "$KEY_LABEL=$key" --file "$containerfile" --tag "$ref" "$context" >/dev/null ||
-    die "building $ref failed"
+    "$@" --label "$KEY_LABEL=$key" --file "$containerfile" --tag "$ref" "$context" >/dev/null 2>"$CACHE/bud.err" ||
+    bud_failed "$ref"
   log "built $ref in $((SECONDS - started))s"
   if [[ -n $previous ]]; then  # the image this one replaces, untagged now: vfs keeps every layer whole
     bah rmi "$previous" >/dev/null 2>&1 || log "kept the replaced image $previous: a container uses it"
   fi
   printf '%s\t%s\tbuilt in %ss\n' "$ref" "$(size_of "$ref")" "$((SECONDS - started))"
+}
+
+bud_failed() { # ref: buildah's own output, then the cause when it is the disk
+  cat "$CACHE/bud.err" >&2
+  if grep -q "no space left on device" "$CACHE/bud.err"; then
+    die "building $1 failed: the disk is full ($(df -h --output=avail "$CACHE" | tail -1 | tr -d ' ') free on the" \
+      "file system of $CACHE). vfs storage keeps each layer whole, and a commit holds the container, the layer" \
+      "being written and its copy at once: about three times the image's largest layer. Free that much, or set" \
+      "MODELDEPLOY_CACHE to a larger disk (docs/images.md)"
+  fi
+  die "building $1 failed"
 }
 
 reference_version() { PYTHONPATH="$REPO/operator" "$PYTHON" -c 'import modeldeploy; print(modeldeploy.__version__)'; }
