@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from modeldeploy.controller import observe
 from modeldeploy.controller.config import OperatorConfig, load
 from modeldeploy.controller.handlers import STATUS_SECONDS, Status, Turns, _retry_seconds
 from modeldeploy.controller.informer import JobIndex, OwnedJob
@@ -481,6 +482,11 @@ class ReadCounting(FileStore):
         return super().get_bytes(name)
 
 
+class Unlistable(ReadCounting):
+    def folders(self, prefix: str) -> set[str]:
+        raise PermissionError("no s3:ListBucket")
+
+
 def committed(store: FileStore, result: Plan, tmp_path: Path, kinds: set[str]) -> None:
     output = tmp_path / "results.json"
     output.write_text('{"cells": [], "best": []}')
@@ -491,7 +497,7 @@ def committed(store: FileStore, result: Plan, tmp_path: Path, kinds: set[str]) -
 
 def test_a_new_deployment_reads_only_the_tasks_it_can_start(tmp_path: Path) -> None:
     _, result = the_plan()
-    store = ReadCounting(tmp_path / "store")
+    store = Unlistable(tmp_path / "store")  # no listing tells that its tasks are not done
     observed = asyncio.run(StoreCache().observe(store, result, {}))
     assert observed.results == {}
     assert sorted(store.read) == sorted(manifest_name(task.key) for task in result.tasks if not task.inputs)
@@ -549,10 +555,7 @@ def test_a_task_the_store_had_nothing_of_is_not_read_unless_a_job_of_the_operato
 
     async def three_deployments() -> None:
         cache = StoreCache()
-        await cache.observe(store, first, {})  # begins a listing of the store's tasks; no pass waits for one
-        while not all(listing.done() for listing, _ in cache.listings.values()):
-            await asyncio.sleep(0.01)
-        store.read.clear()
+        await cache.observe(store, first, {})  # lists the store's tasks
         assert (await cache.observe(store, second, {})).results == {}
         assert store.read == []  # the listing found nothing of its first tasks
         cache.launching(store.uri_of(task_document_name(convert.key)))  # a Job of the operator computed it since
@@ -561,11 +564,6 @@ def test_a_task_the_store_had_nothing_of_is_not_read_unless_a_job_of_the_operato
         assert store.read == [manifest_name(convert.key)]
 
     asyncio.run(three_deployments())
-
-
-class Unlistable(ReadCounting):
-    def folders(self, prefix: str) -> set[str]:
-        raise PermissionError("no s3:ListBucket")
 
 
 def test_a_store_that_cannot_be_listed_is_read_task_by_task(tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -586,7 +584,69 @@ def test_a_store_that_cannot_be_listed_is_read_task_by_task(tmp_path: Path, capl
     assert "cannot list the tasks in" in caplog.text and "no s3:ListBucket" in caplog.text
 
 
-class AnswersHeld(ReadCounting):
+class ListedWhenReleased(ReadCounting):
+    """Lists the store only once released, counting its listings."""
+
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self.listings = 0
+        self.released = threading.Event()
+
+    def folders(self, prefix: str) -> set[str]:
+        self.listings += 1
+        self.released.wait(timeout=30)
+        return super().folders(prefix)
+
+
+def test_new_deployments_at_a_cold_start_wait_for_the_first_listing_rather_than_read_task_by_task(tmp_path: Path
+                                                                                                 ) -> None:
+    plans = [the_plan()[1], another_plan(100), another_plan(50)]
+    store = ListedWhenReleased(tmp_path / "store")
+    committed(store, plans[2], tmp_path, {"convert"})  # done by an earlier operator: the listing shows it
+
+    async def a_burst() -> list[Observed]:
+        cache = StoreCache()
+        passes = [asyncio.ensure_future(cache.observe(store, result, {})) for result in plans]
+        await asyncio.sleep(0.2)
+        assert not any(map(asyncio.Future.done, passes))  # they wait for the listing under way
+        store.released.set()
+        return await asyncio.gather(*passes)
+
+    observed = asyncio.run(a_burst())
+    assert store.listings == 1
+    convert = task_named(plans[2], "convert")
+    assert store.read[0] == manifest_name(convert.key)  # the only task the listing found is read
+    assert all(not name.startswith("tasks/") or name.startswith(f"tasks/{convert.key}/") for name in store.read)
+    assert [set(o.results) for o in observed] == [set(), set(), {convert.key}]
+
+
+def test_a_pass_reads_task_by_task_when_the_listing_is_not_back_in_time(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    _, result = the_plan()
+    store = ListedWhenReleased(tmp_path / "store")
+    starting = [task for task in result.tasks if not task.inputs]
+    monkeypatch.setattr(observe, "LISTING_WAIT_SECONDS", 0.1)
+
+    async def listing_held() -> None:
+        cache = StoreCache()
+        try:
+            began = asyncio.get_running_loop().time()
+            await cache.observe(store, result, {})
+            assert asyncio.get_running_loop().time() - began < 5
+            assert sorted(store.read) == sorted(manifest_name(task.key) for task in starting)
+            store.read.clear()
+            # A pass whose tasks all have Jobs has nothing a listing would tell: it reads them without waiting.
+            monkeypatch.setattr(observe, "LISTING_WAIT_SECONDS", 30)
+            jobs = {task.key: job(task.key, active=True) for task in starting}
+            await asyncio.wait_for(StoreCache(listings=cache.listings).observe(store, result, jobs), 5)
+            assert sorted(store.read) == sorted(manifest_name(task.key) for task in starting)
+        finally:
+            store.released.set()
+
+    asyncio.run(listing_held())
+
+
+class AnswersHeld(Unlistable):
     """Reads the store at once, but while holding, answers only when released: reads that began before a write."""
 
     def __init__(self, root: Path):

@@ -7,7 +7,9 @@ read again only when its Job has finished. A task is not read either when one of
 was computed while this operator watched (then only a Job of its own can have computed it), nor
 when the store had nothing of it at its last listing, at most LISTING_SECONDS ago, and this
 operator started no Job for it since: a brand-new deployment's first Jobs wait on no read. Were
-such a task done meanwhile by someone else, its Job would find it committed and end at once.
+such a task done meanwhile by someone else, its Job would find it committed and end at once. A
+pass with such tasks to read waits, up to LISTING_WAIT_SECONDS, for a listing under way (the
+operator's first one, in a burst of new deployments) rather than read them one by one.
 Deployments that ask for the same manifest at the same time share one read. Everything is kept
 by the store's identity (endpoint, bucket, prefix, credentials), never by its URI alone: a tenant
 naming another's URI with its own endpoint or credentials reads its own store, not the cache.
@@ -16,6 +18,7 @@ naming another's URI with its own endpoint or credentials reads its own store, n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -44,6 +47,9 @@ READ_THREADS = 32
 WRITE_THREADS = 4
 STORE_CONNECTIONS = READ_THREADS + WRITE_THREADS
 LISTING_SECONDS = 60  # how long a listing of a store's tasks stands for it
+# How long a pass waits for a listing under way (a request per thousand tasks) before it reads one by one the tasks
+# the listing would tell of: a burst of new deployments at a cold start then makes one request, not one per task.
+LISTING_WAIT_SECONDS = 1.0
 T = TypeVar("T")
 Listing = frozenset[str] | None  # the keys of the tasks with objects in a store; None if it could not be listed
 
@@ -79,10 +85,13 @@ class StoreCache:
         self.launched.add(task_uri)
 
     async def observe(self, store: Store, plan: Plan, jobs: Mapping[str, JobState]) -> Observed:
-        listing = self._listing(store)
+        listed = self._listing(store)
+        patience = time.monotonic() + LISTING_WAIT_SECONDS
         asked: set[str] = set()
         while wave := [task for task in plan.tasks if task.key not in asked and self._worth_reading(store, task, jobs)]:
             asked.update(task.key for task in wave)
+            told = any(self._listing_tells(store, task, jobs) for task in wave)
+            listing = await _listed(listed, patience if told else None)
             unread = [task.key for task in wave if self._cannot_be_done(store, task, jobs, listing)]
             self.not_done.update((store.identity, key) for key in unread)
             wave_keys = [task.key for task in wave if task.key not in unread]
@@ -145,20 +154,23 @@ class StoreCache:
         committed and end at once."""
         if task.key in jobs:
             return False
-        if (listing is not None and task.key not in listing
-                and store.uri_of(task_document_name(task.key)) not in self.launched):
+        if listing is not None and task.key not in listing and self._listing_tells(store, task, jobs):
             return True
         return any((store.identity, key) in self.computed for key in task.inputs.values())
 
-    def _listing(self, store: Store) -> Listing:
-        """The store's last listing if it is at most LISTING_SECONDS old, else None, and a new one begun: a pass
-        never waits for a listing (in a large store it takes a request per thousand tasks)."""
+    def _listing_tells(self, store: Store, task: Task, jobs: Mapping[str, JobState]) -> bool:
+        """Whether a listing that found nothing of the task tells it is not done: no Job of this operator has
+        computed it since."""
+        return task.key not in jobs and store.uri_of(task_document_name(task.key)) not in self.launched
+
+    def _listing(self, store: Store) -> asyncio.Future[Listing]:
+        """The store's listing at most LISTING_SECONDS old, begun anew if the last one is older."""
         now = time.monotonic()
         listed = self.listings.get(store.identity)
         if listed is None or listed[1] <= now:
-            self.listings[store.identity] = (asyncio.ensure_future(self.read(_list_tasks, store)), now + LISTING_SECONDS)
-            return None
-        return listed[0].result() if listed[0].done() else None
+            listed = self.listings[store.identity] = (asyncio.ensure_future(self.read(_list_tasks, store)),
+                                                      now + LISTING_SECONDS)
+        return listed[0]
 
     def _worth_reading(self, store: Store, task: Task, jobs: Mapping[str, JobState]) -> bool:
         known = (store.identity, task.key)
@@ -167,6 +179,14 @@ class StoreCache:
         if known in self.not_done and (task.key not in jobs or jobs[task.key].active):
             return False
         return all((store.identity, key) in self.manifests for key in task.inputs.values())
+
+
+async def _listed(listing: asyncio.Future[Listing], until: float | None) -> Listing:
+    """The listing if it is back, or once back if that is before `until` (monotonic); else None."""
+    if not listing.done() and until is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(listing), max(0.0, until - time.monotonic()))
+    return listing.result() if listing.done() else None
 
 
 def _list_tasks(store: Store) -> Listing:
