@@ -182,7 +182,7 @@ build_image() {
   house=$(wheelhouse "$python" ${requirements//@/$wheel})
   previous=$(image_id "$ref" 2>/dev/null || true)
   log "building $ref from $(basename "$containerfile") on $base"
-  bah bud --quiet --isolation chroot --layers=false \
+  bah bud --quiet --isolation chroot --layers=false --disable-compression=false \
     --volume "$house:/tmp/wheels:ro" --build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=/tmp/wheels \
     --build-arg "BASE=$base" --build-arg "VERSION=$(reference_version)" \
     --build-arg "CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
@@ -200,9 +200,9 @@ bud_failed() { # ref: buildah's own output, then the cause when it is the disk
   cat "$CACHE/bud.err" >&2
   if grep -q "no space left on device" "$CACHE/bud.err"; then
     die "building $1 failed: the disk is full ($(df -h --output=avail "$CACHE" | tail -1 | tr -d ' ') free on the" \
-      "file system of $CACHE). vfs storage keeps each layer whole, and a commit holds the container, the layer" \
-      "being written and its copy at once: about three times the image's largest layer. Free that much, or set" \
-      "MODELDEPLOY_CACHE to a larger disk (docs/images.md)"
+      "file system of $CACHE). vfs storage keeps each layer whole, and a commit holds the container's files," \
+      "the compressed layer twice and the unpacked layer at once: about three times the image's size. Free" \
+      "that much, or set MODELDEPLOY_CACHE to a larger disk (docs/images.md)"
   fi
   die "building $1 failed"
 }
