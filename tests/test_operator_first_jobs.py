@@ -9,8 +9,9 @@ from concurrent.futures import Future
 from typing import Any
 
 import pytest
+from modeldeploy.backends import registry
 from modeldeploy.controller.config import load
-from modeldeploy.controller.handlers import _new_plan
+from modeldeploy.controller.handlers import _new_plan, _preload
 from modeldeploy.controller.kube import FIRST, URGENT, Lane
 from modeldeploy.planner import plan
 from modeldeploy.validation import SpecError, load_resource
@@ -76,3 +77,12 @@ def test_a_new_deployment_the_watch_cannot_plan_is_left_to_its_first_pass(caplog
     with caplog.at_level(logging.ERROR):
         assert _new_plan(load(), {"metadata": {"name": "cases"}}) is None  # no spec: a bug, not a SpecError
     assert "its first pass plans it" in caplog.text
+
+
+def test_the_operator_loads_the_backends_before_the_first_spec_is_planned() -> None:
+    registry.cache_clear()
+    _preload()
+    assert registry.cache_info().misses == 1
+    body = {**base(), "metadata": {"name": "cases", "namespace": "team-a", "uid": "u1", "generation": 1}}
+    assert not isinstance(_new_plan(load(), body), SpecError)
+    assert registry.cache_info().misses == 1  # the first plan, on the watch's thread, loaded nothing
